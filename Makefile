@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test` (both set up .venv first).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo-out
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+# Recreated when missing or when requirements.txt changed since the last install.
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip<25"
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -c "import dgl, torch, faiss, pyspark, pyarrow; print('env ok: torch', torch.__version__, 'dgl', dgl.__version__)"
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) bench/demo.py --out $(DEMO_DIR)
+
+test: setup
+	$(PY) -m pytest tests
+
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow"
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

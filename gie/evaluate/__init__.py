@@ -1,0 +1,1 @@
+"""Evaluation of bundles against the next day's gifts, baselines, and the downstream ablation."""

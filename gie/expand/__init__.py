@@ -1,0 +1,1 @@
+"""Metapath behaviour expansion, Faiss indexes, and the published bundle."""

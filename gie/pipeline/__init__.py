@@ -1,0 +1,1 @@
+"""Nightly orchestration: stages, locking, idempotent reruns, atomic publish, retention."""

@@ -1,0 +1,1 @@
+"""Node representation pre-training (DGL): single process, DDP, and DGL distributed."""

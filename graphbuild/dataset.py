@@ -1,0 +1,132 @@
+"""Read a published graph dataset (the contract written by the Spark build) into numpy.
+
+Layout of one dataset folder (see docs/GRAPH_FORMAT.md):
+    nodes/{user,streamer}/*.parquet   edges/{gift,watch,s2s,u2u}/*.parquet
+    rejected/*.parquet   encoders.json   metadata.json   _SUCCESS
+Spark writes several part files per table with no row order: everything is re-aligned
+here by node id, never by file or row position.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from gie.errors import BadInputError
+from gie.publish import is_published
+from graphbuild.schema import (
+    GRAPH_EDGES, GRAPH_NODES, GRAPH_SCHEMA_VERSION, MODALITIES, RAW_ID_COLUMN, REQUIRED_EDGES,
+)
+
+
+@dataclass
+class EdgeSet:
+    src: np.ndarray                     # int64 node ids of the source type
+    dst: np.ndarray                     # int64 node ids of the destination type
+    data: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+
+@dataclass
+class GraphData:
+    """A graph dataset in memory; arrays are indexed by node id."""
+
+    path: Path
+    metadata: dict
+    raw_ids: dict[str, np.ndarray]               # node type -> raw id per node id
+    features: dict[str, np.ndarray]              # node type -> float32 [N, F]
+    node_columns: dict[str, dict[str, np.ndarray]]   # scalar attributes (active, n_gifts, ...)
+    modalities: dict[str, np.ndarray]            # modality -> float32 [num_streamers, dim]
+    modality_mask: np.ndarray                    # bool [num_streamers, len(MODALITIES)]
+    edges: dict[str, EdgeSet]
+
+    def num_nodes(self, node_type: str) -> int:
+        return len(self.raw_ids[node_type])
+
+
+def _read_table(folder: Path, schema: pa.Schema) -> pa.Table:
+    if not folder.is_dir():
+        raise BadInputError(f"graph dataset table {folder} is missing")
+    try:
+        table = pads.dataset(folder, format="parquet").to_table()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise BadInputError(f"cannot read Parquet table {folder}: {e}") from e
+    missing = [n for n in schema.names if n not in table.column_names]
+    if missing:
+        raise BadInputError(f"table {folder} lacks columns {missing}")
+    for f in schema:
+        got = table.schema.field(f.name).type
+        if got != f.type:
+            raise BadInputError(f"table {folder} column {f.name!r} has type {got}, expected {f.type}")
+    return table.select(schema.names)
+
+
+def _list_to_matrix(col: pa.ChunkedArray, where: str) -> np.ndarray:
+    arr = col.combine_chunks()
+    lengths = np.asarray(arr.value_lengths().fill_null(0))
+    width = int(lengths.max()) if len(lengths) else 0
+    if len(lengths) and (lengths != width).any():
+        raise BadInputError(f"{where}: vectors have mixed lengths {sorted(set(lengths.tolist()))[:5]}")
+    flat = np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+    return flat.reshape(len(lengths), width)
+
+
+def load_graph(path: str | Path, edge_types: tuple[str, ...] | None = None) -> GraphData:
+    """Load a published graph dataset; fail clearly when it is absent or does not match."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BadInputError(f"graph dataset {path} does not exist")
+    if not is_published(path):
+        raise BadInputError(f"graph dataset {path} has no _SUCCESS marker (unfinished build?)")
+    meta_file = path / "metadata.json"
+    try:
+        metadata = json.loads(meta_file.read_text())
+    except (OSError, ValueError) as e:
+        raise BadInputError(f"cannot read {meta_file}: {e}") from e
+    if metadata.get("schema_version") != GRAPH_SCHEMA_VERSION:
+        raise BadInputError(f"{meta_file}: schema_version {metadata.get('schema_version')} "
+                            f"is not {GRAPH_SCHEMA_VERSION}")
+
+    raw_ids, features, columns = {}, {}, {}
+    modalities: dict[str, np.ndarray] = {}
+    modality_mask = np.zeros((0, len(MODALITIES)), dtype=bool)
+    for ntype, schema in GRAPH_NODES.items():
+        folder = path / "nodes" / ntype
+        table = _read_table(folder, schema).sort_by("node_id")
+        node_id = table.column("node_id").to_numpy()
+        if len(node_id) and not np.array_equal(node_id, np.arange(len(node_id))):
+            raise BadInputError(f"{folder}: node_id is not contiguous 0..{len(node_id) - 1}")
+        raw_ids[ntype] = table.column(RAW_ID_COLUMN[ntype]).to_numpy()
+        features[ntype] = _list_to_matrix(table.column("features"), f"{folder} features")
+        columns[ntype] = {
+            f.name: table.column(f.name).to_numpy(zero_copy_only=False)
+            for f in schema if not pa.types.is_list(f.type) and f.name != "node_id"
+        }
+        if ntype == "streamer":
+            for m in MODALITIES:
+                modalities[m] = _list_to_matrix(table.column(f"{m}_emb"), f"{folder} {m}_emb")
+            modality_mask = np.stack([columns[ntype][f"has_{m}"] for m in MODALITIES], axis=1)
+
+    edges = {}
+    for etype in edge_types or tuple(GRAPH_EDGES):
+        stype, dtype_, schema = GRAPH_EDGES[etype]
+        folder = path / "edges" / etype
+        if not folder.is_dir():
+            if etype in REQUIRED_EDGES:
+                raise BadInputError(f"graph dataset table {folder} is missing")
+            continue
+        table = _read_table(folder, schema).sort_by([("src", "ascending"), ("dst", "ascending")])
+        src, dst = table.column("src").to_numpy(), table.column("dst").to_numpy()
+        for ids, t in ((src, stype), (dst, dtype_)):
+            if len(ids) and (ids.min() < 0 or ids.max() >= len(raw_ids[t])):
+                raise BadInputError(f"{folder}: node id out of range for node type {t}")
+        edges[etype] = EdgeSet(src, dst, {
+            n: table.column(n).to_numpy() for n in schema.names if n not in ("src", "dst")})
+
+    return GraphData(path, metadata, raw_ids, features, columns, modalities, modality_mask, edges)

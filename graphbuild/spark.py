@@ -1,0 +1,32 @@
+"""Spark session creation: the same job runs under spark-submit or embedded in the CLI."""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def get_spark(master: str | None = None, app_name: str = "gie-build-graph",
+              extra_conf: dict[str, str] | None = None):
+    """Return the active session (spark-submit) or start one (`master`, default local[*])."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    elif "SPARK_MASTER" not in os.environ and "spark.master" not in os.environ.get(
+            "SPARK_SUBMIT_OPTS", ""):
+        builder = builder.master("local[*]")
+    conf = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.ansi.enabled": "false",       # malformed values become null, then rejected
+        "spark.driver.memory": os.environ.get("GIE_SPARK_DRIVER_MEMORY", "4g"),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+    }
+    conf.update(extra_conf or {})
+    for k, v in conf.items():
+        builder = builder.config(k, v)
+    return builder.getOrCreate()
