@@ -16,15 +16,16 @@ import click
 from gie.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, GieError
 from gie.logs import setup_logging
 
+# name -> (module:attr, one-line help shown by --help without importing the module)
 COMMANDS = {
-    "generate": "graphbuild.commands:generate",
-    "build-graph": "graphbuild.commands:build_graph",
-    "partition": "gie.train.commands:partition",
-    "train-gie": "gie.train.commands:train_gie",
-    "expand": "gie.expand.commands:expand",
-    "query": "gie.expand.commands:query",
-    "evaluate": "gie.evaluate.commands:evaluate",
-    "nightly": "gie.pipeline.commands:nightly",
+    "generate": ("graphbuild.commands:generate", "Write a synthetic KuaiLive-layout dataset."),
+    "build-graph": ("graphbuild.commands:build_graph", "Build the gifting graph for a date (Spark)."),
+    "partition": ("gie.train.commands:partition", "Partition a graph for DGL distributed training."),
+    "train-gie": ("gie.train.commands:train_gie", "Train user and streamer embeddings (DGL)."),
+    "expand": ("gie.expand.commands:expand", "Expand behaviour sequences, build Faiss indexes."),
+    "query": ("gie.expand.commands:query", "Show one node's expansions with explanations."),
+    "evaluate": ("gie.evaluate.commands:evaluate", "Evaluate a bundle on the next day's gifts."),
+    "nightly": ("gie.pipeline.commands:nightly", "Run the whole chain for one date (cron)."),
 }
 
 
@@ -33,11 +34,14 @@ class LazyGroup(click.Group):
         return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = COMMANDS.get(name)
-        if target is None:
+        if name not in COMMANDS:
             return None
-        module, attr = target.split(":")
+        module, attr = COMMANDS[name][0].split(":")
         return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
 
 
 @click.group(cls=LazyGroup)

@@ -1,0 +1,117 @@
+"""Shared building blocks: config, atomic publish, work layout, graph and embedding readers."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import cli
+from gie.config import load_config, parse_overrides
+from gie.embeddings import read_embeddings, write_embeddings
+from gie.errors import EXIT_BAD_INPUT, BadInputError
+from gie.layout import WorkLayout, dates_under, parse_date
+from gie.publish import atomic_symlink, clean_staging, is_published, staged_output
+from graphbuild.dataset import load_graph
+from tests.graph_fixtures import make_graph_dataset
+
+
+def test_overrides_parse_yaml_scalars_into_nested_sections():
+    assert parse_overrides(["train.epochs=3", "expand.recall_floor=0.5", "seed=7"]) == {
+        "train": {"epochs": 3}, "expand": {"recall_floor": 0.5}, "seed": 7}
+    with pytest.raises(BadInputError, match="not of the form"):
+        parse_overrides(["train.epochs"])
+
+
+def test_config_file_then_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("seed: 3\ntrain:\n  epochs: 5\n")
+    cfg = load_config(f, ["train.epochs=2"])
+    assert (cfg.seed, cfg.train.epochs) == (3, 2)
+    with pytest.raises(BadInputError, match="train"):
+        load_config(f, ["train.no_such_key=1"])
+    with pytest.raises(BadInputError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    f.write_text("train: [unclosed\n")
+    with pytest.raises(BadInputError, match="not valid YAML"):
+        load_config(f)
+
+
+def test_staged_output_publishes_atomically_and_failure_leaves_previous(tmp_path):
+    final = tmp_path / "out" / "dt=2025-05-01"
+    with staged_output(final) as stage:
+        (stage / "data.txt").write_text("v1")
+        assert not final.exists()
+    assert is_published(final) and (final / "data.txt").read_text() == "v1"
+
+    with pytest.raises(RuntimeError):
+        with staged_output(final) as stage:
+            (stage / "data.txt").write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert (final / "data.txt").read_text() == "v1"
+    assert [p.name for p in final.parent.iterdir()] == ["dt=2025-05-01"]
+
+    with staged_output(final) as stage:
+        (stage / "other.txt").write_text("v2")
+    assert sorted(p.name for p in final.iterdir()) == ["_SUCCESS", "other.txt"]
+
+
+def test_clean_staging_and_symlink(tmp_path):
+    (tmp_path / ".staging-x-1-abc").mkdir()
+    (tmp_path / "dt=2025-05-01").mkdir()
+    assert [p.name for p in clean_staging(tmp_path)] == [".staging-x-1-abc"]
+    atomic_symlink(tmp_path / "latest", "dt=2025-05-01")
+    atomic_symlink(tmp_path / "latest", "dt=2025-05-01")
+    assert os.readlink(tmp_path / "latest") == "dt=2025-05-01"
+    assert dates_under(tmp_path) == ["2025-05-01"]
+
+
+def test_layout_and_dates(tmp_path):
+    lay = WorkLayout(tmp_path)
+    assert lay.bundle("2025-05-02") == tmp_path / "bundle" / "dt=2025-05-02"
+    assert parse_date("2025-05-02").day == 2
+    for bad in ("2025-5-2", "2025-02-30", ""):
+        with pytest.raises(BadInputError):
+            parse_date(bad)
+
+
+def test_load_graph_roundtrip_and_errors(tmp_path):
+    path, truth = make_graph_dataset(tmp_path / "g", n_users=50, n_streamers=12)
+    g = load_graph(path)
+    assert g.num_nodes("user") == 50 and g.num_nodes("streamer") == 12
+    assert g.raw_ids["user"][0] == 1000 and g.features["user"].dtype == np.float32
+    assert set(g.edges) == {"gift", "watch", "s2s", "u2u"}
+    assert g.modality_mask.shape == (12, 3)
+
+    (path / "_SUCCESS").unlink()
+    with pytest.raises(BadInputError, match="_SUCCESS"):
+        load_graph(path)
+    (path / "_SUCCESS").write_text("")
+
+    part = path / "edges" / "gift" / "part-00000.parquet"
+    t = pq.read_table(part)
+    pq.write_table(t.set_column(t.schema.get_field_index("count"), "count",
+                                t.column("count").cast(pa.float64())), part)
+    with pytest.raises(BadInputError, match="gift.*count.*double"):
+        load_graph(path)
+
+
+def test_embeddings_roundtrip_and_errors(tmp_path):
+    vec = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    write_embeddings(tmp_path / "user.parquet", "user", np.arange(5), np.arange(5) + 100, vec)
+    raw, got = read_embeddings(tmp_path, "user", num_nodes=5)
+    assert raw.tolist() == [100, 101, 102, 103, 104] and np.array_equal(got, vec)
+    with pytest.raises(BadInputError, match="0..5"):
+        read_embeddings(tmp_path, "user", num_nodes=6)
+    with pytest.raises(BadInputError, match="not found"):
+        read_embeddings(tmp_path, "streamer")
+    (tmp_path / "user.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(BadInputError, match="cannot read"):
+        read_embeddings(tmp_path, "user")
+
+
+def test_cli_maps_usage_errors_to_bad_input_exit_code(capsys):
+    assert cli.main(["no-such-command"]) == EXIT_BAD_INPUT
+    assert cli.main(["--help"]) == 0
