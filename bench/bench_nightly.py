@@ -1,0 +1,93 @@
+"""Stage-by-stage wall time and peak memory of the nightly chain at several generated sizes.
+
+Each stage runs as its own CLI command (as a scheduler would run it), measured with its whole
+process tree (Spark JVM included). Results: bench/out/nightly.json and
+docs/benchmarks/nightly.md. Example:
+    .venv/bin/python bench/bench_nightly.py --sizes 100k,1M
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.measure import measure  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {"100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}
+DAYS, START = 15, "2025-05-01"
+
+
+def shape(gifts: int) -> dict[str, int]:
+    """Users and streamers grow with the number of gift events (about 5% of users gift/day)."""
+    per_day = gifts // DAYS
+    return {"gifts_per_day": per_day, "users": max(2_000, per_day * 20),
+            "streamers": max(200, per_day * 2)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", default="100k,1M")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    ap.add_argument("--epochs", type=int, default=2)
+    args = ap.parse_args()
+    out = Path(args.out)
+    py = [sys.executable, str(ROOT / "cli.py")]
+    date = (dt.date.fromisoformat(START) + dt.timedelta(days=DAYS - 2)).isoformat()
+    results = []
+    for name in args.sizes.split(","):
+        s = shape(SIZES[name])
+        raw, work = out / f"raw-{name}", out / f"work-{name}"
+        row = {"size": name, "gift_events": SIZES[name], **s, "stages": {}}
+        stages = {
+            "generate": py + ["generate", "--out", str(raw), "--users", str(s["users"]),
+                              "--streamers", str(s["streamers"]), "--days", str(DAYS),
+                              "--start", START, "--gifts-per-day", str(s["gifts_per_day"])],
+            "build": py + ["build-graph", "--raw", str(raw), "--out", str(work / "graph"),
+                           "--date", date],
+            "train": py + ["train-gie", "--graph", str(work / "graph" / f"dt={date}"),
+                           "--out", str(work / "model" / f"dt={date}"),
+                           "--epochs", str(args.epochs)],
+            "expand": py + ["expand", "--graph", str(work / "graph" / f"dt={date}"),
+                            "--embeddings", str(work / "model" / f"dt={date}" / "embeddings"),
+                            "--out", str(work / "bundle" / f"dt={date}")],
+            "evaluate": py + ["evaluate", "--raw", str(raw), "--work", str(work),
+                              "--date", date],
+        }
+        for stage, cmd in stages.items():
+            if stage == "generate" and (raw / "manifest.json").exists():
+                continue
+            m = measure(cmd, cwd=str(ROOT), env=dict(os.environ))
+            row["stages"][stage] = {"wall_s": round(m.wall_s, 1),
+                                    "peak_rss_mb": round(m.peak_rss_mb), "rc": m.returncode}
+            print(name, stage, row["stages"][stage], flush=True)
+            if m.returncode != 0:
+                break
+        report = work / "reports" / f"dt={date}" / "metrics.json"
+        if report.exists():
+            row["headline"] = json.loads(report.read_text()).get("headline", {})
+        results.append(row)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "nightly.json").write_text(json.dumps(results, indent=2))
+    lines = ["# Nightly chain: stage wall time and peak memory", "",
+             f"Machine: {os.cpu_count()} cores, {platform.platform()}. "
+             f"Command: `.venv/bin/python bench/bench_nightly.py --sizes {args.sizes}`.", "",
+             "| size | users | streamers | stage | wall (s) | peak RSS (MB) |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        for st, v in r["stages"].items():
+            lines.append(f"| {r['size']} | {r['users']} | {r['streamers']} | {st} | "
+                         f"{v['wall_s']} | {v['peak_rss_mb']} |")
+    (ROOT / "docs" / "benchmarks").mkdir(parents=True, exist_ok=True)
+    (ROOT / "docs" / "benchmarks" / "nightly.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
