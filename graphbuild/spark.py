@@ -17,8 +17,9 @@ def get_spark(master: str | None = None, app_name: str = "gie-build-graph",
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
-    elif "SPARK_MASTER" not in os.environ and "spark.master" not in os.environ.get(
-            "SPARK_SUBMIT_OPTS", ""):
+    elif ("SPARK_MASTER" not in os.environ and "spark.master" not in os.environ.get(
+            "SPARK_SUBMIT_OPTS", "") and "PYSPARK_GATEWAY_PORT" not in os.environ):
+        # PYSPARK_GATEWAY_PORT: launched by spark-submit, whose --master must win
         builder = builder.master("local[*]")
     conf = {
         "spark.sql.session.timeZone": "UTC",

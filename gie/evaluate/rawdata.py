@@ -33,6 +33,11 @@ def next_date(date: str, days: int = 1) -> str:
     return (parse_date(date) + dt.timedelta(days=days)).isoformat()
 
 
+def has_table(raw: str | Path, table: str) -> bool:
+    raw = Path(raw)
+    return any(p.exists() for p in (raw / f"{table}.parquet", raw / f"{table}.csv", raw / table))
+
+
 def _table_files(raw: Path, table: str) -> list[Path]:
     for candidate in (raw / f"{table}.parquet", raw / f"{table}.csv"):
         if candidate.is_file():

@@ -1,0 +1,83 @@
+"""Ranking and classification metrics, as pure functions plus one streaming accumulator.
+
+Definitions (also in docs/EVALUATION.md), for a ranked list L and a relevant set R:
+    HitRate@K = 1 if L[:K] meets R            Recall@K = |L[:K] & R| / |R|
+    NDCG@K    = sum_{i<K, L[i] in R} 1/log2(i+2)  /  sum_{i<min(K,|R|)} 1/log2(i+2)
+Each is averaged over users (one user, one vote), whatever the length of their lists.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def ranking_at_k(ranked: Iterable[int], relevant: set[int], k: int) -> tuple[float, float, float]:
+    """(hit, recall, ndcg) of one ranked list cut at k; `relevant` must not be empty."""
+    top = list(ranked)[:k]
+    gains = np.array([1.0 if x in relevant else 0.0 for x in top])
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    hits = gains.sum()
+    dcg = float((gains * discounts[:len(gains)]).sum())
+    idcg = float(discounts[:min(k, len(relevant))].sum())
+    return float(hits > 0), float(hits / len(relevant)), dcg / idcg
+
+
+class RankingMetrics:
+    """Accumulates HitRate/Recall/NDCG at several K over users; `compute` gives the means."""
+
+    def __init__(self, ks: Iterable[int]):
+        self.ks = sorted(set(ks))
+        self.sums = {k: np.zeros(3) for k in self.ks}
+        self.users = 0
+
+    def update(self, ranked: Iterable[int], relevant: set[int]) -> None:
+        if not relevant:
+            return
+        ranked = list(ranked)
+        for k in self.ks:
+            self.sums[k] += ranking_at_k(ranked, relevant, k)
+        self.users += 1
+
+    def compute(self) -> dict[str, float]:
+        out: dict[str, float] = {"users": self.users}
+        for k in self.ks:
+            mean = self.sums[k] / self.users if self.users else np.zeros(3)
+            out.update({f"hit_rate@{k}": float(mean[0]), f"recall@{k}": float(mean[1]),
+                        f"ndcg@{k}": float(mean[2])})
+        return out
+
+
+def link_prediction(pos: np.ndarray, neg: np.ndarray) -> dict[str, float]:
+    """AUC and MRR of positive-edge scores `pos` [n] against their own negatives `neg` [n, m].
+
+    AUC counts ties as one half. The rank of a positive is 1 + the number of its negatives
+    scoring at least as high (ties count against the model), and MRR is the mean of 1/rank.
+    """
+    if len(pos) == 0:
+        return {"auc": float("nan"), "mrr": float("nan"), "edges": 0}
+    pos = pos[:, None]
+    auc = float(((neg < pos).mean(axis=1) + 0.5 * (neg == pos).mean(axis=1)).mean())
+    mrr = float((1.0 / (1.0 + (neg >= pos).sum(axis=1))).mean())
+    return {"auc": auc, "mrr": mrr, "edges": int(len(pos))}
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC; NaN when only one class is present."""
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
+
+
+def gauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
+    """Per-user AUC weighted by the user's impressions, over users with both classes."""
+    order = np.argsort(users, kind="stable")
+    users, labels, scores = users[order], labels[order], scores[order]
+    bounds = np.flatnonzero(np.diff(users)) + 1
+    total = weight = 0.0
+    for lab, sc in zip(np.split(labels, bounds), np.split(scores, bounds)):
+        if 0 < lab.sum() < len(lab):
+            total += len(lab) * roc_auc_score(lab, sc)
+            weight += len(lab)
+    return total / weight if weight else float("nan")

@@ -1,0 +1,49 @@
+"""Click commands of the expansion stage: `expand` and `query`."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from gie.cliopts import config_option, set_option
+
+
+@click.command()
+@click.option("--graph", required=True, type=click.Path(file_okay=False),
+              help="one published graph dataset folder (graph/dt=D)")
+@click.option("--embeddings", required=True, type=click.Path(file_okay=False),
+              help="folder with user.parquet / streamer.parquet (or part folders)")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="bundle folder for one date, published atomically with _SUCCESS")
+@click.option("--topk", type=click.IntRange(1), default=None, help="per-sequence cap")
+@click.option("--shard", default=None, metavar="I/N",
+              help="expand nodes with node_id % N == I (default: RANK/WORLD_SIZE under torchrun)")
+@config_option
+@set_option
+def expand(graph, embeddings, out, topk, shard, config_path, overrides):
+    """Expand behaviour sequences along metapaths, build Faiss indexes, publish the bundle."""
+    from gie.config import load_config
+    from gie.expand.run import expand as run
+
+    cfg = load_config(config_path, overrides)
+    if topk is not None:
+        cfg.expand.topk = topk
+    meta = run(graph, embeddings, out, cfg.expand, seed=cfg.seed, shard=shard)
+    click.echo(json.dumps(meta.get("counts", meta), sort_keys=True))
+
+
+@click.command()
+@click.option("--bundle", required=True, type=click.Path(file_okay=False))
+@click.option("--user", "user", type=int, default=None, help="raw user id")
+@click.option("--streamer", "streamer", type=int, default=None, help="raw streamer id")
+@click.option("--metapath", default=None, help="only this metapath (e.g. U-U-S, merged)")
+@click.option("--json", "as_json", is_flag=True, help="print rows as JSON")
+def query(bundle, user, streamer, metapath, as_json):
+    """Show one node's expansions with the node each target came through."""
+    from gie.expand.query import explain, lookup
+
+    if (user is None) == (streamer is None):
+        raise click.UsageError("give exactly one of --user or --streamer")
+    node_type, raw_id = ("user", user) if user is not None else ("streamer", streamer)
+    rows = lookup(bundle, node_type, raw_id, metapath)
+    click.echo(json.dumps(rows) if as_json else explain(node_type, raw_id, rows))

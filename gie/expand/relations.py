@@ -1,0 +1,178 @@
+"""Weighted relations between nodes as CSR arrays, and the vectorised two-hop walk over them.
+
+A `Rel` row lists one source node's neighbours sorted best first (weight desc, node id asc),
+so "keep the top-f neighbours" is a slice. scipy.sparse products would give the sums over
+paths but not the node each target came through (`via`), so the walk expands the (source,
+mid, target) triples of one batch explicitly and reduces them with sorts; the fan-out caps
+keep a batch at most batch_size * f1 * f2 triples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Rel:
+    indptr: np.ndarray      # int64 [n_rows + 1]
+    indices: np.ndarray     # int64 column node ids, best first within a row
+    data: np.ndarray        # float64 weights
+    n_cols: int
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.indptr) - 1
+
+    def row_lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+
+def from_pairs(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n_rows: int, n_cols: int) -> Rel:
+    """Build a relation, summing duplicate (src, dst) pairs and dropping non-positive weights."""
+    src, dst, w = np.asarray(src, np.int64), np.asarray(dst, np.int64), np.asarray(w, np.float64)
+    key = src * n_cols + dst
+    key, inverse = np.unique(key, return_inverse=True)
+    w = np.bincount(inverse.reshape(-1), weights=w, minlength=len(key))
+    src, dst = key // n_cols, key % n_cols
+    keep = w > 0
+    src, dst, w = src[keep], dst[keep], w[keep]
+    order = np.lexsort((dst, -w, src))
+    indptr = np.zeros(n_rows + 1, np.int64)
+    np.cumsum(np.bincount(src, minlength=n_rows), out=indptr[1:])
+    return Rel(indptr, dst[order], w[order], n_cols)
+
+
+def to_pairs(rel: Rel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.repeat(np.arange(rel.n_rows), rel.row_lengths()), rel.indices, rel.data
+
+
+def transpose(rel: Rel) -> Rel:
+    src, dst, w = to_pairs(rel)
+    return from_pairs(dst, src, w, rel.n_cols, rel.n_rows)
+
+
+def normalise_rows(rel: Rel) -> Rel:
+    """Each row becomes a probability distribution (a step of a weighted random walk)."""
+    lengths = rel.row_lengths()
+    sums = np.bincount(np.repeat(np.arange(rel.n_rows), lengths), weights=rel.data,
+                       minlength=rel.n_rows)
+    sums[sums == 0] = 1.0
+    return Rel(rel.indptr, rel.indices, rel.data / np.repeat(sums, lengths), rel.n_cols)
+
+
+def truncate(rel: Rel, k: int) -> Rel:
+    """Keep the first (best) k entries of each row."""
+    lengths = rel.row_lengths()
+    if len(lengths) == 0 or lengths.max(initial=0) <= k:
+        return rel
+    rank = np.arange(len(rel.indices)) - np.repeat(rel.indptr[:-1], lengths)
+    keep = rank < k
+    indptr = np.zeros_like(rel.indptr)
+    np.cumsum(np.minimum(lengths, k), out=indptr[1:])
+    return Rel(indptr, rel.indices[keep], rel.data[keep], rel.n_cols)
+
+
+def mix(a: Rel, b: Rel, share_a: float) -> Rel:
+    """share_a * a + (1 - share_a) * b, rows renormalised (a row present in one side only
+    becomes that side's row)."""
+    sa, da, wa = to_pairs(a)
+    sb, db, wb = to_pairs(b)
+    both = from_pairs(np.concatenate([sa, sb]), np.concatenate([da, db]),
+                      np.concatenate([wa * share_a, wb * (1 - share_a)]), a.n_rows, a.n_cols)
+    return normalise_rows(both)
+
+
+def gather(rel: Rel, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Entries of `rows`: (position of the row in `rows`, column, weight), rows in order."""
+    starts = rel.indptr[rows]
+    counts = rel.indptr[rows + 1] - starts
+    total = int(counts.sum())
+    owner = np.repeat(np.arange(len(rows)), counts)
+    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(starts, counts)
+    return owner, rel.indices[offsets], rel.data[offsets]
+
+
+@dataclass(frozen=True)
+class RawOrder:
+    """Node ids sorted by raw id: output ties are broken by raw id, cheaply."""
+
+    rank: np.ndarray         # node id -> position in raw id order
+    node: np.ndarray         # position -> node id
+
+    @classmethod
+    def of(cls, raw_ids: np.ndarray) -> "RawOrder":
+        node = np.argsort(raw_ids, kind="stable")
+        rank = np.empty_like(node)
+        rank[node] = np.arange(len(node))
+        return cls(rank, node)
+
+
+@dataclass
+class Candidates:
+    """Aggregated (source, target) pairs of one batch, sorted by row then target raw id."""
+
+    row: np.ndarray          # position of the source in the batch
+    target: np.ndarray       # node id
+    score: np.ndarray
+    via: np.ndarray          # node id of the best-contributing intermediate (or source for 1 hop)
+
+
+def one_hop(rel: Rel, rows: np.ndarray, order: RawOrder) -> Candidates:
+    owner, tgt, w = gather(rel, rows)
+    return aggregate(owner, tgt, w, rows[owner], order)
+
+
+def two_hop(first: Rel, second: Rel, rows: np.ndarray, order: RawOrder) -> Candidates:
+    """score(s, t) = sum over mids m of first(s, m) * second(m, t); via = argmax contribution."""
+    owner, mid, a = gather(first, rows)
+    pos, tgt, b = gather(second, mid)
+    return aggregate(owner[pos], tgt, a[pos] * b, mid[pos], order)
+
+
+def aggregate(row: np.ndarray, target: np.ndarray, contrib: np.ndarray, via: np.ndarray,
+              order: RawOrder) -> Candidates:
+    """Sum contributions per (row, target); keep the via of the largest one (first on ties)."""
+    if len(row) == 0:
+        empty = np.zeros(0, np.int64)
+        return Candidates(empty, empty, np.zeros(0), empty)
+    n = len(order.rank)
+    key = row * n + order.rank[target]
+    perm = np.argsort(key, kind="stable")
+    key, contrib, via = key[perm], contrib[perm], via[perm]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    score = np.add.reduceat(contrib, starts)
+    best = np.maximum.reduceat(contrib, starts)
+    sizes = np.diff(np.r_[starts, len(key)])
+    is_best = np.flatnonzero(contrib == np.repeat(best, sizes))
+    group = np.repeat(np.arange(len(starts)), sizes)[is_best]
+    first_best = is_best[np.r_[True, group[1:] != group[:-1]]]
+    k = key[starts]
+    return Candidates(k // n, order.node[k % n], score, via[first_best])
+
+
+def drop_pairs(c: Candidates, rel: Rel, rows: np.ndarray) -> Candidates:
+    """Remove candidates (row, target) that are entries of `rel` for that row (e.g. history)."""
+    owner, col, _ = gather(rel, rows)
+    hit = np.isin(c.row * rel.n_cols + c.target, owner * rel.n_cols + col)
+    return select(c, ~hit)
+
+
+def select(c: Candidates, mask: np.ndarray) -> Candidates:
+    return Candidates(c.row[mask], c.target[mask], c.score[mask], c.via[mask])
+
+
+def top_per_row(c: Candidates, k: int, min_score: float) -> Candidates:
+    """Best first (float32 score desc, raw id asc), at most k per row, scores >= min_score.
+
+    One stable sort on (row, score) packed in an int64: the bits of a non-negative float32
+    order like its value, and candidates arrive in raw id order within a row.
+    """
+    c = select(c, c.score >= min_score) if min_score > 0 else c
+    bits = c.score.astype(np.float32).view(np.int32).astype(np.int64)
+    perm = np.argsort((c.row << 32) | (0x7FFFFFFF - bits), kind="stable")
+    c = Candidates(c.row[perm], c.target[perm], c.score[perm], c.via[perm])
+    starts = np.flatnonzero(np.r_[True, c.row[1:] != c.row[:-1]]) if len(c.row) else np.zeros(0, int)
+    sizes = np.diff(np.r_[starts, len(c.row)])
+    rank = np.arange(len(c.row)) - np.repeat(starts, sizes)
+    return select(c, rank < k)

@@ -1,0 +1,137 @@
+"""Input layers and the 2-layer heterogeneous GraphSAGE encoder.
+
+Output vectors are unit length, so the dot product the consumers use is the cosine the
+loss was trained on (scaled by a temperature there).
+
+The same module serves three callers: sampled mini-batches (`forward` over blocks),
+layer-wise full-graph inference (`input_layer` then `layer(i, block, h)`), and a plain
+full-graph pass used by tests to check the written embeddings.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import dgl
+import dgl.nn as dglnn
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gie.model.mfq import MFQFusion
+
+Inputs = dict[str, dict[str, torch.Tensor]]   # node type -> {"feat", "nid", modalities, "mask"}
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild the model: saved with every checkpoint."""
+
+    etypes: list[tuple[str, str, str]]
+    num_users: int
+    user_dim: int
+    streamer_dim: int
+    modality_dims: dict[str, int]
+    hidden_dim: int = 64
+    embed_dim: int = 64
+    num_layers: int = 2
+    num_queries: int = 4
+    num_heads: int = 2
+    dropout: float = 0.1
+    user_id_embedding: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        d = dict(d)
+        d["etypes"] = [tuple(e) for e in d["etypes"]]
+        return cls(**d)
+
+
+class GIEModel(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        h, out = spec.hidden_dim, spec.embed_dim
+        self.user_proj = nn.Linear(spec.user_dim, h)
+        self.user_id = nn.Embedding(spec.num_users, h) if spec.user_id_embedding else None
+        if self.user_id is not None:
+            nn.init.normal_(self.user_id.weight, std=0.02)
+        self.streamer_fusion = MFQFusion(spec.modality_dims, spec.streamer_dim, h,
+                                         spec.num_queries, spec.num_heads, spec.dropout)
+        # Feature scaling fitted on the first training graph and kept by warm starts,
+        # so that day D+1 is encoded exactly like day D.
+        for t, d in (("user", spec.user_dim), ("streamer", spec.streamer_dim)):
+            self.register_buffer(f"{t}_mean", torch.zeros(d))
+            self.register_buffer(f"{t}_std", torch.ones(d))
+        dims = [h] * spec.num_layers + [out]
+        self.layers = nn.ModuleList(
+            dglnn.HeteroGraphConv({e: dglnn.SAGEConv(dims[i], dims[i + 1], "mean")
+                                   for _, e, _ in spec.etypes}, aggregate="sum")
+            for i in range(spec.num_layers))
+        self.head = nn.ModuleDict({t: nn.Linear(h, out) for t in ("user", "streamer")}) \
+            if spec.num_layers == 0 else None
+        self.drop = nn.Dropout(spec.dropout)
+
+    def fit_scaling(self, user_feat: torch.Tensor, streamer_feat: torch.Tensor) -> None:
+        for t, x in (("user", user_feat), ("streamer", streamer_feat)):
+            getattr(self, f"{t}_mean").copy_(x.mean(0))
+            getattr(self, f"{t}_std").copy_(x.std(0, unbiased=False).clamp_min(1e-6))
+
+    def input_layer(self, inputs: Inputs) -> dict[str, torch.Tensor]:
+        """Hidden vectors of the given nodes from their own attributes only."""
+        out = {}
+        if "user" in inputs:
+            u = inputs["user"]
+            h = self.user_proj((u["feat"] - self.user_mean) / self.user_std)
+            if self.user_id is not None:
+                h = h + self.user_id(u["nid"])
+            out["user"] = F.relu(h)
+        if "streamer" in inputs:
+            s = inputs["streamer"]
+            side = (s["feat"] - self.streamer_mean) / self.streamer_std
+            out["streamer"] = F.relu(self.streamer_fusion(
+                {m: s[m] for m in self.spec.modality_dims}, s["mask"], side))
+        return out
+
+    def layer(self, i: int, block: dgl.DGLGraph, h: dict[str, torch.Tensor]) -> dict:
+        if self.head is not None:                  # features-only baseline
+            return {t: F.normalize(self.head[t](x), dim=-1) for t, x in h.items()}
+        h = self.layers[i](block, {t: self.drop(x) for t, x in h.items()})
+        if i == len(self.layers) - 1:
+            return {t: F.normalize(x, dim=-1) for t, x in h.items()}
+        return {t: F.relu(x) for t, x in h.items()}
+
+    def forward(self, blocks: list[dgl.DGLGraph], inputs: Inputs,
+                views: int = 0, view_drop: float = 0.0) -> list[dict[str, torch.Tensor]]:
+        """Encode the seed nodes; with `views` > 0 also return that many augmented encodings
+        (input features dropped at `view_drop`) for the contrastive term. One call per step,
+        so DDP sees a single forward."""
+        h0 = self.input_layer(inputs)
+        outs = []
+        for v in range(views + 1):
+            h = h0 if v == 0 else {t: F.dropout(x, view_drop) for t, x in h0.items()}
+            if self.head is not None:
+                outs.append(self.layer(0, None, h))
+                continue
+            for i, block in enumerate(blocks):
+                h = self.layer(i, block, h)
+            outs.append(h)
+        return outs
+
+    @property
+    def num_steps(self) -> int:
+        """Layers to run in layer-wise inference (the baseline has one head step)."""
+        return max(1, len(self.layers))
+
+
+def gather_inputs(ndata_of, ntype: str, ids: torch.Tensor, modalities: list[str]) -> dict:
+    """Slice one node type's model inputs; works for DGLGraph and DistGraph (`g.nodes`)."""
+    data = ndata_of[ntype].data
+    out = {"feat": data["feat"][ids], "nid": ids}
+    if ntype == "streamer":
+        for m in modalities:
+            out[m] = data[m][ids]
+        out["mask"] = data["mask"][ids].bool()
+    return out

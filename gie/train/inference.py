@@ -1,0 +1,65 @@
+"""Layer-wise full-graph inference: every node's embedding, one layer at a time.
+
+Sampled training blocks are not used here: each layer aggregates all neighbours of every
+node in chunks of `batch_size` nodes, so memory is bounded by one layer of hidden vectors
+(the approach of DGL's own GraphSAGE examples).
+"""
+from __future__ import annotations
+
+import dgl
+import torch
+from tqdm import tqdm
+
+from gie.model.encoder import GIEModel, gather_inputs
+
+
+@torch.no_grad()
+def input_vectors(model: GIEModel, g, nodes: dict[str, torch.Tensor], batch_size: int,
+                  device: torch.device) -> dict[str, torch.Tensor]:
+    mods = list(model.spec.modality_dims)
+    out = {}
+    for t, ids in nodes.items():
+        parts = []
+        for lo in range(0, len(ids), batch_size):
+            chunk = ids[lo:lo + batch_size]
+            inputs = {k: v.to(device) for k, v in gather_inputs(g.nodes, t, chunk, mods).items()}
+            parts.append(model.input_layer({t: inputs})[t].cpu())
+        out[t] = torch.cat(parts) if parts else torch.zeros(0, model.spec.hidden_dim)
+    return out
+
+
+@torch.no_grad()
+def full_inference(model: GIEModel, g: dgl.DGLGraph, batch_size: int,
+                   device: torch.device, desc: str = "inference") -> dict[str, torch.Tensor]:
+    """Embeddings of all nodes of `g` (model put in eval mode)."""
+    model.eval()
+    all_nodes = {t: torch.arange(g.num_nodes(t)) for t in g.ntypes}
+    h = input_vectors(model, g, all_nodes, batch_size, device)
+    if model.head is not None:
+        return {t: model.layer(0, None, {t: x.to(device)})[t].cpu() for t, x in h.items()}
+    sampler = dgl.dataloading.MultiLayerFullNeighborSampler(1)
+    for i in range(len(model.layers)):
+        loader = dgl.dataloading.DataLoader(g, all_nodes, sampler, batch_size=batch_size,
+                                            shuffle=False, drop_last=False, device=device)
+        dim = model.spec.embed_dim if i == len(model.layers) - 1 else model.spec.hidden_dim
+        nxt = {t: torch.zeros(g.num_nodes(t), dim) for t in g.ntypes}
+        for input_nodes, output_nodes, blocks in tqdm(loader, desc=f"{desc} layer {i + 1}",
+                                                      leave=False, mininterval=5):
+            out = model.layer(i, blocks[0], {t: h[t][ids.cpu()].to(device)
+                                             for t, ids in input_nodes.items()})
+            for t, ids in output_nodes.items():
+                if len(ids):
+                    nxt[t][ids.cpu()] = out[t].cpu()
+        h = nxt
+    return h
+
+
+@torch.no_grad()
+def full_graph_forward(model: GIEModel, g: dgl.DGLGraph) -> dict[str, torch.Tensor]:
+    """One plain forward pass over the whole graph (no chunks): the reference that
+    `full_inference` and the distributed writers must agree with."""
+    model.eval()
+    block = dgl.to_block(g, {t: torch.arange(g.num_nodes(t)) for t in g.ntypes})
+    mods = list(model.spec.modality_dims)
+    inputs = {t: gather_inputs(g.nodes, t, torch.arange(g.num_nodes(t)), mods) for t in g.ntypes}
+    return model([block] * len(model.layers), inputs)[0]

@@ -1,0 +1,45 @@
+"""Training loss: gift link prediction against shared negatives, plus optional contrast."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def amount_weights(amount: torch.Tensor, mode: str) -> torch.Tensor:
+    """Per-edge loss weight; big spenders count more but, through the log, do not dominate."""
+    if mode == "none":
+        return torch.ones_like(amount)
+    w = torch.log1p(amount.clamp_min(0))
+    return w / w.mean().clamp_min(1e-6)
+
+
+def link_loss(h_user: torch.Tensor, h_streamer: torch.Tensor, pos_src: torch.Tensor,
+              pos_dst: torch.Tensor, negatives: torch.Tensor, weight: torch.Tensor,
+              temperature: float) -> torch.Tensor:
+    """Weighted sampled softmax: each positive against every negative streamer of the batch.
+
+    `negatives` are local streamer indices (in-batch positives and/or shared uniform ones);
+    candidates that are themselves positives of the same user in this batch are masked out.
+    """
+    u = h_user[pos_src]
+    pos = (u * h_streamer[pos_dst]).sum(-1, keepdim=True)
+    neg = u @ h_streamer[negatives].T
+    n_cand = len(h_streamer)
+    batch_pairs = pos_src * n_cand + pos_dst
+    neg = neg.masked_fill(torch.isin(pos_src[:, None] * n_cand + negatives[None, :], batch_pairs),
+                          float("-inf"))
+    ce = -F.log_softmax(torch.cat([pos, neg], dim=1) / temperature, dim=1)[:, 0]
+    return (weight * ce).sum() / weight.sum()
+
+
+def contrastive_loss(view_a: dict[str, torch.Tensor], view_b: dict[str, torch.Tensor],
+                     temperature: float, max_nodes: int = 2048) -> torch.Tensor:
+    """InfoNCE between two augmented encodings of the same seed nodes (GRACE-style)."""
+    total = 0.0
+    for t in view_a:
+        a = F.normalize(view_a[t][:max_nodes], dim=-1)
+        b = F.normalize(view_b[t][:max_nodes], dim=-1)
+        logits = a @ b.T / temperature
+        target = torch.arange(len(a), device=a.device)
+        total = total + 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    return total / len(view_a)

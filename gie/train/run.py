@@ -1,0 +1,253 @@
+"""train(): one published graph dataset -> user and streamer embeddings.
+
+Out folder (one date):
+    checkpoints/epoch-NNNN.pt   written atomically every epoch, read by --resume
+    embeddings/{user,streamer}.parquet   model.pt   metrics.json   metadata.json   _SUCCESS
+`_SUCCESS` is removed when a run starts and written last, once embeddings, model and metrics
+are all in place; the embeddings folder itself is staged and swapped in with one rename.
+Validation holds out the gift edges first seen on the last day of the window (removed from
+the training graph with their reverses); final embeddings use the full graph.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+import dgl
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+import gie
+from gie.config import dump_config
+from gie.embeddings import write_embeddings
+from gie.errors import BadInputError, QualityFloorError
+from gie.model.encoder import GIEModel, ModelSpec, gather_inputs
+from gie.publish import SUCCESS, publish_dir, staging_path, write_json_atomic
+from gie.train import checkpoint, ddp
+from gie.train.config import TrainConfig
+from gie.train.data import GIFT, edge_loader
+from gie.train.inference import full_inference
+from gie.train.metrics import known_pairs, rank_metrics
+from gie.train.objective import amount_weights, contrastive_loss, link_loss
+from gie.train.warm import MODEL_FILE, load_warm_start
+from graphbuild.dataset import GraphData, load_graph
+from graphbuild.dgl_graph import holdout_mask, id_map_version, modality_dims, to_dgl
+from graphbuild.schema import EMBEDDINGS_SCHEMA_VERSION, NODE_TYPES
+
+log = logging.getLogger(__name__)
+
+
+def seed_all(seed: int, epoch: int = 0) -> None:
+    """Reseed every RNG at each epoch start: a resumed run replays exactly the same epochs."""
+    s = seed * 1000 + epoch
+    random.seed(s), np.random.seed(s % 2**32), torch.manual_seed(s), dgl.seed(s)
+
+
+def model_spec(data: GraphData, g: dgl.DGLGraph, cfg: TrainConfig) -> ModelSpec:
+    return ModelSpec(
+        etypes=list(g.canonical_etypes), num_users=data.num_nodes("user"),
+        user_dim=data.features["user"].shape[1], streamer_dim=data.features["streamer"].shape[1],
+        modality_dims=modality_dims(data), hidden_dim=cfg.hidden_dim, embed_dim=cfg.embed_dim,
+        num_layers=len(cfg.fanouts), num_queries=cfg.num_queries, num_heads=cfg.num_heads,
+        dropout=cfg.dropout, user_id_embedding=cfg.user_id_embedding)
+
+
+def train_epoch(net, spec: ModelSpec, loader, g: dgl.DGLGraph, weights: torch.Tensor,
+                opt: torch.optim.Optimizer, cfg: TrainConfig, ctx: ddp.Ctx, epoch: int) -> dict:
+    net.train()
+    mods, views = list(spec.modality_dims), 2 if cfg.contrastive_weight > 0 else 0
+    n_edges, loss_sum, steps, start = 0, 0.0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not ctx.is_main, mininterval=2, leave=False)
+    for batch in bar:
+        input_nodes, pair, blocks = batch[0], batch[1], batch[-1]
+        inputs = {t: {k: v.to(ctx.device) for k, v in
+                      gather_inputs(g.nodes, t, ids.cpu(), mods).items()}
+                  for t, ids in input_nodes.items()}
+        outs = net(blocks, inputs, views=views, view_drop=cfg.augment_drop)
+        h = outs[0]
+        src, dst = pair.edges(etype=GIFT)
+        negatives = (torch.arange(len(h["streamer"]), device=ctx.device) if cfg.in_batch_negatives
+                     else batch[2].edges(etype=GIFT)[1].unique())
+        w = weights[pair.edges[GIFT].data[dgl.EID].cpu()].to(ctx.device)
+        loss = link_loss(h["user"], h["streamer"], src, dst, negatives, w, cfg.temperature)
+        if views:
+            loss = loss + cfg.contrastive_weight * contrastive_loss(
+                outs[1], outs[2], cfg.contrastive_temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n_edges, loss_sum, steps = n_edges + len(src), loss_sum + float(loss), steps + 1
+        bar.set_postfix(loss=f"{loss_sum / steps:.4f}",
+                        edges_per_s=f"{n_edges / (time.perf_counter() - start):.0f}")
+    seconds = time.perf_counter() - start
+    return {"loss": ddp.all_mean(ctx, loss_sum / max(steps, 1)), "steps": steps,
+            "seconds": seconds, "edges_per_s": n_edges * ctx.world / max(seconds, 1e-9)}
+
+
+def validate(model: GIEModel, g_train: dgl.DGLGraph, data: GraphData, holdout: np.ndarray,
+             cfg: TrainConfig, device: torch.device, seed: int) -> dict | None:
+    idx = np.flatnonzero(holdout)
+    if not len(idx):
+        return None
+    if len(idx) > cfg.valid_max_edges:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, cfg.valid_max_edges, replace=False))
+    gift = data.edges["gift"]
+    emb = full_inference(model, g_train, cfg.infer_batch_size, device, desc="validation")
+    known = known_pairs(gift.src, gift.dst, data.num_nodes("user"), data.num_nodes("streamer"))
+    return rank_metrics(emb["user"], emb["streamer"], gift.src[idx], gift.dst[idx], known,
+                        cfg.recall_k)
+
+
+def _unpublish(out: Path, keep_checkpoints: bool) -> None:
+    (out / SUCCESS).unlink(missing_ok=True)
+    if not keep_checkpoints:
+        for e in checkpoint.epochs_saved(out / "checkpoints"):
+            (out / "checkpoints" / f"epoch-{e:04d}.pt").unlink()
+
+
+def _restore(path: Path, model: GIEModel, opt, spec: ModelSpec, idmap: dict) -> dict:
+    ck = checkpoint.load(path)
+    if ck["spec"] != spec.to_dict() or ck["id_map"] != idmap:
+        raise BadInputError(f"cannot resume from {path}: it was trained with another model "
+                            "spec or on another graph (id map differs); rerun without --resume")
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    log.info("resuming after epoch %d from %s", ck["state"]["epoch"], path)
+    return ck["state"]
+
+
+def publish(out: Path, model: GIEModel, data: GraphData, emb: dict, metrics: dict,
+            meta: dict) -> None:
+    stage = staging_path(out / "embeddings")
+    for t in NODE_TYPES:
+        n = data.num_nodes(t)
+        write_embeddings(stage / f"{t}.parquet", t, np.arange(n), data.raw_ids[t],
+                         emb[t].numpy())
+    publish_dir(stage, out / "embeddings")
+    checkpoint.save_atomic({"spec": model.spec.to_dict(), "state_dict": model.state_dict(),
+                            "raw_ids": data.raw_ids, "id_map": meta["id_map"],
+                            "config": meta["config"], "version": gie.__version__},
+                           out / MODEL_FILE)
+    write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(out / "metadata.json", meta)
+    (out / SUCCESS).write_text("")
+
+
+def train(graph: str | Path, out: str | Path, cfg: TrainConfig, seed: int = 0,
+          resume: bool = False, warm_start: str | Path | None = None) -> dict:
+    """Train on one published graph dataset and publish the model folder `out`."""
+    ctx = ddp.setup(cfg.device)
+    try:
+        return _train(Path(graph), Path(out), cfg, seed, resume, warm_start, ctx)
+    finally:
+        ddp.teardown(ctx)
+
+
+def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
+           warm_start, ctx: ddp.Ctx) -> dict:
+    t0 = time.time()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    data = load_graph(graph)
+    holdout = holdout_mask(data)
+    g_train, g_full = to_dgl(data, drop_gift=holdout), to_dgl(data)
+    idmap = id_map_version(data)
+    log.info("graph %s: %d users, %d streamers, %d gift edges (%d held out for validation)",
+             graph, data.num_nodes("user"), data.num_nodes("streamer"), len(holdout),
+             int(holdout.sum()))
+    n_train = g_train.num_edges(GIFT)
+    if n_train == 0:
+        raise BadInputError(f"graph {graph}: no gift edges left for training")
+
+    seed_all(seed)
+    spec = model_spec(data, g_full, cfg)
+    model = GIEModel(spec)
+    model.fit_scaling(g_full.nodes["user"].data["feat"], g_full.nodes["streamer"].data["feat"])
+    warm = load_warm_start(model, warm_start, data) if warm_start else None
+    model.to(ctx.device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    ckdir = out / "checkpoints"
+    state = {"epoch": 0, "best_auc": None, "best_epoch": 0, "bad_epochs": 0, "history": [],
+             "best_model": None, "resumed_from": None}
+    last = checkpoint.latest(ckdir) if resume else None
+    if last is not None:
+        state = _restore(last, model, opt, spec, idmap)
+        state["resumed_from"] = state["epoch"]
+    elif resume:
+        log.warning("--resume: no checkpoint under %s, starting from scratch", ckdir)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _unpublish(out, keep_checkpoints=last is not None)
+    ddp.barrier(ctx)
+
+    net = DistributedDataParallel(model, find_unused_parameters=True) if ctx.distributed else model
+    weights = amount_weights(g_train.edges[GIFT].data["amount"], cfg.amount_weighting)
+    loader = edge_loader(g_train, torch.arange(n_train), cfg, ctx.device,
+                         use_ddp=ctx.distributed, seed=seed)
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        seed_all(seed, epoch)
+        if ctx.distributed:
+            loader.set_epoch(epoch)
+        stats = train_epoch(net, spec, loader, g_train, weights, opt, cfg, ctx, epoch)
+        valid = validate(model, g_train, data, holdout, cfg, ctx.device, seed) \
+            if ctx.is_main else None
+        auc, has_valid = ddp.broadcast(ctx, [valid["auc"] if valid else -1.0, float(bool(valid))])
+        stats.update(epoch=epoch, valid=valid)
+        state["history"].append(stats)
+        log.info("epoch %d: loss %.4f, %d steps, %.1fs, %.0f edges/s%s", epoch, stats["loss"],
+                 stats["steps"], stats["seconds"], stats["edges_per_s"],
+                 "".join(f", valid {k} {v:.4f}" for k, v in (valid or {}).items() if k != "edges"))
+        improved = not has_valid or state["best_auc"] is None or auc > state["best_auc"]
+        if improved:
+            state.update(best_auc=auc if has_valid else None, best_epoch=epoch, bad_epochs=0,
+                         best_model={k: v.detach().cpu().clone()
+                                     for k, v in model.state_dict().items()})
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        if ctx.is_main:
+            checkpoint.save_epoch(ckdir, epoch, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
+                "spec": spec.to_dict(), "id_map": idmap, "config": dump_config(cfg),
+                "version": gie.__version__}, keep=cfg.keep_checkpoints)
+        ddp.barrier(ctx)
+        if state["bad_epochs"] >= cfg.patience:
+            log.info("early stop after epoch %d: no better valid AUC for %d epochs (best %.4f "
+                     "at epoch %d)", epoch, cfg.patience, state["best_auc"], state["best_epoch"])
+            break
+    if not ctx.is_main:
+        return {}
+
+    if state["best_model"] is not None:
+        model.load_state_dict(state["best_model"])
+    best = next((h["valid"] for h in state["history"] if h["epoch"] == state["best_epoch"]), None)
+    train_s = [h["edges_per_s"] for h in state["history"]]
+    metrics = {
+        "valid": best, "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
+        "resumed_from": state["resumed_from"], "warm_start": warm, "history": state["history"],
+        "train_edges": n_train, "valid_edges": int(holdout.sum()), "world_size": ctx.world,
+        "edges_per_s": float(np.mean(train_s)) if train_s else None,
+    }
+    if best is None:
+        log.warning("no gift edge was first seen on the last day: validation and the AUC "
+                    "floor were skipped")
+    elif best["auc"] < cfg.min_valid_auc:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "metrics.json", metrics)
+        raise QualityFloorError(f"validation AUC {best['auc']:.4f} < min_valid_auc "
+                                f"{cfg.min_valid_auc} (see {out / 'metrics.json'}); not published")
+    emb = full_inference(model, g_full, cfg.infer_batch_size, ctx.device, desc="embeddings")
+    metrics["seconds"] = round(time.time() - t0, 2)
+    meta = {"schema_version": EMBEDDINGS_SCHEMA_VERSION, "version": gie.__version__,
+            "graph": str(graph), "seed": seed, "config": dump_config(cfg), "id_map": idmap,
+            "counts": {t: data.num_nodes(t) for t in NODE_TYPES}, "model": spec.to_dict(),
+            "seconds": metrics["seconds"], "valid": best}
+    publish(out, model, data, emb, metrics, meta)
+    log.info("published %s: %d user and %d streamer embeddings (dim %d) in %.1fs", out,
+             data.num_nodes("user"), data.num_nodes("streamer"), spec.embed_dim, metrics["seconds"])
+    return metrics

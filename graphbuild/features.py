@@ -1,0 +1,59 @@
+"""Dense node features: one-hot profile categories with persisted vocabularies + log activity.
+
+Width is fixed across dates so a model can be warm-started: every categorical column gets
+exactly `vocab_slots` positions, the last one being 'other'. A vocabulary (encoders.json) is
+re-applied the next day and only grows by appending values into free slots, so a value never
+moves; once full, new values go to 'other'. A null or missing profile gives all zeros.
+"""
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, FloatType
+
+OTHER = "<other>"
+
+
+def fit_vocabularies(profiles: DataFrame | None, columns: list[str], slots: int,
+                     previous: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """Extend the previous vocabularies with today's values, most frequent first (ties by value)."""
+    vocab = {c: list((previous or {}).get(c, [])) for c in columns}
+    if profiles is None:
+        return vocab
+    pairs = profiles.select(F.explode(F.array(*[
+        F.struct(F.lit(c).alias("col"), F.col(c).cast("string").alias("val")) for c in columns
+    ])).alias("p")).select("p.col", "p.val").filter(F.col("val").isNotNull())
+    rows = pairs.groupBy("col", "val").count().collect()
+    for c in columns:
+        seen = set(vocab[c])
+        fresh = sorted(((-r["count"], r["val"]) for r in rows if r["col"] == c and r["val"]
+                        not in seen))
+        vocab[c] += [v for _, v in fresh][:max(0, slots - 1 - len(vocab[c]))]
+    return vocab
+
+
+def one_hot(col: str, values: list[str], slots: int) -> Column:
+    """`slots` floats: position of the value in `values`, else the last ('other'); null -> 0s."""
+    pos = F.array_position(F.array(*[F.lit(v) for v in values]), F.col(col).cast("string")) \
+        if values else F.lit(0)
+    idx = F.when(F.col(col).isNull(), F.lit(-1)).when(pos == 0, F.lit(slots - 1)) \
+        .otherwise(pos - 1)
+    return F.transform(F.sequence(F.lit(0), F.lit(slots - 1)),
+                       lambda i: F.when(i == idx, 1.0).otherwise(0.0))
+
+
+def feature_vector(vocab: dict[str, list[str]], slots: int, numeric: list[str]) -> Column:
+    """One-hot blocks in vocabulary order, then log1p of each numeric column, as array<float>."""
+    parts = [one_hot(c, v, slots) for c, v in vocab.items()]
+    parts.append(F.array(*[F.log1p(F.greatest(F.col(c).cast("double"), F.lit(0.0)))
+                           for c in numeric]))
+    return F.concat(*parts).cast(ArrayType(FloatType(), True))
+
+
+def feature_names(vocab: dict[str, list[str]], slots: int, numeric: list[str]) -> list[str]:
+    names = []
+    for c, values in vocab.items():
+        names += [f"{c}={v}" for v in values]
+        names += [f"{c}=<free{k}>" for k in range(slots - 1 - len(values))]
+        names.append(f"{c}={OTHER}")
+    return names + [f"log1p({c})" for c in numeric]

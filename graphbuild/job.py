@@ -1,0 +1,294 @@
+"""The graph build job: raw KuaiLive-layout tables for a window ending at D -> <out>/dt=D/.
+
+Steps: validate (reject / skip / count) -> aggregate edges -> stable id maps -> node stats,
+pooled segment vectors and encoded features -> co-gifting similarities -> write in the
+contract (graphbuild.schema), with metadata.json and encoders.json, published atomically.
+The same function runs under spark-submit (spark_jobs/build_graph.py) and in the CLI.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+import gie
+from gie.config import dump_config
+from gie.errors import BadInputError
+from gie.layout import dated, parse_date
+from gie.publish import staged_output, write_json_atomic
+from graphbuild import features, idmap, transforms, validate
+from graphbuild.config import BuildConfig
+from graphbuild.output import count_rows, write_table
+from graphbuild.readers import TableSource, find_tables, read_table
+from graphbuild.schema import (GRAPH_EDGES, GRAPH_NODES, GRAPH_SCHEMA_VERSION, MODALITIES,
+                               PROFILE_CATEGORICAL, REJECTED)
+from graphbuild.spark import get_spark
+
+log = logging.getLogger(__name__)
+
+EVENT_TABLES = ("gift", "click", "comment", "like", "room", "segments")
+USER_NUMERIC = list(transforms.USER_STATS)
+STREAMER_NUMERIC = list(transforms.STREAMER_STATS) + ["n_lives"]
+
+
+class Timer:
+    """Wall time per named step, for metadata.json and the log."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str):
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - t0, 3)
+        log.info("step %s done in %.1fs", name, self.seconds[name])
+
+
+def run_build(raw, out, date: str, cfg: BuildConfig, prev=None, master: str | None = None,
+              spark: SparkSession | None = None) -> dict:
+    """Build and publish <out>/dt=<date>/; return its metadata."""
+    window = validate.TimeWindow.ending(parse_date(date), cfg.window_days)
+    raw, out = Path(raw), Path(out)
+    sources = find_tables(raw)
+    prev_path = idmap.find_previous(out, date, prev)
+    spark = spark or get_spark(master)
+    spark.conf.set("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+    log.info("building graph for %s: window [%d, %d) ms, tables %s, previous ids from %s",
+             date, window.start_ms, window.end_ms, sorted(sources), prev_path)
+    timer = Timer()
+    t0 = time.perf_counter()
+    with staged_output(dated(out, date)) as stage:
+        meta = _build(spark, sources, window, date, cfg, prev_path, stage, timer)
+        meta.update(timings_s=dict(timer.seconds, total=round(time.perf_counter() - t0, 3)))
+        write_json_atomic(stage / "metadata.json", meta)
+    log.info("published %s: %s nodes, %s edges", dated(out, date), meta["counts"]["nodes"],
+             meta["counts"]["edges"])
+    return meta
+
+
+def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: BuildConfig,
+               stage: Path, timer: Timer) -> tuple[dict[str, DataFrame], dict]:
+    """Valid rows of every table (profiles deduplicated, events in-window and deduplicated);
+    rejected rows written to stage/rejected; fails on too many rejects or an empty day D."""
+    valid: dict[str, DataFrame] = {}
+    rejected: list[DataFrame] = []
+    report: dict[str, dict] = {}
+    for table in validate.PROFILE_TABLES:
+        if table not in sources:
+            continue
+        with timer.step(f"validate_{table}"):
+            df = validate.typed_table(read_table(spark, sources[table]), table, sources[table].fmt)
+            df = validate.dedup_profiles(validate.classify(df, table, None, cfg), table).cache()
+            report[table] = validate.status_counts(df)
+            rejected.append(validate.rejected_rows(df, table))
+            valid[table] = validate.valid_rows(df, table).cache()
+    known = {f"{t}_id": valid[t].select(f"{t}_id") for t in validate.PROFILE_TABLES if t in valid}
+    for table in EVENT_TABLES:
+        if table not in sources:
+            continue
+        with timer.step(f"validate_{table}"):
+            df = validate.typed_table(read_table(spark, sources[table]), table, sources[table].fmt)
+            df = validate.classify(df, table, window, cfg, known)
+            report[table] = validate.status_counts(
+                df, window.last_day_start_ms if table == "gift" else None)
+            rejected.append(validate.rejected_rows(df, table))
+            deduped = validate.dedup_events(validate.valid_rows(df, table)).cache()
+            dups = deduped.agg(F.sum(F.col("_copies") - 1)).first()[0] or 0
+            if dups:
+                report[table]["duplicate"] = int(dups)
+                report[table][validate.OK] -= int(dups)
+                rejected.append(validate.duplicate_rows(deduped, table))
+            valid[table] = deduped.drop("_copies")
+
+    summary = _summarise(report)
+    log.info("validated input: %s", summary)
+    if summary["rejected_share"] > cfg.max_rejected_share:
+        raise BadInputError(
+            f"{summary['rejected']} of {summary['rows_read']} input rows rejected "
+            f"({summary['rejected_share']:.2%} > max_rejected_share {cfg.max_rejected_share:.2%}); "
+            f"by table and reason: {summary['rejected_by_reason']}; files: "
+            + ", ".join(str(sources[t].path) for t in summary["rejected_by_reason"]))
+    on_day = report["gift"].get("_ok_on_last_day", 0)
+    if on_day < cfg.min_last_day_gifts:
+        raise BadInputError(f"no gift events on {date} in {sources['gift'].path} "
+                            f"({on_day} valid, at least {cfg.min_last_day_gifts} expected): "
+                            "upstream log loss?")
+    with timer.step("write_rejected"):
+        out = rejected[0]
+        for r in rejected[1:]:
+            out = out.unionByName(r)
+        write_table(out.coalesce(1), stage / "rejected", REJECTED)
+    return valid, summary
+
+
+def _summarise(report: dict[str, dict]) -> dict:
+    by_reason = {t: {r: n for r, n in c.items() if r not in (validate.OK, validate.OUT_OF_WINDOW)
+                     and not r.startswith("_")} for t, c in report.items()}
+    by_reason = {t: r for t, r in by_reason.items() if r}
+    rows_read = sum(n for c in report.values() for r, n in c.items() if not r.startswith("_"))
+    rejected = sum(sum(r.values()) for r in by_reason.values())
+    return {
+        "rows_read": rows_read,
+        "rows_used": {t: c.get(validate.OK, 0) for t, c in report.items()},
+        "skipped_out_of_window": {t: c.get(validate.OUT_OF_WINDOW, 0) for t, c in report.items()
+                                  if t not in validate.PROFILE_TABLES},
+        "rejected": rejected,
+        "rejected_share": rejected / rows_read if rows_read else 0.0,
+        "rejected_by_reason": by_reason,
+    }
+
+
+def _previous_encoders(prev: Path | None) -> dict:
+    if prev is None or not (prev / "encoders.json").is_file():
+        return {}
+    try:
+        return json.loads((prev / "encoders.json").read_text())
+    except ValueError as e:
+        raise BadInputError(f"cannot parse {prev / 'encoders.json'}: {e}") from e
+
+
+def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, stage: Path,
+           timer: Timer) -> dict:
+    valid, summary = _validated(spark, sources, window, date, cfg, stage, timer)
+    end, hl = window.end_ms, cfg.half_life_days
+
+    with timer.step("edges"):
+        gift = transforms.gift_edges(valid["gift"], end, hl).cache()
+        events = transforms.watch_events({t: valid[t] for t in ("click", "comment", "like")
+                                          if t in valid})
+        watch = None if events is None else transforms.watch_edges(
+            events, end, hl, cfg.watch_weights).cache()
+
+    with timer.step("id_maps"):
+        maps = {}
+        for ntype, raw_col, extra in (("user", "user_id", ()),
+                                      ("streamer", "streamer_id", ("first_seen_ts",))):
+            active = gift.select(raw_col)
+            if watch is not None:
+                active = active.unionByName(watch.select(raw_col))
+            previous = None if prev is None else idmap.read_previous_map(
+                spark, prev, ntype, raw_col, extra)
+            ids = idmap.assign_ids(active, raw_col, previous)
+            if previous is not None and extra:
+                ids = ids.join(previous.select(raw_col, *extra), raw_col, "left")
+            maps[ntype] = ids.cache()
+        active = {t: int(m.agg(F.sum(F.col("active").cast("long"))).first()[0] or 0)
+                  for t, m in maps.items()}
+        log.info("id maps: active nodes %s (previous ids from %s)", active, prev)
+
+    with timer.step("node_attributes"):
+        encoders = _previous_encoders(prev)
+        vocab = {t: features.fit_vocabularies(valid.get(t), PROFILE_CATEGORICAL[t],
+                                              cfg.vocab_slots, encoders.get(t))
+                 for t in ("user", "streamer")}
+        users = _user_nodes(maps["user"], valid, gift, watch, events, vocab["user"], cfg)
+        streamers = _streamer_nodes(maps["streamer"], valid, gift, watch, events,
+                                    vocab["streamer"], window, cfg)
+        write_table(users, stage / "nodes" / "user", GRAPH_NODES["user"])
+        write_table(streamers, stage / "nodes" / "streamer", GRAPH_NODES["streamer"])
+        enc = {"vocab_slots": cfg.vocab_slots, **vocab}
+        write_json_atomic(stage / "encoders.json", enc)
+
+    with timer.step("write_edges"):
+        gift_ids = idmap.to_node_ids(gift, maps["user"], maps["streamer"]).cache()
+        write_table(gift_ids, stage / "edges" / "gift", GRAPH_EDGES["gift"][2])
+        if watch is not None:
+            write_table(idmap.to_node_ids(watch, maps["user"], maps["streamer"]),
+                        stage / "edges" / "watch", GRAPH_EDGES["watch"][2])
+
+    with timer.step("similarity"):
+        capped = transforms.cap_edges(gift_ids, cfg.max_items_per_user,
+                                      cfg.max_users_per_item).cache()
+        s2s = (transforms.swing(capped, cfg.swing_alpha) if cfg.similarity == "swing"
+               else transforms.item_cosine(capped))
+        write_table(transforms.top_k(s2s, cfg.s2s_topk), stage / "edges" / "s2s",
+                    GRAPH_EDGES["s2s"][2])
+        write_table(transforms.top_k(transforms.user_cosine(capped), cfg.u2u_topk),
+                    stage / "edges" / "u2u", GRAPH_EDGES["u2u"][2])
+
+    with timer.step("count_outputs"):
+        counts = {
+            "nodes": {t: count_rows(spark, stage / "nodes" / t) for t in GRAPH_NODES},
+            "active_nodes": active,
+            "edges": {e: count_rows(spark, stage / "edges" / e) for e in GRAPH_EDGES
+                      if (stage / "edges" / e).is_dir()},
+            "rejected": count_rows(spark, stage / "rejected"),
+        }
+    spark.catalog.clearCache()
+    return {
+        "schema_version": GRAPH_SCHEMA_VERSION,
+        "code_version": gie.__version__,
+        "date": date,
+        "window": {"start_ms": window.start_ms, "end_ms": window.end_ms,
+                   "days": cfg.window_days},
+        "inputs": {t: {"path": str(s.path), "format": s.fmt} for t, s in sources.items()},
+        "previous": None if prev is None else str(prev),
+        "validation": summary,
+        "counts": counts,
+        "features": {
+            "user": features.feature_names(vocab["user"], cfg.vocab_slots, USER_NUMERIC),
+            "streamer": features.feature_names(vocab["streamer"], cfg.vocab_slots,
+                                               STREAMER_NUMERIC),
+            "modality_dims": {m: cfg.modality_dims[m] for m in MODALITIES},
+        },
+        "config": dump_config(cfg),
+    }
+
+
+def _user_nodes(ids, valid, gift, watch, events, vocab, cfg: BuildConfig) -> DataFrame:
+    day_events = valid["gift"].select("user_id", "timestamp")
+    if events is not None:
+        day_events = day_events.unionByName(events.select("user_id", "timestamp"))
+    stats = transforms.user_activity(gift, watch, transforms.days_active(day_events))
+    out = ids.join(stats, "user_id", "left")
+    if "user" in valid:
+        out = out.join(valid["user"].select("user_id", *vocab), "user_id", "left")
+    else:
+        out = out.select("*", *[F.lit(None).cast("string").alias(c) for c in vocab])
+    out = out.select("node_id", "user_id", "active", *[
+        F.coalesce(F.col(c), F.lit(0)).cast(t).alias(c)
+        for c, t in transforms.USER_STATS.items()], *vocab)
+    return out.withColumn("features", features.feature_vector(vocab, cfg.vocab_slots,
+                                                              USER_NUMERIC))
+
+
+def _streamer_nodes(ids, valid, gift, watch, events, vocab, window, cfg: BuildConfig):
+    seen = gift.groupBy("streamer_id").agg(F.min("first_ts").alias("ts"))
+    if events is not None:
+        seen = seen.unionByName(events.groupBy("streamer_id").agg(F.min("timestamp").alias("ts")))
+    seen = seen.groupBy("streamer_id").agg(F.min("ts").alias("window_first_ts"))
+    out = ids.join(transforms.streamer_activity(gift, watch), "streamer_id", "left") \
+        .join(seen, "streamer_id", "left")
+    if "first_seen_ts" not in ids.columns:
+        out = out.withColumn("first_seen_ts", F.lit(None).cast("long"))
+    out = out.withColumn("first_seen_ts",
+                         F.least(F.col("first_seen_ts"), F.col("window_first_ts")))
+    lives = (valid["room"].groupBy("streamer_id").agg(F.countDistinct("live_id").alias("n_lives"))
+             if "room" in valid else None)
+    out = out.join(lives, "streamer_id", "left") if lives is not None else out.withColumn(
+        "n_lives", F.lit(0))
+    for m in MODALITIES:
+        col, dim = f"{m}_emb", cfg.modality_dims[m]
+        if "segments" in valid:
+            out = out.join(transforms.pool_segments(valid["segments"], m, window.end_ms,
+                                                    cfg.half_life_days), "streamer_id", "left")
+        else:
+            out = out.withColumn(col, F.lit(None).cast("array<float>"))
+        out = out.withColumn(f"has_{m}", F.col(col).isNotNull()).withColumn(
+            col, F.coalesce(F.col(col), F.array_repeat(F.lit(0.0).cast("float"), dim)))
+    if "streamer" in valid:
+        out = out.join(valid["streamer"].select("streamer_id", *vocab), "streamer_id", "left")
+    else:
+        out = out.select("*", *[F.lit(None).cast("string").alias(c) for c in vocab])
+    stats = list(transforms.STREAMER_STATS) + ["n_lives"]
+    out = out.select("node_id", "streamer_id", "active", "first_seen_ts",
+                     *[F.coalesce(F.col(c), F.lit(0)).alias(c) for c in stats],
+                     *[c for m in MODALITIES for c in (f"{m}_emb", f"has_{m}")], *vocab)
+    return out.withColumn("features", features.feature_vector(vocab, cfg.vocab_slots,
+                                                              STREAMER_NUMERIC))

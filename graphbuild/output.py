@@ -1,0 +1,33 @@
+"""Write Spark DataFrames in the exact published contract (graphbuild.schema)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import (ArrayType, BooleanType, DataType, DoubleType, FloatType,
+                               IntegerType, LongType, StringType)
+
+_SPARK_TYPES = {pa.int64(): LongType(), pa.int32(): IntegerType(), pa.float64(): DoubleType(),
+                pa.float32(): FloatType(), pa.bool_(): BooleanType(), pa.string(): StringType()}
+
+
+def spark_type(t: pa.DataType) -> DataType:
+    if pa.types.is_list(t):
+        return ArrayType(spark_type(t.value_type), True)  # nullable elements read as list<float>
+    return _SPARK_TYPES[t]
+
+
+def conform(df: DataFrame, schema: pa.Schema) -> DataFrame:
+    """Exactly the schema's columns, in order, cast to its types."""
+    return df.select(*[F.col(f.name).cast(spark_type(f.type)).alias(f.name) for f in schema])
+
+
+def write_table(df: DataFrame, folder: Path, schema: pa.Schema) -> None:
+    conform(df, schema).write.mode("error").parquet(str(folder))
+
+
+def count_rows(spark, folder: Path) -> int:
+    """Row count from the Parquet footers of a written table (no data scan)."""
+    return spark.read.parquet(str(folder)).count()

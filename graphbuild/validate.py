@@ -1,0 +1,184 @@
+"""Row-level validation: every raw row is typed, then classified as ok, skipped or rejected.
+
+Nothing is lost and nothing is silent: a rejected row keeps its raw values (as JSON) and one
+reason (the first failing check, in the order below); well-formed events outside the window
+are skipped and counted, not rejected. Everything is a Spark column expression (no UDFs).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, Window as SparkWindow
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, FloatType
+
+from graphbuild.config import BuildConfig
+from graphbuild.schema import MODALITIES, RAW_ID_COLUMN, RAW_TABLES
+
+DAY_MS = 86_400_000
+MIN_TS = 946_684_800_000      # 2000-01-01: earlier timestamps are impossible for these logs
+MAX_TS = 4_102_444_800_000    # 2100-01-01
+OK, OUT_OF_WINDOW = "ok", "out_of_window"
+STATUS, RAW = "_status", "_raw"
+
+# Columns that must be present, non-null and non-negative, and the event time column.
+ID_COLUMNS = {
+    "gift": ("user_id", "streamer_id", "live_id"),
+    "click": ("user_id", "streamer_id", "live_id"),
+    "comment": ("user_id", "streamer_id", "live_id"),
+    "like": ("user_id", "streamer_id", "live_id"),
+    "room": ("streamer_id", "live_id"),
+    "segments": ("streamer_id", "live_id"),
+    "user": ("user_id",),
+    "streamer": ("streamer_id",),
+}
+TIME_COLUMN = {"gift": "timestamp", "click": "timestamp", "comment": "timestamp",
+               "like": "timestamp", "room": "start_timestamp", "segments": "timestamp"}
+PROFILE_TABLES = ("user", "streamer")
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """Events with start_ms <= timestamp < end_ms are used; end_ms is the end of day D (UTC)."""
+
+    start_ms: int
+    end_ms: int
+
+    @classmethod
+    def ending(cls, date: dt.date, days: int) -> "TimeWindow":
+        end = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+        end_ms = int(end.timestamp() * 1000)
+        return cls(end_ms - days * DAY_MS, end_ms)
+
+    @property
+    def last_day_start_ms(self) -> int:
+        return self.end_ms - DAY_MS
+
+
+def _typed(name: str, arrow_type, fmt: str) -> Column:
+    """Cast one raw column; an unparseable value becomes null (and is rejected by the caller)."""
+    c = F.col(name)
+    if str(arrow_type) == "int64":
+        if fmt == "csv":
+            s = F.trim(c)
+            return F.when(s.rlike(r"^-?[0-9]{1,18}$"), s.cast("long"))
+        return c.cast("long")
+    if str(arrow_type) == "string":
+        return c.cast("string")
+    if fmt == "csv":  # a vector: one string of space-separated floats
+        s = F.trim(c)
+        return F.when(s != "", F.split(s, r"\s+").cast(ArrayType(FloatType(), True)))
+    return c.cast(ArrayType(FloatType(), True))
+
+
+def _bad_vector(v: Column, dim: int) -> Column:
+    finite = lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == F.lit(float("inf")))  # noqa: E731
+    return v.isNotNull() & ((F.size(v) != dim) | F.exists(v, finite))
+
+
+def typed_table(df: DataFrame, table: str, fmt: str) -> DataFrame:
+    """Typed columns under their schema names, the raw row in `_raw`, unparseable fields flagged."""
+    schema = RAW_TABLES[table]
+    raw_names = [f"_r_{n}" for n in schema.names]
+    df = df.select(*[F.col(n).alias(r) for n, r in zip(schema.names, raw_names)])
+    cols = [_typed(r, f.type, fmt).alias(f.name) for r, f in zip(raw_names, schema)]
+    checks = []
+    for r, f in zip(raw_names, schema):
+        if str(f.type) == "int64":
+            raw = F.col(r)
+            present = raw.isNotNull() & (F.trim(raw.cast("string")) != "")
+            checks.append(F.when(present & _typed(r, f.type, fmt).isNull(),
+                                 F.lit(f"unparseable_{f.name}")))
+    raw_struct = F.struct(*[F.col(r).alias(n) for r, n in zip(raw_names, schema.names)])
+    reason = F.coalesce(*checks) if checks else F.lit(None).cast("string")
+    return df.select(*cols, raw_struct.alias(RAW), reason.alias("_parse_error"))
+
+
+def classify(df: DataFrame, table: str, window: TimeWindow | None, cfg: BuildConfig,
+             known: dict[str, DataFrame] | None = None) -> DataFrame:
+    """Add `_status`: a rejection reason, OUT_OF_WINDOW or OK.
+
+    `known` maps an id column (user_id / streamer_id) to a one-column DataFrame of the ids in
+    the matching profile table: events for other ids are rejected as unknown.
+    """
+    checks = [F.col("_parse_error")]
+    for c in ID_COLUMNS[table]:
+        checks += [F.when(F.col(c).isNull(), F.lit(f"null_{c}")),
+                   F.when(F.col(c) < 0, F.lit(f"negative_{c}"))]
+    ts = TIME_COLUMN.get(table)
+    if ts:
+        checks += [F.when(F.col(ts).isNull(), F.lit(f"null_{ts}")),
+                   F.when((F.col(ts) < MIN_TS) | (F.col(ts) >= MAX_TS),
+                          F.lit("impossible_timestamp"))]
+    if table == "gift":
+        price = F.col("gift_price")
+        checks += [F.when(price.isNull(), F.lit("null_gift_price")),
+                   F.when(price <= 0, F.lit("nonpositive_gift_price")),
+                   F.when(price > cfg.max_gift_price, F.lit("absurd_gift_price"))]
+    if table == "click":
+        checks.append(F.when(F.col("watch_live_time") < 0, F.lit("negative_watch_live_time")))
+    if table == "segments":
+        for m in MODALITIES:
+            checks.append(F.when(_bad_vector(F.col(f"{m}_emb"), cfg.modality_dims[m]),
+                                 F.lit(f"bad_{m}_emb")))
+    for col, ids in (known or {}).items():
+        if table in PROFILE_TABLES or col not in df.columns:
+            continue
+        flag = f"_known_{col}"
+        df = df.join(ids.select(F.col(col), F.lit(True).alias(flag)), on=col, how="left")
+        checks.append(F.when(F.col(flag).isNull(), F.lit(f"unknown_{col.split('_')[0]}")))
+    status = F.coalesce(*checks)
+    if ts and window is not None:
+        inside = (F.col(ts) >= window.start_ms) & (F.col(ts) < window.end_ms)
+        status = F.coalesce(status, F.when(~inside, F.lit(OUT_OF_WINDOW)))
+    return df.withColumn(STATUS, F.coalesce(status, F.lit(OK)))
+
+
+def status_counts(df: DataFrame, last_day_start_ms: int | None = None) -> dict[str, int]:
+    """Rows per status in one aggregation; with `last_day_start_ms`, also ok rows on day D."""
+    aggs = [F.count(F.lit(1)).alias("n")]
+    ts = "timestamp" if "timestamp" in df.columns else None
+    if last_day_start_ms is not None and ts:
+        aggs.append(F.sum(F.when(F.col(ts) >= last_day_start_ms, 1).otherwise(0)).alias("last"))
+    rows = df.groupBy(STATUS).agg(*aggs).collect()
+    counts = {r[STATUS]: int(r["n"]) for r in rows}
+    if len(aggs) > 1:
+        counts["_ok_on_last_day"] = sum(int(r["last"]) for r in rows if r[STATUS] == OK)
+    return counts
+
+
+def rejected_rows(df: DataFrame, table: str) -> DataFrame:
+    """Rejected rows in the REJECTED layout: table, reason, the raw row as JSON."""
+    return df.filter(~F.col(STATUS).isin(OK, OUT_OF_WINDOW)).select(
+        F.lit(table).alias("table"), F.col(STATUS).alias("reason"),
+        F.to_json(F.col(RAW)).alias("record"))
+
+
+def valid_rows(df: DataFrame, table: str) -> DataFrame:
+    return df.filter(F.col(STATUS) == OK).select(*RAW_TABLES[table].names)
+
+
+def dedup_events(df: DataFrame) -> DataFrame:
+    """Collapse exact duplicate rows; `_copies` counts how many times each row was given."""
+    return df.groupBy(*df.columns).agg(F.count(F.lit(1)).alias("_copies"))
+
+
+def duplicate_rows(deduped: DataFrame, table: str) -> DataFrame:
+    """The extra copies of duplicated rows, in the REJECTED layout (one row per extra copy)."""
+    cols = [c for c in deduped.columns if c != "_copies"]
+    return deduped.filter(F.col("_copies") > 1).select(
+        F.lit(table).alias("table"), F.lit("duplicate").alias("reason"),
+        F.explode(F.array_repeat(F.to_json(F.struct(*cols)), F.col("_copies") - 1))
+        .alias("record"))
+
+
+def dedup_profiles(df: DataFrame, table: str) -> DataFrame:
+    """Keep one row per profile id (deterministically: the smallest row); the rest are rejected."""
+    key = RAW_ID_COLUMN[table]
+    order = [(F.col(STATUS) != OK).asc()] + [F.col(c).asc_nulls_last()
+                                              for c in RAW_TABLES[table].names]
+    rn = F.row_number().over(SparkWindow.partitionBy(key).orderBy(*order))
+    ranked = df.withColumn("_rn", rn)
+    return ranked.withColumn(STATUS, F.when((F.col(STATUS) == OK) & (F.col("_rn") > 1),
+                                            F.lit("duplicate_id")).otherwise(F.col(STATUS)))

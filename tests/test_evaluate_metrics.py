@@ -1,0 +1,91 @@
+"""Metrics and raw-data reading against hand-computed values on tiny cases."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gie.errors import BadInputError
+from gie.evaluate.metrics import RankingMetrics, auc, gauc, link_prediction, ranking_at_k
+from gie.evaluate.rawdata import (day_start_ms, next_day_available, read_days, read_events,
+                                  to_node_ids)
+from tests.evaluate_fixtures import write_raw
+
+
+def test_ranking_at_k_hand_computed():
+    ranked, rel = [3, 1, 7, 5], {1, 5, 9}
+    hit, recall, ndcg = ranking_at_k(ranked, rel, 2)
+    assert (hit, recall) == (1.0, pytest.approx(1 / 3))
+    assert ndcg == pytest.approx((1 / np.log2(3)) / (1 + 1 / np.log2(3)))
+    hit, recall, ndcg = ranking_at_k(ranked, rel, 4)
+    assert recall == pytest.approx(2 / 3)
+    assert ndcg == pytest.approx((1 / np.log2(3) + 1 / np.log2(5)) / (1 + 1 / np.log2(3) + 0.5))
+    assert ranking_at_k([2, 4], {1}, 10) == (0.0, 0.0, 0.0)
+    assert ranking_at_k([], {1}, 10) == (0.0, 0.0, 0.0)
+
+
+def test_ranking_metrics_average_over_users_and_skip_empty_targets():
+    acc = RankingMetrics([1, 2])
+    acc.update([1, 2], {1})          # hit at 1
+    acc.update([2, 1], {1, 3})       # miss at 1, half at 2
+    acc.update([5], set())           # no targets: not a user of this segment
+    out = acc.compute()
+    assert out["users"] == 2
+    assert out["hit_rate@1"] == pytest.approx(0.5)
+    assert out["recall@2"] == pytest.approx((1 + 0.5) / 2)
+    ndcg2_second = (1 / np.log2(3)) / (1 + 1 / np.log2(3))
+    assert out["ndcg@2"] == pytest.approx((1 + ndcg2_second) / 2)
+
+
+def test_link_prediction_counts_ties_against_the_model():
+    pos = np.array([0.5, 0.1])
+    neg = np.array([[0.1, 0.5, 0.9], [0.0, 0.05, 0.2]])
+    out = link_prediction(pos, neg)
+    assert out["auc"] == pytest.approx((1.5 / 3 + 2 / 3) / 2)
+    assert out["mrr"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert out["edges"] == 2
+
+
+def test_auc_and_gauc_hand_computed():
+    users = np.array([1, 1, 1, 2, 2, 3, 3])
+    labels = np.array([1, 0, 0, 1, 0, 0, 0])
+    scores = np.array([0.9, 0.8, 0.95, 0.2, 0.4, 0.1, 0.3])
+    # user 1: AUC 0.5 over 3 impressions; user 2: AUC 0 over 2; user 3 has one class only.
+    assert gauc(users, labels, scores) == pytest.approx((3 * 0.5 + 2 * 0.0) / 5)
+    assert auc(labels, scores) == pytest.approx(5 / 10)  # 0.9 beats 4 negatives, 0.2 one
+    assert np.isnan(auc(np.zeros(3), np.arange(3)))
+
+
+def test_read_events_filters_days_and_accepts_csv_parquet_and_parts(tmp_path):
+    t0 = day_start_ms("2025-05-02")
+    rows = pd.DataFrame({"user_id": [1, 2, 3], "live_id": [7, 7, 7], "streamer_id": [10, 11, 12],
+                         "timestamp": [t0 - 1, t0, t0 + 86_399_999], "gift_price": [1, 2, 3]})
+    write_raw(tmp_path / "pq", "gift", rows)
+    (tmp_path / "csv").mkdir()
+    rows.to_csv(tmp_path / "csv" / "gift.csv", index=False)
+    (tmp_path / "parts" / "gift").mkdir(parents=True)
+    rows.iloc[:2].to_csv(tmp_path / "parts" / "gift" / "part-0.csv", index=False)
+    rows.iloc[2:].to_csv(tmp_path / "parts" / "gift" / "part-1.csv", index=False)
+    for raw in ("pq", "csv", "parts"):
+        got = read_days(tmp_path / raw, "gift", "2025-05-02", 1)
+        assert sorted(got["user_id"]) == [2, 3], raw
+        assert next_day_available(tmp_path / raw, "2025-05-01")
+        assert not next_day_available(tmp_path / raw, "2025-05-02")
+
+
+def test_read_events_names_file_column_and_row_of_bad_values(tmp_path):
+    (tmp_path / "gift.csv").write_text(
+        "user_id,live_id,streamer_id,timestamp,gift_price\n1,7,10,5,1\n,7,11,6,2\n")
+    with pytest.raises(BadInputError, match=r"gift.csv: column 'user_id'.*1 rows.*'streamer_id': 11"):
+        read_events(tmp_path, "gift", 0, 100)
+    (tmp_path / "gift.csv").write_text("user_id,live_id,streamer_id,timestamp\n1,7,10,5\n")
+    with pytest.raises(BadInputError, match=r"missing columns \['gift_price'\]"):
+        read_events(tmp_path, "gift", 0, 100)
+    with pytest.raises(BadInputError, match="raw table 'click' not found"):
+        read_events(tmp_path, "click", 0, 100)
+
+
+def test_to_node_ids_maps_through_the_id_map():
+    raw_ids = np.array([1005, 1001, 1003])
+    assert to_node_ids(raw_ids, np.array([1003, 1001, 9, 1005])).tolist() == [2, 1, -1, 0]
+    assert to_node_ids(np.array([], np.int64), np.array([1])).tolist() == [-1]

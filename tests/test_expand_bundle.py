@@ -1,0 +1,172 @@
+"""The published bundle: shards, reruns, bad input, indexes and their recall, `query`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import cli
+from gie.embeddings import read_embeddings
+from gie.errors import BadInputError, QualityFloorError
+from gie.expand.config import ExpandConfig, IndexConfig
+from gie.expand.index import build_index, normalise, save_index
+from gie.expand.run import expand
+from tests.expand_helpers import make_inputs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return make_inputs(tmp_path_factory.mktemp("expand-bundle"))
+
+
+def _table(bundle: Path, ntype: str):
+    key = "user_id" if ntype == "user" else "streamer_id"
+    return pq.read_table(bundle / "expansions" / ntype).sort_by(
+        [(key, "ascending"), ("metapath", "ascending")])
+
+
+def _same_bundle(a: Path, b: Path) -> None:
+    for ntype in ("user", "streamer"):
+        assert _table(a, ntype).equals(_table(b, ntype))
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return [p.name for p in parent.iterdir() if p.name.startswith((".staging-", ".trash-"))]
+
+
+def test_bundle_layout_and_metadata(inputs, tmp_path):
+    graph, emb, _ = inputs
+    meta = expand(graph, emb, tmp_path / "bundle", ExpandConfig())
+    b = tmp_path / "bundle"
+    assert (b / "_SUCCESS").is_file() and not _leftovers(tmp_path)
+    for ntype in ("user", "streamer"):
+        assert (b / "index" / f"{ntype}.faiss").is_file()
+        raw, vec = read_embeddings(b / "embeddings", ntype)
+        raw_in, vec_in = read_embeddings(emb, ntype)
+        assert np.array_equal(raw, raw_in) and np.array_equal(vec, vec_in)
+        assert sorted(set(_table(b, ntype).column("metapath").to_pylist())) == sorted(
+            meta["expansions"][ntype])
+    on_disk = json.loads((b / "metadata.json").read_text())
+    assert on_disk["schema_version"] == 1 and on_disk["code_version"]
+    assert on_disk["counts"]["nodes"] == {"user": 400, "streamer": 60}
+    assert on_disk["expansions"]["user"]["merged"]["coverage"] > 0.9
+    assert on_disk["index"]["user"]["recall"] == 1.0 and on_disk["config"]["topk"] == 50
+    assert set(on_disk["timings_s"]) >= {"index_user", "knn_user", "total_wall"}
+
+
+def test_shards_concatenate_to_the_single_run_and_reruns_are_identical(inputs, tmp_path):
+    graph, emb, _ = inputs
+    cfg = ExpandConfig(batch_size=37)             # several batches per shard
+    expand(graph, emb, tmp_path / "single", cfg)
+    first = expand(graph, emb, tmp_path / "sharded", cfg, shard="0/2")
+    assert first["published"] is False and not (tmp_path / "sharded").exists()
+    meta = expand(graph, emb, tmp_path / "sharded", cfg, shard="1/2")
+    assert meta["shards"] == 2
+    assert sorted(p.name for p in (tmp_path / "sharded/expansions/user").iterdir()) == [
+        "part-0-of-2.parquet", "part-1-of-2.parquet"]
+    _same_bundle(tmp_path / "single", tmp_path / "sharded")
+    expand(graph, emb, tmp_path / "single", ExpandConfig())    # rerun replaces, same result
+    _same_bundle(tmp_path / "single", tmp_path / "sharded")
+    assert not _leftovers(tmp_path)
+
+
+@pytest.mark.slow
+def test_two_torchrun_workers_publish_one_bundle(inputs, tmp_path):
+    graph, emb, _ = inputs
+    expand(graph, emb, tmp_path / "single", ExpandConfig())
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "cli.py", "expand", "--graph", str(graph), "--embeddings", str(emb),
+         "--out", str(tmp_path / "dist")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "dist" / "metadata.json").read_text())["shards"] == 2
+    _same_bundle(tmp_path / "single", tmp_path / "dist")
+    assert not _leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupted", "other-graph"])
+def test_bad_embeddings_give_a_clear_error_and_no_bundle(inputs, tmp_path, damage):
+    graph, emb, _ = inputs
+    bad = tmp_path / "emb"
+    bad.mkdir()
+    (bad / "user.parquet").write_bytes((emb / "user.parquet").read_bytes())
+    if damage == "corrupted":
+        (bad / "streamer.parquet").write_bytes(b"PAR1 this is not parquet")
+    elif damage == "other-graph":
+        raw, vec = read_embeddings(emb, "streamer")
+        from gie.embeddings import write_embeddings
+        write_embeddings(bad / "streamer.parquet", "streamer", np.arange(len(raw)), raw + 1, vec)
+    out = tmp_path / "work" / "bundle"
+    with pytest.raises(BadInputError, match="streamer"):
+        expand(graph, bad, out, ExpandConfig())
+    rc = cli.main(["expand", "--graph", str(graph), "--embeddings", str(bad), "--out", str(out)])
+    assert rc == 2
+    assert not out.exists() and not (out.parent.exists() and _leftovers(out.parent))
+
+
+def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(64, d))
+    return normalise(centres[rng.integers(0, 64, n)] + 0.6 * rng.normal(size=(n, d)))
+
+
+@pytest.mark.parametrize("kind", ["ivf_flat", "hnsw"])
+def test_approximate_index_recall_against_exact(tmp_path, kind):
+    vectors = _clustered(20_000, 32)
+    cfg = IndexConfig(kind=kind, exact_below=1000, recall_sample=300)
+    built = build_index(vectors, cfg, recall_floor=0.9, seed=0)
+    assert built.info["factory"] != "Flat" and built.info["recall"] >= 0.95
+    raw = np.arange(len(vectors)) * 7 + 5
+    save_index(built, raw, tmp_path, "user")
+    index = faiss.read_index(str(tmp_path / "user.faiss"))
+    id_map = pq.read_table(tmp_path / "user_ids.parquet").column("user_id").to_numpy()
+    assert np.array_equal(id_map, raw)
+    queries = vectors[::97]
+    exact = np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :50]
+    faiss.ParameterSpace().set_index_parameter(index, *next(iter(built.info["search_param"].items())))
+    _, found = index.search(queries, 50)
+    recall = np.mean([len(set(f) & set(e)) / 50 for f, e in zip(found, exact)])
+    assert recall >= 0.93, recall                 # independent check on other queries
+
+
+def test_index_below_recall_floor_fails_with_no_bundle(inputs, tmp_path):
+    graph, emb, _ = inputs
+    cfg = ExpandConfig(recall_floor=0.99, index=IndexConfig(factory="PQ2x4"))
+    with pytest.raises(QualityFloorError, match="recall@50"):
+        expand(graph, emb, tmp_path / "bundle", cfg)
+    rc = cli.main(["expand", "--graph", str(graph), "--embeddings", str(emb),
+                   "--out", str(tmp_path / "bundle"), "--set", "expand.recall_floor=0.99",
+                   "--set", "expand.index.factory=PQ2x4"])
+    assert rc == 3 and not (tmp_path / "bundle").exists() and not _leftovers(tmp_path)
+
+
+def test_query_explains_one_node(inputs, tmp_path, capsys):
+    graph, emb, _ = inputs
+    b = tmp_path / "bundle"
+    assert cli.main(["expand", "--graph", str(graph), "--embeddings", str(emb), "--out", str(b),
+                     "--topk", "5"]) == 0
+    capsys.readouterr()
+    row = _table(b, "user").filter(
+        np.array(_table(b, "user").column("metapath").to_pylist()) == "U-U-S").to_pylist()[0]
+    assert cli.main(["query", "--bundle", str(b), "--user", str(row["user_id"]),
+                     "--metapath", "U-U-S"]) == 0
+    text = capsys.readouterr().out
+    assert f"user {row['user_id']}  U-U-S  ({len(row['targets'])} targets)" in text
+    first = text.splitlines()[1]
+    assert str(row["targets"][0]) in first and f"via similar user {row['via'][0]}" in first
+    assert cli.main(["query", "--bundle", str(b), "--streamer", "10003", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["metapath"] for r in rows} <= {"S-U", "S-S-U", "S-U-U", "merged"} and rows
+    assert all(len(r["targets"]) <= 5 for r in rows)
+    assert cli.main(["query", "--bundle", str(b), "--user", "1000", "--metapath", "S-U"]) == 2
