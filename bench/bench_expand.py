@@ -13,6 +13,7 @@ tuning, kNN of every node, batched expansion, Parquet writing), minus reading th
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -68,6 +69,12 @@ def make_graph(n_users: int, dim: int, seed: int):
     return graph, emb
 
 
+def cpu_s() -> float:
+    """CPU seconds of this process: wall time on a shared machine overstates the cost."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def run_one(n_users: int, dim: int, seed: int) -> dict:
     from gie.expand import index as ix
     from gie.expand.bundle import ShardedStage
@@ -75,23 +82,25 @@ def run_one(n_users: int, dim: int, seed: int) -> dict:
     from gie.expand.metapaths import Relations, knn_relation
     from gie.expand.run import _expand_type
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_s()
+    load = os.getloadavg()[0]
     graph, emb = make_graph(n_users, dim, seed)
     result = {"users": n_users, "streamers": graph.num_nodes("streamer"),
               "gift_edges": len(graph.edges["gift"]), "dim": dim,
               "generate_s": round(time.perf_counter() - t0, 1)}
     cfg = ExpandConfig()
-    knn, t_knn = {}, {}
+    knn, t_knn, c_knn = {}, {}, {}
     for t in ("user", "streamer"):
         vectors = ix.normalise(emb[t])
         built = ix.build_index(vectors, cfg.index, cfg.recall_floor, seed, name=t)
         result[f"index_{t}"] = built.info
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), cpu_s()
         knn[t] = ix.search(built.index, vectors, cfg.knn_k + 1, desc=f"kNN {t}")
         t_knn[t] = round(time.perf_counter() - t1, 1)
+        c_knn[t] = round(cpu_s() - c1, 1)
         del built
-    result["knn_all_nodes_s"] = t_knn
-    t1 = time.perf_counter()
+    result["knn_all_nodes_s"], result["knn_all_nodes_cpu_s"] = t_knn, c_knn
+    t1, c1 = time.perf_counter(), cpu_s()
     rels = Relations(graph, {"UU": knn_relation(*knn["user"], cfg.knn_k),
                              "SS": knn_relation(*knn["streamer"], cfg.knn_k)}, cfg.graph_weight)
     del knn
@@ -100,14 +109,16 @@ def run_one(n_users: int, dim: int, seed: int) -> dict:
         stage.path.mkdir()
         stats = {t: _expand_type(stage, rels, cfg, t, graph.raw_ids) for t in ("user", "streamer")}
         out_bytes = sum(p.stat().st_size for p in stage.path.rglob("*.parquet"))
-    expand_s = time.perf_counter() - t1
+    expand_s, expand_cpu = time.perf_counter() - t1, cpu_s() - c1
     nodes = sum(s["nodes"] for s in stats.values())
     result.update({
-        "expand_s": round(expand_s, 1), "expand_nodes": nodes,
+        "expand_s": round(expand_s, 1), "expand_cpu_s": round(expand_cpu, 1),
+        "expand_nodes": nodes,
         "expand_nodes_per_s": round(nodes / expand_s),
         "expand_users_per_s": round(stats["user"]["nodes"] / stats["user"]["seconds"]),
         "output_mb": round(out_bytes / 2**20, 1),
-        "total_s": round(time.perf_counter() - t0, 1),
+        "total_s": round(time.perf_counter() - t0, 1), "total_cpu_s": round(cpu_s() - c0, 1),
+        "load_avg_1m_at_start": round(load, 2), "cores": os.cpu_count(),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     })
     return result

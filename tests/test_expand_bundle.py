@@ -170,3 +170,13 @@ def test_query_explains_one_node(inputs, tmp_path, capsys):
     assert {r["metapath"] for r in rows} <= {"S-U", "S-S-U", "S-U-U", "merged"} and rows
     assert all(len(r["targets"]) <= 5 for r in rows)
     assert cli.main(["query", "--bundle", str(b), "--user", "1000", "--metapath", "S-U"]) == 2
+
+
+def test_bad_config_and_shard_arguments_exit_2(inputs, tmp_path):
+    graph, emb, _ = inputs
+    base = ["expand", "--graph", str(graph), "--embeddings", str(emb), "--out", str(tmp_path / "b")]
+    assert cli.main(base + ["--set", "expand.metapaths.U-X-S.enabled=false"]) == 2
+    assert cli.main(base + ["--set", "expand.metapaths.U-U-S.hop=walk"]) == 2
+    assert cli.main(base + ["--shard", "2/2"]) == 2
+    assert cli.main(base + ["--shard", "one"]) == 2
+    assert not (tmp_path / "b").exists()

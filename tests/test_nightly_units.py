@@ -213,7 +213,8 @@ def _cfg(script: Path, build: int, train: int):
 
 
 def _summaries(work: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((work / "runs").glob("*.json"))]
+    files = sorted((work / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+    return [json.loads(p.read_text()) for p in files]
 
 
 def test_external_commands_exit_codes_and_rerun(tmp_path, fake):
@@ -245,6 +246,13 @@ def test_external_commands_exit_codes_and_rerun(tmp_path, fake):
                                         "output": str(layout.graph(DATE)),
                                         "counts": {"rows": 5}}
     assert third["exit_code"] == 1 and latest_date(layout) == "2025-05-01"
+
+    success = layout.graph(DATE) / "_SUCCESS"
+    before = success.stat().st_mtime_ns
+    with pytest.raises(QualityFloorError):
+        run_nightly(raw, work, DATE, _cfg(fake, build=0, train=3), from_stage="build")
+    assert _summaries(work)[-1]["stages"]["build"]["status"] == "done"
+    assert success.stat().st_mtime_ns != before          # redone, not skipped
 
 
 def test_cli_exit_codes_for_bad_arguments(tmp_path, fake):

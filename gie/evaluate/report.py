@@ -148,8 +148,9 @@ def render_markdown(metrics: dict, previous: dict | None, plots: list[str]) -> s
         lines.append("")
     lines += ["## Targets", ""]
     t = metrics["targets"]["explore_recall"]
+    ratio = "infinitely better" if t["ratio"] is None else f"{t['ratio']:.2f}x"
     lines.append(f"- Exploration Recall@{t['k']}: merged {t['merged']:.4f} vs best baseline "
-                 f"{t['best_baseline']} {t['best_baseline_value']:.4f} = {t['ratio']:.2f}x "
+                 f"{t['best_baseline']} {t['best_baseline_value']:.4f} = {ratio} "
                  f"(target 2x: {'met' if t['met'] else 'MISSED'})")
     if "downstream_auc" in metrics["targets"]:
         d = metrics["targets"]["downstream_auc"]
@@ -193,6 +194,15 @@ def render_markdown(metrics: dict, previous: dict | None, plots: list[str]) -> s
     return "\n".join(lines) + "\n"
 
 
+def strict_json(obj):
+    """NaN and Inf (an undefined AUC, a ratio over zero) become null: valid JSON for any reader."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [strict_json(v) for v in obj]
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
+
+
 def write_report(folder: Path, metrics: dict, previous: dict | None) -> None:
     ks = metrics["config"]["ks"]
     lift_k = 50 if 50 in ks else max(ks)
@@ -202,7 +212,7 @@ def write_report(folder: Path, metrics: dict, previous: dict | None) -> None:
     if "skipped" not in metrics["downstream"]:
         plot_downstream(metrics["downstream"], folder / "downstream_auc.png")
         plots.append("downstream_auc.png")
-    write_json_atomic(folder / "metrics.json", metrics)
+    write_json_atomic(folder / "metrics.json", strict_json(metrics))
     write_json_atomic(folder / "metadata.json", {
         k: metrics[k] for k in ("schema_version", "date", "label_date", "code_version", "seed",
                                 "config", "inputs", "counts", "timings_s", "previous_date")}

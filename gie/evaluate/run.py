@@ -211,10 +211,11 @@ def _targets(retrieval: dict, downstream: dict, k: int) -> dict:
     key = f"recall@{k}"
     explore = retrieval["explore"]
     best = max(BASELINES, key=lambda b: explore[b][key])
-    ratio = explore[MERGED][key] / explore[best][key] if explore[best][key] > 0 else float("inf")
-    out = {"explore_recall": {"k": k, "merged": explore[MERGED][key], "best_baseline": best,
-                              "best_baseline_value": explore[best][key], "ratio": ratio,
-                              "met": bool(ratio >= 2.0)}}
+    base, gie_value = explore[best][key], explore[MERGED][key]
+    ratio = gie_value / base if base > 0 else None
+    out = {"explore_recall": {"k": k, "merged": gie_value, "best_baseline": best,
+                              "best_baseline_value": base, "ratio": ratio,
+                              "met": bool(gie_value >= 2.0 * base and gie_value > 0)}}
     if "auc_margin" in downstream:
         out["downstream_auc"] = {"margin": downstream["auc_margin"],
                                  "spread": downstream["auc_spread"],

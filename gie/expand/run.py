@@ -87,7 +87,8 @@ def _expand_type(stage: ShardedStage, rels: Relations, cfg: ExpandConfig, ntype:
     nodes = np.arange(stage.shard, len(raw_ids[ntype]), stage.n, dtype=np.int64)
     order = list(METAPATHS[ntype]) + [MERGED]
     target = "streamer" if ntype == "user" else "user"
-    lengths = {mp: np.zeros(cfg.topk + 1, np.int64) for mp in order}
+    longest = max([cfg.topk] + [cfg.cap(mp) for mp in METAPATHS[ntype]])
+    lengths = {mp: np.zeros(longest + 1, np.int64) for mp in order}
     path = part_path(stage.path, ntype, stage.shard, stage.n)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = None
@@ -99,7 +100,7 @@ def _expand_type(stage: ShardedStage, rels: Relations, cfg: ExpandConfig, ntype:
             results = expand_batch(rels, cfg, ntype, rows, raw_ids)
             for mp, c in results.items():
                 per_row = np.bincount(np.bincount(c.row, minlength=len(rows)))
-                lengths[mp][:len(per_row)] += per_row[: cfg.topk + 1]
+                lengths[mp][:len(per_row)] += per_row
             table = batch_table(ntype, rows, raw_ids[ntype], raw_ids[target], results, order)
             if writer is None:
                 writer = pq.ParquetWriter(path, table.schema)

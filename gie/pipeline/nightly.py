@@ -108,6 +108,8 @@ def _publish(ctx: RunContext, summary: RunSummary, keep_days: int, forced: bool)
         summary.end("publish", "skipped", reason="latest already points to this bundle")
         log.info("stage publish: skipped, latest already points to %s", target)
     else:
+        for tmp in layout.work.glob(f".{layout.latest.name}.tmp-*"):   # a publish killed midway
+            tmp.unlink()
         atomic_symlink(layout.latest, target)
         summary.end("publish", "done", latest=str(target), previous=current)
         log.info("stage publish: latest -> %s (was %s)", target, current or "none")

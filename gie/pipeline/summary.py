@@ -23,7 +23,7 @@ STATUSES = ("not-run", "running", "done", "skipped", "failed")
 
 
 def new_run_id(date: str) -> str:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     return f"{date}_{now}_{os.getpid()}"
 
 

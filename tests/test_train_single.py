@@ -1,0 +1,123 @@
+"""Single-process training on a planted-topic graph: quality, outputs, resume, warm start."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from gie.errors import BadInputError, QualityFloorError
+from gie.publish import is_published
+from gie.train.run import train
+from tests.train_helpers import (
+    ROOT, assert_matches_full_forward, embeddings, graph_for_day, saved_model, small_cfg,
+)
+
+
+@pytest.fixture(scope="module")
+def day1(tmp_path_factory):
+    return graph_for_day(tmp_path_factory.mktemp("graph"), 1)
+
+
+@pytest.fixture(scope="module")
+def trained(day1, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "dt=day1"
+    return out, train(day1, out, small_cfg(), seed=7)
+
+
+def test_outputs_published_and_match_full_forward(day1, trained):
+    out, metrics = trained
+    assert is_published(out)
+    assert_matches_full_forward(out, day1)
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["epochs_run"] == 4 and len(on_disk["history"]) == 4
+    assert {"auc", "mrr", "recall@50"} <= set(on_disk["valid"])
+    assert on_disk["history"][0]["edges_per_s"] > 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["config"]["fanouts"] == [8, 8] and meta["counts"] == {"user": 600, "streamer": 60}
+    ck = torch.load(sorted((out / "checkpoints").glob("epoch-*.pt"))[-1])
+    assert ck["state"]["epoch"] == 4 and ck["id_map"] == meta["id_map"]
+    assert {"model", "optimizer", "config", "spec"} <= set(ck)
+
+
+def test_graph_beats_features_only_baseline(day1, trained, tmp_path):
+    _, metrics = trained
+    baseline = train(day1, tmp_path / "base", small_cfg(fanouts=[], user_id_embedding=False),
+                     seed=7)
+    graph_auc, base_auc = metrics["valid"]["auc"], baseline["valid"]["auc"]
+    assert graph_auc > base_auc + 0.05, (graph_auc, base_auc)
+    assert graph_auc > 0.75
+
+
+def test_quality_floor_blocks_publication(day1, tmp_path):
+    out = tmp_path / "m"
+    with pytest.raises(QualityFloorError, match="min_valid_auc"):
+        train(day1, out, small_cfg(epochs=1, min_valid_auc=0.999), seed=7)
+    assert not is_published(out) and (out / "metrics.json").is_file()
+    assert not (out / "embeddings").exists()
+
+
+def test_interrupted_run_resumes_to_the_same_result(day1, trained, tmp_path):
+    """Kill a CLI run after its first checkpoint; --resume must end exactly where an
+    uninterrupted run with the same seed ends (this also checks determinism)."""
+    out = tmp_path / "m"
+    args = [sys.executable, str(ROOT / "cli.py"), "train-gie", "--graph", str(day1),
+            "--out", str(out), "--seed", "7"]
+    sets = [f"--set=train.{k}={json.dumps(v)}" for k, v in small_cfg().model_dump().items()]
+    proc = subprocess.Popen(args + sets + ["--set=train.epochs=4"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while not list((out / "checkpoints").glob("epoch-*.pt")) and time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not is_published(out)
+    done = len(list((out / "checkpoints").glob("epoch-*.pt")))
+    assert 1 <= done < 4, "the run finished before it could be interrupted"
+
+    metrics = train(day1, out, small_cfg(), seed=7, resume=True)
+    assert metrics["resumed_from"] >= 1 and metrics["epochs_run"] == 4
+    assert is_published(out)
+    ref = embeddings(trained[0])
+    for t, got in embeddings(out).items():
+        np.testing.assert_allclose(got, ref[t], atol=1e-5, err_msg=t)
+
+
+def test_warm_start_on_the_next_date(trained, tmp_path):
+    day2 = graph_for_day(tmp_path / "graph", 2, n_users=650)
+    out = tmp_path / "dt=day2"
+    metrics = train(day2, out, small_cfg(epochs=1, lr=1e-7), seed=7, warm_start=trained[0])
+    assert metrics["warm_start"]["users_kept"] == 600
+    assert metrics["warm_start"]["users_new"] == 50
+    old, new = saved_model(trained[0]), saved_model(out)
+    # With a vanishing learning rate the old users' id vectors are yesterday's.
+    np.testing.assert_allclose(new.user_id.weight[:600].detach(), old.user_id.weight.detach(),
+                               atol=1e-4)
+    assert new.user_id.weight.shape[0] == 650
+    assert_matches_full_forward(out, day2)
+
+
+def test_warm_start_refuses_an_unstable_id_map(trained, tmp_path):
+    from tests.graph_fixtures import make_graph_dataset
+
+    other, _ = make_graph_dataset(tmp_path / "g", raw_offset=5000)
+    with pytest.raises(BadInputError, match="id map"):
+        train(other, tmp_path / "m", small_cfg(epochs=1), warm_start=trained[0])
+
+
+def test_graph_without_window_is_bad_input(day1, tmp_path):
+    import shutil
+
+    bad = tmp_path / "g"
+    shutil.copytree(day1, bad)
+    meta = json.loads((bad / "metadata.json").read_text())
+    del meta["window"]
+    (bad / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(BadInputError, match="window.end_ms"):
+        train(bad, tmp_path / "m", small_cfg(epochs=1))
