@@ -26,6 +26,7 @@ COMMANDS = {
     "query": ("gie.expand.commands:query", "Show one node's expansions with explanations."),
     "evaluate": ("gie.evaluate.commands:evaluate", "Evaluate a bundle on the next day's gifts."),
     "nightly": ("gie.pipeline.commands:nightly", "Run the whole chain for one date (cron)."),
+    "publish": ("gie.pipeline.commands:publish", "Point <work>/latest at a dated bundle."),
 }
 
 

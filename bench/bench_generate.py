@@ -95,7 +95,11 @@ def report(results: list[dict]) -> str:
             + f"| {r['total_rows']:,} | {r['wall_s']} | {r['cpu_s']} | {r['rows_per_s']:,} "
             f"| {r['peak_rss_mb']:,} | {r['size_mb']:,} |")
     lines += ["", "Load average (1 min) at the end of each run: "
-              + ", ".join(f"{r['scale']}: {r['load']}" for r in results)]
+              + ", ".join(f"{r['scale']}: {r['load']}" for r in results) + ".", "",
+              "Reading the numbers: the generator is CPU-bound and runs on two threads (day d+1 "
+              "is drawn while day d is written), so on two otherwise idle cores its wall time "
+              "lies between CPU s / 2 and CPU s. Peak RSS is the population arrays plus about "
+              "two days of events; it grows with users per day, not with the number of days."]
     lines += ["", "Ratios per gift (click / comment / like): "
               + "; ".join(f"{r['scale']}: {r['config'].get('click_ratio', 20.0)} / "
                           f"{r['config'].get('comment_ratio', 3.0)} / "

@@ -80,11 +80,12 @@ def to_dgl(graph: GraphData, drop_gift: np.ndarray | None = None) -> dgl.DGLGrap
     keep = slice(None) if drop_gift is None else ~drop_gift
     g.edges["gift"].data["amount"] = torch.from_numpy(
         np.asarray(gift.data["total_price"][keep], dtype=np.float32))
-    g.nodes["user"].data["feat"] = torch.from_numpy(graph.features["user"])
-    g.nodes["streamer"].data["feat"] = torch.from_numpy(graph.features["streamer"])
+    for t in NODE_TYPES:      # Arrow buffers are read-only; torch wants writable memory
+        g.nodes[t].data["feat"] = torch.from_numpy(np.require(graph.features[t], requirements="W"))
     present = modality_dims(graph)
     for m in present:
-        g.nodes["streamer"].data[m] = torch.from_numpy(graph.modalities[m])
+        g.nodes["streamer"].data[m] = torch.from_numpy(
+            np.require(graph.modalities[m], requirements="W"))
     columns = [MODALITIES.index(m) for m in present]
     g.nodes["streamer"].data["mask"] = torch.from_numpy(
         np.asarray(graph.modality_mask, dtype=bool)[:, columns])

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from contextlib import contextmanager
+from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -76,35 +77,35 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
                stage: Path, timer: Timer) -> tuple[dict[str, DataFrame], dict]:
     """Valid rows of every table (profiles deduplicated, events in-window and deduplicated);
     rejected rows written to stage/rejected; fails on too many rejects or an empty day D."""
+    classified: dict[str, DataFrame] = {}
     valid: dict[str, DataFrame] = {}
-    rejected: list[DataFrame] = []
-    report: dict[str, dict] = {}
-    for table in validate.PROFILE_TABLES:
-        if table not in sources:
-            continue
-        with timer.step(f"validate_{table}"):
-            df = validate.typed_table(read_table(spark, sources[table]), table, sources[table].fmt)
-            df = validate.dedup_profiles(validate.classify(df, table, None, cfg), table).cache()
-            report[table] = validate.status_counts(df)
-            rejected.append(validate.rejected_rows(df, table))
-            valid[table] = validate.valid_rows(df, table).cache()
+    with timer.step("validate_profiles"):
+        for table in validate.PROFILE_TABLES:
+            if table in sources:
+                df = validate.typed_table(read_table(spark, sources[table]), table,
+                                          sources[table].fmt)
+                df = validate.dedup_profiles(validate.classify(df, table, None, cfg), table)
+                classified[table] = df.cache()
+                valid[table] = validate.valid_rows(df, table).cache()
     known = {f"{t}_id": valid[t].select(f"{t}_id") for t in validate.PROFILE_TABLES if t in valid}
-    for table in EVENT_TABLES:
-        if table not in sources:
-            continue
-        with timer.step(f"validate_{table}"):
-            df = validate.typed_table(read_table(spark, sources[table]), table, sources[table].fmt)
-            df = validate.classify(df, table, window, cfg, known)
-            report[table] = validate.status_counts(
-                df, window.last_day_start_ms if table == "gift" else None)
-            rejected.append(validate.rejected_rows(df, table))
-            deduped = validate.dedup_events(validate.valid_rows(df, table)).cache()
-            dups = deduped.agg(F.sum(F.col("_copies") - 1)).first()[0] or 0
-            if dups:
-                report[table]["duplicate"] = int(dups)
-                report[table][validate.OK] -= int(dups)
-                rejected.append(validate.duplicate_rows(deduped, table))
-            valid[table] = deduped.drop("_copies")
+    with timer.step("validate_events"):
+        deduped = {}
+        for table in EVENT_TABLES:
+            if table in sources:
+                df = validate.typed_table(read_table(spark, sources[table]), table,
+                                          sources[table].fmt)
+                classified[table] = validate.classify(df, table, window, cfg, known)
+                deduped[table] = validate.dedup_events(
+                    validate.valid_rows(classified[table], table)).cache()
+        report = validate.status_counts(classified, window.last_day_start_ms)
+        dups = _duplicate_counts(deduped)
+    rejected = [validate.rejected_rows(df, t) for t, df in classified.items()]
+    for table, df in deduped.items():
+        valid[table] = df.drop("_copies")
+        if dups.get(table):
+            report[table]["duplicate"] = dups[table]
+            report[table][validate.OK] -= dups[table]
+            rejected.append(validate.duplicate_rows(df, table))
 
     summary = _summarise(report)
     log.info("validated input: %s", summary)
@@ -120,11 +121,17 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
                             f"({on_day} valid, at least {cfg.min_last_day_gifts} expected): "
                             "upstream log loss?")
     with timer.step("write_rejected"):
-        out = rejected[0]
-        for r in rejected[1:]:
-            out = out.unionByName(r)
-        write_table(out.coalesce(1), stage / "rejected", REJECTED)
+        write_table(reduce(DataFrame.unionByName, rejected).coalesce(1), stage / "rejected",
+                    REJECTED)
     return valid, summary
+
+
+def _duplicate_counts(deduped: dict[str, DataFrame]) -> dict[str, int]:
+    """Extra copies of exact duplicate rows per table, in one job (which fills the caches)."""
+    union = reduce(DataFrame.unionByName, [
+        df.select(F.lit(t).alias("t"), (F.col("_copies") - 1).alias("extra"))
+        for t, df in deduped.items()])
+    return {r["t"]: int(r["n"]) for r in union.groupBy("t").agg(F.sum("extra").alias("n")).collect()}
 
 
 def _summarise(report: dict[str, dict]) -> dict:
@@ -214,11 +221,11 @@ def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, st
 
     with timer.step("count_outputs"):
         counts = {
-            "nodes": {t: count_rows(spark, stage / "nodes" / t) for t in GRAPH_NODES},
+            "nodes": {t: count_rows(stage / "nodes" / t) for t in GRAPH_NODES},
             "active_nodes": active,
-            "edges": {e: count_rows(spark, stage / "edges" / e) for e in GRAPH_EDGES
+            "edges": {e: count_rows(stage / "edges" / e) for e in GRAPH_EDGES
                       if (stage / "edges" / e).is_dir()},
-            "rejected": count_rows(spark, stage / "rejected"),
+            "rejected": count_rows(stage / "rejected"),
         }
     spark.catalog.clearCache()
     return {

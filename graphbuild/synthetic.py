@@ -21,7 +21,6 @@ bounded by one day of events. Each day draws from its own child seed: same argum
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,9 +58,7 @@ COUNTRIES = ["CN", "CN", "CN", "CN", "CN", "CN", "CN", "CN", "SG", "MY"]
 BRANDS = ["Apple", "HUAWEI", "OPPO", "vivo", "Xiaomi", "Honor", "Other"]
 DEVICE_PRICES = ["[0,1000)", "[1000,2000)", "[2000,3000)", "[3000,5000)", "[5000,+inf)"]
 COUNT_RANGES = ["[0,10)", "[10,100)", "[100,1k)", "[1k,10k)", "[10k,100k)", "[100k,+inf)"]
-INTERACTIONS = ("gift", "click", "comment", "like")
-EVENT_TABLES = INTERACTIONS + ("room", "segments")
-PROFILE_TABLES = ("user", "streamer")
+EVENT_TABLES = ("gift", "click", "comment", "like", "room", "segments")
 
 
 class GenConfig(BaseModel):
@@ -208,8 +205,6 @@ class Pool:
 
     def pick(self, rng: np.random.Generator, users: np.ndarray) -> np.ndarray:
         """A streamer per user event: topic from the user's mixture, then by popularity."""
-        if len(self.ids) == 0:
-            raise BadInputError("no streamer is live on a day with events: raise --streamers")
         topic = self.world.topics_of(rng, users)
         r = rng.random(len(users))
         mass = self.mass[topic]
@@ -255,9 +250,11 @@ def _choose(world: World, rng: np.random.Generator, pool: Pool, rooms: dict,
     if len(world.gifters) == 0:
         return explored
     gi = world.u_gifter_idx[users]
-    fav = world.g_fav[gi, (rng.random(len(gi)) * world.g_nfav[gi]).astype(np.int64)]
-    use = (gi >= 0) & (rng.random(len(gi)) < favourite_share) & (rooms["pos"][fav] >= 0)
-    return np.where(use, fav, explored)
+    chosen = np.where((gi >= 0) & (rng.random(len(gi)) < favourite_share), -1, explored)
+    for _ in range(2):  # a favourite off air today: try another one, then explore
+        fav = world.g_fav[gi, (rng.random(len(gi)) * world.g_nfav[gi]).astype(np.int64)]
+        chosen = np.where((chosen < 0) & (rooms["pos"][fav] >= 0), fav, chosen)
+    return np.where(chosen < 0, explored, chosen)
 
 
 def _poisson_events(rng: np.random.Generator, who: np.ndarray, weight: np.ndarray,
@@ -279,7 +276,9 @@ def _day(world: World, rng: np.random.Generator, day: int) -> tuple[dict[str, pa
     pool = Pool.of(world, rooms["streamers"], np.where(fresh, cfg.new_boost, 1.0))
     rs, re = rooms["start"], rooms["end"]
 
-    g_users = _poisson_events(rng, world.gifters, world.g_propensity, cfg.daily_gifts)
+    # Tiny worlds may have a day with nobody live: a day without events.
+    scale = 1.0 if len(rooms["streamers"]) else 0.0
+    g_users = _poisson_events(rng, world.gifters, world.g_propensity, scale * cfg.daily_gifts)
     gi = world.u_gifter_idx[g_users]
     g_streamers = _choose(world, rng, pool, rooms, g_users, cfg.favourite_share)
     g_room = _place(rng, rooms, g_streamers)
@@ -294,7 +293,7 @@ def _day(world: World, rng: np.random.Generator, day: int) -> tuple[dict[str, pa
     gc_watch = (g_ts - gc_ts) + (rng.random(len(g_ts)) * (re[g_room] - g_ts)).astype(np.int64)
 
     # Browsing clicks of all users, by activity, with the same topic/popularity affinities.
-    n_browse = cfg.daily_gifts * (cfg.click_ratio - 1)
+    n_browse = scale * cfg.daily_gifts * (cfg.click_ratio - 1)
     b_users = _poisson_events(rng, np.arange(cfg.users), world.u_activity, n_browse)
     b_streamers = _choose(world, rng, pool, rooms, b_users, cfg.favourite_click_share)
     b_room = _place(rng, rooms, b_streamers)
@@ -381,10 +380,11 @@ def _topical(rng: np.random.Generator, topic: np.ndarray, n_values: int,
 # ---------------------------------------------------------------------------------------------
 # Profiles and truth (written once, after the days: first_live_timestamp is known then)
 # ---------------------------------------------------------------------------------------------
-def _pick(rng: np.random.Generator, values: list[str], idx: np.ndarray | int) -> np.ndarray:
+def _pick(rng: np.random.Generator, values: list[str], idx: np.ndarray | int) -> pa.Array:
+    """values[idx] as an Arrow string array (`idx` = a count: uniform at random)."""
     if isinstance(idx, int):
         idx = rng.integers(0, len(values), idx)
-    return np.array(values, dtype=object)[idx]
+    return pa.array(values, pa.string()).take(pa.array(idx))
 
 
 def _bucket(x: np.ndarray, n: int) -> np.ndarray:
@@ -463,7 +463,7 @@ def _table(name: str, cols: dict) -> pa.Table:
             flat = pa.array(np.ascontiguousarray(v).reshape(-1), pa.float32())
             arrays.append(pa.FixedSizeListArray.from_arrays(flat, v.shape[1]).cast(f.type))
         else:
-            arrays.append(pa.array(v, f.type))
+            arrays.append(v if isinstance(v, pa.Array) else pa.array(v, f.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -508,7 +508,8 @@ class _Writers:
 def generate(out: str | Path, cfg: GenConfig) -> dict:
     """Write the dataset to `out` (published atomically, with _SUCCESS); return the manifest."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+    if out.exists() and (not out.is_dir() or (
+            any(out.iterdir()) and not (out / "manifest.json").is_file())):
         raise BadInputError(f"--out {out} exists and is not a generated dataset (no "
                             "manifest.json): refusing to replace it")
     t0 = time.perf_counter()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window as SparkWindow
 from pyspark.sql import functions as F
@@ -135,16 +136,22 @@ def classify(df: DataFrame, table: str, window: TimeWindow | None, cfg: BuildCon
     return df.withColumn(STATUS, F.coalesce(status, F.lit(OK)))
 
 
-def status_counts(df: DataFrame, last_day_start_ms: int | None = None) -> dict[str, int]:
-    """Rows per status in one aggregation; with `last_day_start_ms`, also ok rows on day D."""
-    aggs = [F.count(F.lit(1)).alias("n")]
-    ts = "timestamp" if "timestamp" in df.columns else None
-    if last_day_start_ms is not None and ts:
-        aggs.append(F.sum(F.when(F.col(ts) >= last_day_start_ms, 1).otherwise(0)).alias("last"))
-    rows = df.groupBy(STATUS).agg(*aggs).collect()
-    counts = {r[STATUS]: int(r["n"]) for r in rows}
-    if len(aggs) > 1:
-        counts["_ok_on_last_day"] = sum(int(r["last"]) for r in rows if r[STATUS] == OK)
+def status_counts(tables: dict[str, DataFrame], last_day_start_ms: int) -> dict[str, dict]:
+    """Rows per (table, status) in one aggregation over all tables; `_ok_on_last_day` counts
+    ok rows with a `timestamp` on day D (the last day of the window)."""
+    parts = []
+    for name, df in tables.items():
+        on_day = (F.col("timestamp") >= last_day_start_ms) if "timestamp" in df.columns \
+            else F.lit(False)
+        parts.append(df.select(F.lit(name).alias("t"), F.col(STATUS).alias("s"),
+                               ((F.col(STATUS) == OK) & on_day).cast("long").alias("d")))
+    union = reduce(DataFrame.unionByName, parts)
+    counts: dict[str, dict] = {name: {} for name in tables}
+    for r in union.groupBy("t", "s").agg(F.count(F.lit(1)).alias("n"),
+                                         F.sum("d").alias("d")).collect():
+        counts[r["t"]][r["s"]] = int(r["n"])
+        if r["d"]:
+            counts[r["t"]]["_ok_on_last_day"] = int(r["d"])
     return counts
 
 
@@ -169,8 +176,8 @@ def duplicate_rows(deduped: DataFrame, table: str) -> DataFrame:
     cols = [c for c in deduped.columns if c != "_copies"]
     return deduped.filter(F.col("_copies") > 1).select(
         F.lit(table).alias("table"), F.lit("duplicate").alias("reason"),
-        F.explode(F.array_repeat(F.to_json(F.struct(*cols)), F.col("_copies") - 1))
-        .alias("record"))
+        F.explode(F.array_repeat(F.to_json(F.struct(*cols)),
+                                 (F.col("_copies") - 1).cast("int"))).alias("record"))
 
 
 def dedup_profiles(df: DataFrame, table: str) -> DataFrame:

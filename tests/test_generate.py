@@ -18,7 +18,6 @@ from graphbuild.schema import MODALITIES, RAW_TABLES
 from graphbuild.synthetic import GenConfig, generate
 
 SMALL = dict(users=2_000, streamers=200, days=6, start="2025-05-01", seed=7)
-DATA_FILES = [f"{t}" for t in RAW_TABLES]
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +268,21 @@ def test_bad_arguments_exit_2(tmp_path):
     assert (precious / "notes.txt").read_text() == "keep me"
     with pytest.raises(BadInputError, match="not YYYY-MM-DD"):
         GenConfig(start="May 1")
+
+
+def test_tiny_worlds_stay_consistent(tmp_path):
+    # One streamer rarely live: days without anyone live must give days without events.
+    for seed in range(3):
+        out = tmp_path / f"tiny{seed}"
+        manifest = generate(out, GenConfig(users=20, streamers=1, days=5, seed=seed,
+                                           live_prob=0.2))
+        rooms = pq.read_table(out / "room.parquet").column("live_id").to_pylist()
+        for t in ("gift", "click", "comment", "like", "segments"):
+            assert set(pq.read_table(out / f"{t}.parquet").column("live_id").to_pylist()) \
+                <= set(rooms), t
+        assert manifest["row_counts"]["user"] == 20
+
+
+def test_config_rejects_unknown_modalities():
+    with pytest.raises(ValueError, match="modality_dims"):
+        GenConfig(modality_dims={"image": 8})

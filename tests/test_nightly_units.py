@@ -21,7 +21,8 @@ from gie.errors import BadInputError, GieError, LockedError, QualityFloorError
 from gie.layout import WorkLayout
 from gie.pipeline.lock import RunLock, read_lock
 from gie.pipeline.nightly import run_nightly
-from gie.pipeline.retention import apply_retention, latest_date
+from gie.pipeline.latest import latest_date, publish_latest
+from gie.pipeline.retention import apply_retention
 from gie.pipeline.stages import (
     STAGES, RunContext, expand_command, fingerprint, is_done, record_done, tree_digest,
 )
@@ -113,6 +114,25 @@ def test_retention_keeps_the_window_and_latest(tmp_path):
                         "dt=2025-05-11"]
     assert latest_date(layout) == "2025-05-02" and layout.latest.resolve().is_dir()
     assert apply_retention(tmp_path, "2025-05-10", keep_days=3) == []
+
+
+def test_latest_moves_atomically_forward_only(tmp_path):
+    layout = WorkLayout(tmp_path)
+    for d in ("2025-05-01", "2025-05-02"):
+        with staged_output(layout.bundle(d)):
+            pass
+    with pytest.raises(BadInputError, match="not published"):
+        publish_latest(layout, "2025-05-03")
+    assert publish_latest(layout, "2025-05-02") is None
+    assert os.readlink(layout.latest) == "bundle/dt=2025-05-02"      # relative target
+    assert "newer date" in publish_latest(layout, "2025-05-01")      # a backfill
+    assert "already" in publish_latest(layout, "2025-05-02")
+    (tmp_path / ".latest.tmp-dead").symlink_to("bundle/dt=2025-05-01")   # a killed publish
+    assert publish_latest(layout, "2025-05-02", force=True) is None
+    assert latest_date(layout) == "2025-05-02" and not list(tmp_path.glob(".latest.tmp-*"))
+    assert cli.main(["publish", "--work", str(tmp_path), "--date", "2025-05-02",
+                     "--keep-days", "1"]) == 0
+    assert latest_date(layout) == "2025-05-02" and not layout.bundle("2025-05-01").exists()
 
 
 # ------------------------------------------------------------------------------------------

@@ -84,16 +84,20 @@ def build_samples(clicks: pd.DataFrame, gifts: pd.DataFrame, merged: dict[int, l
 
 
 class TargetAttention(nn.Module):
-    """DIN activation unit: weight of each sequence item from [q, k, q-k, q*k]; weighted sum
-    (no softmax, so the pooled vector also carries how much of the sequence matches)."""
+    """DIN activation unit: weight of each sequence item from an MLP over [q, k, q-k, q*k];
+    weighted sum (no softmax, so the pooled vector also carries how much of the sequence
+    matches). The first layer is applied per part (q once per sample, q-k folded into the q
+    and k terms): the same function as on the concatenation, without building it."""
 
     def __init__(self, dim: int, hidden: int = 16):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(4 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.q, self.k = nn.Linear(dim, hidden), nn.Linear(dim, hidden, bias=False)
+        self.qk = nn.Linear(dim, hidden, bias=False)
+        self.out = nn.Linear(hidden, 1)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q = query.unsqueeze(1).expand_as(keys)
-        w = self.mlp(torch.cat([q, keys, q - keys, q * keys], dim=-1)).squeeze(-1)
+        h = self.q(query).unsqueeze(1) + self.k(keys) + self.qk(query.unsqueeze(1) * keys)
+        w = self.out(torch.relu(h)).squeeze(-1)
         return ((w * mask).unsqueeze(-1) * keys).sum(dim=1)
 
 

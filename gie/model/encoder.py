@@ -127,9 +127,10 @@ class GIEModel(nn.Module):
 
 
 def gather_inputs(ndata_of, ntype: str, ids: torch.Tensor, modalities: list[str]) -> dict:
-    """Slice one node type's model inputs; works for DGLGraph and DistGraph (`g.nodes`)."""
+    """Slice one node type's model inputs; works for DGLGraph and DistGraph (`g.nodes`).
+    A partitioned graph renumbers nodes, so it carries our node id as `nid`."""
     data = ndata_of[ntype].data
-    out = {"feat": data["feat"][ids], "nid": ids}
+    out = {"feat": data["feat"][ids], "nid": data["nid"][ids] if "nid" in data else ids}
     if ntype == "streamer":
         for m in modalities:
             out[m] = data[m][ids]

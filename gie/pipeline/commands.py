@@ -27,3 +27,30 @@ def nightly(raw, work, date, config_path, overrides, force, from_stage, keep_day
 
     cfg = load_config(config_path, overrides)
     run_nightly(raw, work, date, cfg, force=force, from_stage=from_stage, keep_days=keep_days)
+
+
+@click.command()
+@click.option("--work", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--date", required=True, help="the bundle date, YYYY-MM-DD")
+@click.option("--force", is_flag=True, help="re-point latest even when it already points there")
+@click.option("--keep-days", type=click.IntRange(1), default=None,
+              help="then remove dated folders older than this (never latest's)")
+def publish(work, date, force, keep_days):
+    """Point <work>/latest at bundle/dt=DATE atomically (never backwards): the last task when a
+    scheduler runs the stage commands one by one."""
+    import logging
+
+    from gie.layout import WorkLayout, parse_date
+    from gie.pipeline.latest import publish_latest
+    from gie.pipeline.lock import RunLock
+    from gie.pipeline.retention import apply_retention
+    from gie.pipeline.summary import new_run_id
+
+    parse_date(date)
+    layout = WorkLayout(work)
+    log = logging.getLogger("gie.pipeline")
+    with RunLock(layout.lock, new_run_id(date)):
+        reason = publish_latest(layout, date, force=force)
+        log.info("latest %s", f"left alone: {reason}" if reason else f"-> bundle/dt={date}")
+        if keep_days:
+            apply_retention(layout.work, date, keep_days)

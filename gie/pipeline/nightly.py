@@ -20,12 +20,13 @@ from gie.config import PipelineConfig, dump_config
 from gie.errors import EXIT_INTERNAL, BadInputError, GieError
 from gie.layout import WorkLayout, parse_date
 from gie.pipeline.lock import RunLock
-from gie.pipeline.retention import apply_retention, latest_date
+from gie.pipeline.latest import latest_date, publish_latest
+from gie.pipeline.retention import apply_retention
 from gie.pipeline.stages import (
     STAGE_NAMES, STAGES, RunContext, Stage, fingerprint, is_done, read_state, record_done,
 )
 from gie.pipeline.summary import RunSummary, flat_counts, new_run_id
-from gie.publish import atomic_symlink, clean_staging, is_published
+from gie.publish import clean_staging, is_published
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def _run_stage(stage: Stage, ctx: RunContext, summary: RunSummary, forced: bool)
         return
     summary.start(stage.name, output=str(out),
                   inputs={k: str(p) if p else None for k, p in inputs.items()})
-    leftovers = clean_staging(out.parent)
+    leftovers = clean_staging(out.parent) + clean_staging(out)   # train stages inside `out`
     if leftovers:
         log.warning("stage %s: removed %d leftovers of an interrupted run under %s",
                     stage.name, len(leftovers), out.parent)
@@ -99,20 +100,14 @@ def _run_stage(stage: Stage, ctx: RunContext, summary: RunSummary, forced: bool)
 def _publish(ctx: RunContext, summary: RunSummary, keep_days: int, forced: bool) -> None:
     layout, date = ctx.layout, ctx.date
     summary.start("publish")
-    current = latest_date(layout)
-    target = Path("bundle") / f"dt={date}"
-    if current and current > date:
-        summary.end("publish", "skipped", reason=f"latest points to a newer date ({current})")
-        log.info("stage publish: skipped, latest points to the newer dt=%s", current)
-    elif current == date and not forced:
-        summary.end("publish", "skipped", reason="latest already points to this bundle")
-        log.info("stage publish: skipped, latest already points to %s", target)
+    previous = latest_date(layout)
+    reason = publish_latest(layout, date, force=forced)
+    if reason:
+        summary.end("publish", "skipped", reason=reason)
+        log.info("stage publish: skipped, %s", reason)
     else:
-        for tmp in layout.work.glob(f".{layout.latest.name}.tmp-*"):   # a publish killed midway
-            tmp.unlink()
-        atomic_symlink(layout.latest, target)
-        summary.end("publish", "done", latest=str(target), previous=current)
-        log.info("stage publish: latest -> %s (was %s)", target, current or "none")
+        summary.end("publish", "done", latest=f"bundle/dt={date}", previous=previous)
+        log.info("stage publish: latest -> bundle/dt=%s (was %s)", date, previous or "none")
     removed = apply_retention(layout.work, date, keep_days)
     summary.stage("publish")["retention_removed"] = [str(p) for p in removed]
     summary.set(latest_after=latest_date(layout))

@@ -13,19 +13,11 @@ import shutil
 from pathlib import Path
 
 from gie.layout import WorkLayout, dated, dates_under, parse_date
+from gie.pipeline.latest import latest_date
 
 log = logging.getLogger(__name__)
 
 STAGE_ROOTS = ("graph", "model", "bundle", "reports")
-
-
-def latest_date(layout: WorkLayout) -> str | None:
-    """Date of the bundle `latest` points to, or None when there is no (valid) latest."""
-    link = layout.latest
-    if not link.is_symlink():
-        return None
-    target = Path(link.readlink()).name
-    return target[3:] if target.startswith("dt=") else None
 
 
 def expired(dates: list[str], run_date: str, keep_days: int, protect: set[str]) -> list[str]:

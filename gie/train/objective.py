@@ -5,12 +5,13 @@ import torch
 import torch.nn.functional as F
 
 
-def amount_weights(amount: torch.Tensor, mode: str) -> torch.Tensor:
-    """Per-edge loss weight; big spenders count more but, through the log, do not dominate."""
+def amount_weights(amount: torch.Tensor, mode: str, scale: float | None = None) -> torch.Tensor:
+    """Per-edge loss weight log1p(price), mean 1 over `amount` (or divided by `scale`):
+    big spenders count more but, through the log, do not dominate."""
     if mode == "none":
         return torch.ones_like(amount)
     w = torch.log1p(amount.clamp_min(0))
-    return w / w.mean().clamp_min(1e-6)
+    return w / (w.mean().clamp_min(1e-6) if scale is None else max(scale, 1e-6))
 
 
 def link_loss(h_user: torch.Tensor, h_streamer: torch.Tensor, pos_src: torch.Tensor,

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from pathlib import Path
+from typing import Callable
 
 import dgl
 import numpy as np
@@ -56,13 +57,17 @@ def model_spec(data: GraphData, g: dgl.DGLGraph, cfg: TrainConfig) -> ModelSpec:
         dropout=cfg.dropout, user_id_embedding=cfg.user_id_embedding)
 
 
-def train_epoch(net, spec: ModelSpec, loader, g: dgl.DGLGraph, weights: torch.Tensor,
-                opt: torch.optim.Optimizer, cfg: TrainConfig, ctx: ddp.Ctx, epoch: int) -> dict:
+def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: torch.optim.Optimizer,
+                cfg: TrainConfig, ctx: ddp.Ctx, epoch: int, max_steps: int | None = None) -> dict:
+    """One pass over the loader (at most `max_steps` batches: DDP ranks must agree).
+    `g` is a DGLGraph or a DistGraph; `edge_weight(gift edge ids)` gives the loss weights."""
     net.train()
     mods, views = list(spec.modality_dims), 2 if cfg.contrastive_weight > 0 else 0
     n_edges, loss_sum, steps, start = 0, 0.0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not ctx.is_main, mininterval=2, leave=False)
     for batch in bar:
+        if steps == max_steps:
+            break
         input_nodes, pair, blocks = batch[0], batch[1], batch[-1]
         inputs = {t: {k: v.to(ctx.device) for k, v in
                       gather_inputs(g.nodes, t, ids.cpu(), mods).items()}
@@ -72,7 +77,7 @@ def train_epoch(net, spec: ModelSpec, loader, g: dgl.DGLGraph, weights: torch.Te
         src, dst = pair.edges(etype=GIFT)
         negatives = (torch.arange(len(h["streamer"]), device=ctx.device) if cfg.in_batch_negatives
                      else batch[2].edges(etype=GIFT)[1].unique())
-        w = weights[pair.edges[GIFT].data[dgl.EID].cpu()].to(ctx.device)
+        w = edge_weight(pair.edges[GIFT].data[dgl.EID].cpu()).to(ctx.device)
         loss = link_loss(h["user"], h["streamer"], src, dst, negatives, w, cfg.temperature)
         if views:
             loss = loss + cfg.contrastive_weight * contrastive_loss(
@@ -187,13 +192,13 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
 
     net = DistributedDataParallel(model, find_unused_parameters=True) if ctx.distributed else model
     weights = amount_weights(g_train.edges[GIFT].data["amount"], cfg.amount_weighting)
-    loader = edge_loader(g_train, torch.arange(n_train), cfg, ctx.device,
-                         use_ddp=ctx.distributed, seed=seed)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         seed_all(seed, epoch)
-        if ctx.distributed:
-            loader.set_epoch(epoch)
-        stats = train_epoch(net, spec, loader, g_train, weights, opt, cfg, ctx, epoch)
+        # A fresh loader per epoch: DGL shuffles its index in place, so reusing one would
+        # make epoch N's order depend on epochs 1..N-1 and break exact resume.
+        loader = edge_loader(g_train, torch.arange(n_train), cfg, ctx.device,
+                             use_ddp=ctx.distributed, seed=seed * 1000 + epoch)
+        stats = train_epoch(net, spec, loader, g_train, weights.__getitem__, opt, cfg, ctx, epoch)
         valid = validate(model, g_train, data, holdout, cfg, ctx.device, seed) \
             if ctx.is_main else None
         auc, has_valid = ddp.broadcast(ctx, [valid["auc"] if valid else -1.0, float(bool(valid))])
