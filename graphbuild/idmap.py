@@ -7,7 +7,6 @@ only, a small set each night).
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -16,8 +15,6 @@ from pyspark.sql import functions as F
 from gie.errors import BadInputError
 from gie.layout import dates_under, dated
 from gie.publish import is_published
-
-log = logging.getLogger(__name__)
 
 
 def find_previous(out: Path, date: str, prev: str | Path | None) -> Path | None:

@@ -99,7 +99,9 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
                     validate.valid_rows(classified[table], table)).cache()
         report = validate.status_counts(classified, window.last_day_start_ms)
         dups = _duplicate_counts(deduped)
-    rejected = [validate.rejected_rows(df, t) for t, df in classified.items()]
+    # rescan only tables with rejected rows: the counts already say which
+    rejected = [validate.rejected_rows(df, t) for t, df in classified.items()
+                if set(report[t]) - {validate.OK, validate.OUT_OF_WINDOW, "_ok_on_last_day"}]
     for table, df in deduped.items():
         valid[table] = df.drop("_copies")
         if dups.get(table):
@@ -121,6 +123,8 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
                             f"({on_day} valid, at least {cfg.min_last_day_gifts} expected): "
                             "upstream log loss?")
     with timer.step("write_rejected"):
+        if not rejected:
+            rejected = [spark.createDataFrame([], "table string, reason string, record string")]
         write_table(reduce(DataFrame.unionByName, rejected).coalesce(1), stage / "rejected",
                     REJECTED)
     return valid, summary
@@ -131,7 +135,8 @@ def _duplicate_counts(deduped: dict[str, DataFrame]) -> dict[str, int]:
     union = reduce(DataFrame.unionByName, [
         df.select(F.lit(t).alias("t"), (F.col("_copies") - 1).alias("extra"))
         for t, df in deduped.items()])
-    return {r["t"]: int(r["n"]) for r in union.groupBy("t").agg(F.sum("extra").alias("n")).collect()}
+    rows = union.groupBy("t").agg(F.sum("extra").alias("n")).collect()
+    return {r["t"]: int(r["n"]) for r in rows}
 
 
 def _summarise(report: dict[str, dict]) -> dict:

@@ -3,6 +3,7 @@ stable ids across two dates, atomic publish on failure, bad input named."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -175,3 +176,17 @@ def test_cli_reports_bad_input_with_exit_code_2(built):
                      "--date", DATE])
     assert code == EXIT_BAD_INPUT
     assert not (tmp / "graph_cli" / f"dt={DATE}").exists()
+
+
+def test_spark_submit_entry_point_runs_the_same_command(tmp_path):
+    """spark_jobs/build_graph.py is the CLI command (checked up to its input validation)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "raw").mkdir()
+    proc = subprocess.run([sys.executable, "spark_jobs/build_graph.py", "--raw",
+                           str(tmp_path / "raw"), "--out", str(tmp_path / "g"), "--date", DATE],
+                          capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == EXIT_BAD_INPUT
+    assert "required table 'gift' is missing" in proc.stderr

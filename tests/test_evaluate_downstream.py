@@ -44,9 +44,9 @@ def work(tmp_path_factory):
 def test_run_downstream_trains_and_evaluates_both_variants(work):
     raw, w = work
     merged = read_expansions(WorkLayout(w).bundle(DATE))["merged"]
-    cfg = DownstreamConfig(seeds=2, epochs=2, max_train_samples=500, max_test_samples=300)
+    cfg = DownstreamConfig(seeds=2, epochs=1, max_train_samples=300, max_test_samples=200)
     out = run_downstream(str(raw), DATE, merged, cfg, seed=0)
-    assert out["samples"]["train"] == 500 and out["samples"]["test"] <= 300
+    assert out["samples"]["train"] == 300 and out["samples"]["test"] <= 200
     assert 0 < out["samples"]["test_positive"] < out["samples"]["test"]
     for v in ("history_only", "with_gie"):
         assert [r["seed"] for r in out[v]["runs"]] == [0, 1]

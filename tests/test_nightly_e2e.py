@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv
+import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
@@ -96,7 +96,7 @@ def summaries(work: Path) -> list[dict]:
 
 
 def wait_for_stage(work: Path, stage: str, proc: subprocess.Popen, runs_before: int) -> None:
-    deadline = time.time() + 600
+    deadline = time.time() + 1800
     while time.time() < deadline:
         runs = summaries(work) if (work / "runs").is_dir() else []
         if len(runs) > runs_before and runs[-1]["stages"][stage]["status"] == "running":
@@ -104,6 +104,21 @@ def wait_for_stage(work: Path, stage: str, proc: subprocess.Popen, runs_before: 
         assert proc.poll() is None, f"run ended (rc {proc.returncode}) before {stage} started"
         time.sleep(0.05)
     raise AssertionError(f"stage {stage} did not start")
+
+
+# Where each stage shows that it is writing: the kill waits for it (or for a share of the
+# stage's usual time), so that it lands mid-write even in stages that take a second.
+WRITING = {"build": ("graph/.staging-*", 0.25), "train": ("model/dt=*/checkpoints/*", 0.9),
+           "expand": ("bundle/.staging-*/*", 0.9), "evaluate": ("reports/.staging-*", 0.25)}
+
+
+def kill_mid_stage(proc: subprocess.Popen, work: Path, stage: str, usual_s: float) -> None:
+    pattern, share = WRITING[stage]
+    deadline = time.time() + share * usual_s
+    while time.time() < deadline and not list(work.glob(pattern)):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _table(folder: Path, keys: list[str]) -> pa.Table:
@@ -192,9 +207,7 @@ def test_sigkill_in_each_stage_then_rerun_equals_uninterrupted(raw, config_file,
                 cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
             assert second.returncode == 4, second.stderr[-2000:]
             assert "locked by run" in second.stderr
-        time.sleep(0.25 * took[stage]["seconds"])          # early in the stage
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_mid_stage(proc, work, stage, took[stage]["seconds"])
         killed = summaries(work)[-1]
         assert killed["status"] == "running"          # what a killed run leaves: the truth
         assert killed["stages"][stage]["status"] == "running", f"kill missed stage {stage}"
@@ -223,7 +236,7 @@ def test_corrupt_input_fails_with_exit_2_and_keeps_latest(raw, baseline, tmp_pat
         table = pq.read_table(gift)
         table = table.rename_columns(["price" if c == "gift_price" else c
                                       for c in table.column_names])
-        pa.csv.write_csv(table, bad / "gift.csv")
+        pacsv.write_csv(table, bad / "gift.csv")
         gift.unlink()
         named = [str(bad / "gift.csv"), "gift_price"]
     else:

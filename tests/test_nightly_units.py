@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 import cli
-from gie.config import load_config
+from gie.config import PipelineConfig, load_config
 from gie.errors import BadInputError, GieError, LockedError, QualityFloorError
 from gie.layout import WorkLayout
 from gie.pipeline.lock import RunLock, read_lock
@@ -311,3 +312,18 @@ def test_sigterm_stops_the_command_releases_the_lock_and_records_it(tmp_path, fa
     assert not (work / ".lock").exists()
     sleeper = subprocess.run(["pgrep", "-f", f"{fake} .* 99 "], capture_output=True)
     assert sleeper.returncode == 1, "the stage command outlived the run"
+
+
+def test_documented_command_configs_are_valid():
+    """Every YAML example in docs/OPERATIONS.md loads and fills its placeholders."""
+    text = (REPO / "docs" / "OPERATIONS.md").read_text()
+    blocks = [b.split("```")[0] for b in text.split("```yaml\n")[1:]]
+    assert len(blocks) >= 5
+    values = {k: f"<{k}>" for k in ("python", "cli", "raw", "work", "date", "config", "seed",
+                                    "out", "graph_root", "graph", "model", "bundle", "prev",
+                                    "warm_start")}
+    for block in blocks:
+        cfg = PipelineConfig.model_validate(yaml.safe_load(block))
+        for cmd in (cfg.nightly.build_command, cfg.nightly.train_command):
+            if cmd:
+                assert "{" not in " ".join(expand_command(cmd, values))

@@ -45,16 +45,26 @@ def embeddings(model_dir: Path) -> dict[str, np.ndarray]:
     return {t: read_embeddings(model_dir / "embeddings", t)[1] for t in ("user", "streamer")}
 
 
-def assert_matches_full_forward(model_dir: Path, graph: Path, atol: float = 1e-4) -> None:
-    """Written embeddings == one plain full-graph forward pass of the saved model."""
+def assert_matches_full_forward(model_dir: Path, graph: Path, atol: float = 1e-4,
+                                training_graph: bool = False) -> None:
+    """Written embeddings == one plain full-graph forward pass of the saved model (on the
+    training graph, without held-out edges, for distributed runs)."""
     from gie.train.inference import full_graph_forward
+    from graphbuild.dgl_graph import holdout_mask
 
     data = load_graph(graph)
-    ref = full_graph_forward(saved_model(model_dir), to_dgl(data))
+    g = to_dgl(data, holdout_mask(data) if training_graph else None)
+    ref = full_graph_forward(saved_model(model_dir), g)
     for t, got in embeddings(model_dir).items():
         raw, _ = read_embeddings(model_dir / "embeddings", t, num_nodes=data.num_nodes(t))
         np.testing.assert_array_equal(raw, data.raw_ids[t])
         np.testing.assert_allclose(got, ref[t].numpy(), atol=atol, err_msg=t)
+
+
+def clean_shm(graph_name: str) -> None:
+    """Remove shared-memory segments a killed DGL job left behind (only this job's)."""
+    for p in Path("/dev/shm").glob(f"*{graph_name}*"):
+        p.unlink(missing_ok=True)
 
 
 def free_port() -> int:

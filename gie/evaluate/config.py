@@ -14,14 +14,16 @@ class DownstreamConfig(BaseModel):
     history_days: int = Field(14, ge=1, description="look-back of the own gift-history sequence")
     gift_window_minutes: int = Field(60, ge=1, description="a gift this soon after a click "
                                      "on the same live makes the click positive")
-    max_train_samples: int = Field(20_000, ge=100)
-    max_test_samples: int = Field(20_000, ge=100)
+    max_train_samples: int = Field(10_000, ge=100)
+    max_test_samples: int = Field(10_000, ge=100)
     max_seq_len: int = Field(50, ge=1)
     embed_dim: int = Field(16, ge=2)
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(256, ge=1)
     lr: float = Field(3e-3, gt=0)
     seeds: int = Field(3, ge=1, description="runs per variant; the spread is taken over them")
+    threads: int = Field(1, ge=0, description="torch threads while training (0 = leave as is); "
+                         "the model is too small to gain from more, and a shared host loses")
 
 
 class EvalConfig(BaseModel):

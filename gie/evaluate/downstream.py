@@ -182,11 +182,16 @@ def run_downstream(raw: str, date: str, merged: dict[int, list[int]], cfg: Downs
             return {"skipped": f"{name} clicks lack positives or negatives", "samples": counts}
 
     runs = {v: [] for v in VARIANTS}
-    for i in tqdm(range(cfg.seeds), desc="downstream seeds", leave=False):
-        for v in VARIANTS:
-            scores = train_and_score(train, test, v, len(vocab) + 1, cfg, seed + i)
-            runs[v].append({"seed": seed + i, "auc": auc(test.label, scores),
-                            "gauc": gauc(test.users, test.label, scores)})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads or threads)
+    try:
+        for i in tqdm(range(cfg.seeds), desc="downstream seeds", leave=False):
+            for v in VARIANTS:
+                scores = train_and_score(train, test, v, len(vocab) + 1, cfg, seed + i)
+                runs[v].append({"seed": seed + i, "auc": auc(test.label, scores),
+                                "gauc": gauc(test.users, test.label, scores)})
+    finally:
+        torch.set_num_threads(threads)
     out: dict = {"samples": counts}
     for v in VARIANTS:
         a = np.array([r["auc"] for r in runs[v]]); g = np.array([r["gauc"] for r in runs[v]])

@@ -112,6 +112,24 @@ def _link_prediction(graph: GraphData, labels: dict[int, set[int]], user_emb: np
             "new_edges": link_prediction(pos_score[is_new], neg_score[is_new])}
 
 
+def _baseline_lists(graph: GraphData, weights, user_emb: np.ndarray, streamer_emb: np.ndarray,
+                    user_nodes: np.ndarray, depth: int, cfg: EvalConfig) -> dict[str, list[list[int]]]:
+    """Raw streamer ids per user for every baseline, `depth` deep: max(K) plus the longest
+    history, so that the exploration cut (history removed) still has max(K) entries."""
+    similarity = bl.swing_similarity(weights, cfg.swing_alpha, cfg.swing_max_items_per_user,
+                                     cfg.swing_max_users_per_item)
+    rankers = {"popularity": bl.popularity_scores(graph), "history": bl.history_scores(weights),
+               "swing": bl.swing_scores(weights, similarity),
+               "emb_knn": bl.embedding_scores(user_emb, streamer_emb)}
+    s_ids = graph.raw_ids["streamer"]
+    out = {}
+    for name in BASELINES:
+        ranked = bl.top_k_lists(rankers[name], user_nodes, depth, len(s_ids))
+        out[name] = [s_ids[r].tolist() for r in ranked]
+        log.info("baseline %s: %d users ranked", name, sum(bool(len(r)) for r in ranked))
+    return out
+
+
 def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed: int = 0) -> dict:
     """Evaluate the bundle of `date`; publish and return the report's metrics."""
     parse_date(date)
@@ -155,16 +173,8 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
         for mp in (*METAPATHS["user"], MERGED) if mp in expansions}
     if MERGED not in lists:
         raise BadInputError(f"expansions in {bundle} have no {MERGED!r} sequences")
-    similarity = bl.swing_similarity(weights, cfg.swing_alpha, cfg.swing_max_items_per_user,
-                                     cfg.swing_max_users_per_item)
-    rankers = {"popularity": bl.popularity_scores(graph), "history": bl.history_scores(weights),
-               "swing": bl.swing_scores(weights, similarity),
-               "emb_knn": bl.embedding_scores(user_emb, streamer_emb)}
-    # Baselines rank up to kmax beyond the history so that the exploration cut stays at kmax.
-    extra = max((len(h) for h in history.values()), default=0)
-    for name in BASELINES:
-        ranked = bl.top_k_lists(rankers[name], user_nodes, kmax + extra, len(s_ids))
-        lists[name] = [s_ids[r].tolist()[:kmax + extra] for r in ranked]
+    lists.update(_baseline_lists(graph, weights, user_emb, streamer_emb, user_nodes,
+                                 kmax + max((len(h) for h in history.values()), default=0), cfg))
     timings["baselines"] = time.time() - t
 
     t = time.time()

@@ -7,7 +7,6 @@ pid that no longer exists.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 import socket
 import time
@@ -16,8 +15,6 @@ from typing import Any
 
 import gie
 from gie.publish import write_json_atomic
-
-log = logging.getLogger(__name__)
 
 STATUSES = ("not-run", "running", "done", "skipped", "failed")
 

@@ -7,8 +7,8 @@ from gie.cliopts import config_option, set_option
 
 
 @click.command("train-gie")
-@click.option("--graph", required=True, type=click.Path(file_okay=False),
-              help="one published graph dataset folder (<graph root>/dt=D)")
+@click.option("--graph", type=click.Path(file_okay=False), default=None,
+              help="one published graph dataset folder (<graph root>/dt=D); not with --dist")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="model folder for this date; published with _SUCCESS")
 @config_option
@@ -58,6 +58,8 @@ def train_gie(graph, out, config_path, overrides, epochs, device, seed, resume, 
     if not dist:
         from gie.train.run import train
 
+        if not graph:
+            raise BadInputError("--graph is required (or --dist with --part-config)")
         train(graph, out, cfg.train, seed=seed, resume=resume, warm_start=warm_start)
         return
     if not (part_config and ip_config):

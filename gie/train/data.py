@@ -33,19 +33,22 @@ class NoNeighbours(BlockSampler):
         return seed_nodes, seed_nodes, []
 
 
-def edge_sampler(cfg: TrainConfig):
-    """Neighbour sampler for link prediction: target gift edges and their reverses are
-    excluded from message passing, so the model never sees the answer."""
+def neighbour_sampler(cfg: TrainConfig) -> BlockSampler:
     prob = "w" if cfg.weighted_sampling else None
-    neighbours = NeighborSampler(list(cfg.fanouts), prob=prob) if cfg.fanouts else NoNeighbours()
-    return as_edge_prediction_sampler(
-        neighbours,
-        exclude="reverse_types", reverse_etypes={"gift": REVERSE["gift"], REVERSE["gift"]: "gift"},
-        negative_sampler=SharedNegatives(cfg.num_negatives) if cfg.num_negatives else None)
+    return NeighborSampler(list(cfg.fanouts), prob=prob) if cfg.fanouts else NoNeighbours()
+
+
+def link_options(cfg: TrainConfig) -> dict:
+    """Target gift edges and their reverses are excluded from message passing, so the model
+    never sees the answer; negatives are shared by the batch."""
+    return {"exclude": "reverse_types",
+            "reverse_etypes": {"gift": REVERSE["gift"], REVERSE["gift"]: "gift"},
+            "negative_sampler": SharedNegatives(cfg.num_negatives) if cfg.num_negatives else None}
 
 
 def edge_loader(g: dgl.DGLGraph, eids: torch.Tensor, cfg: TrainConfig, device: torch.device,
                 use_ddp: bool = False, seed: int = 0) -> dgl.dataloading.DataLoader:
+    sampler = as_edge_prediction_sampler(neighbour_sampler(cfg), **link_options(cfg))
     return dgl.dataloading.DataLoader(
-        g, {GIFT: eids}, edge_sampler(cfg), device=device, batch_size=cfg.batch_size,
+        g, {GIFT: eids}, sampler, device=device, batch_size=cfg.batch_size,
         shuffle=True, drop_last=False, use_ddp=use_ddp, ddp_seed=seed, num_workers=0)

@@ -31,7 +31,7 @@ from gie.model.encoder import GIEModel, ModelSpec, gather_inputs
 from gie.publish import SUCCESS, publish_dir, write_json_atomic
 from gie.train import checkpoint, ddp
 from gie.train.config import TrainConfig
-from gie.train.data import GIFT, edge_sampler
+from gie.train.data import GIFT, link_options, neighbour_sampler
 from gie.train.objective import amount_weights
 from gie.train.partition import PART_META
 from gie.train.run import seed_all, train_epoch
@@ -107,7 +107,8 @@ def _train(part_config: Path, meta: dict, out: Path, cfg: TrainConfig, seed: int
     for epoch in range(1, cfg.epochs + 1):
         seed_all(seed + ctx.rank, epoch)
         loader = dgl.dataloading.DistEdgeDataLoader(
-            g, {GIFT: train_eids}, edge_sampler(cfg), batch_size=cfg.batch_size, shuffle=True)
+            g, {GIFT: train_eids}, neighbour_sampler(cfg), batch_size=cfg.batch_size,
+            shuffle=True, **link_options(cfg))
         stats = train_epoch(net, spec, loader, g, edge_weight, opt, cfg, ctx, epoch,
                             max_steps=int(steps))
         stats.update(epoch=epoch, valid=None)

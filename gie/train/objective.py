@@ -25,10 +25,9 @@ def link_loss(h_user: torch.Tensor, h_streamer: torch.Tensor, pos_src: torch.Ten
     u = h_user[pos_src]
     pos = (u * h_streamer[pos_dst]).sum(-1, keepdim=True)
     neg = u @ h_streamer[negatives].T
-    n_cand = len(h_streamer)
-    batch_pairs = pos_src * n_cand + pos_dst
-    neg = neg.masked_fill(torch.isin(pos_src[:, None] * n_cand + negatives[None, :], batch_pairs),
-                          float("-inf"))
+    is_pos = torch.zeros(len(h_user), len(h_streamer), dtype=torch.bool, device=u.device)
+    is_pos[pos_src, pos_dst] = True          # a dense local table: cheaper than torch.isin
+    neg = neg.masked_fill(is_pos[pos_src][:, negatives], float("-inf"))
     ce = -F.log_softmax(torch.cat([pos, neg], dim=1) / temperature, dim=1)[:, 0]
     return (weight * ce).sum() / weight.sum()
 
