@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from contextlib import contextmanager
 from functools import reduce
@@ -24,7 +25,7 @@ from gie.layout import dated, parse_date
 from gie.publish import staged_output, write_json_atomic
 from graphbuild import features, idmap, transforms, validate
 from graphbuild.config import BuildConfig
-from graphbuild.output import count_rows, write_table
+from graphbuild.output import count_rows, materialize, write_table
 from graphbuild.readers import TableSource, find_tables, read_table
 from graphbuild.schema import (GRAPH_EDGES, GRAPH_NODES, GRAPH_SCHEMA_VERSION, MODALITIES,
                                PROFILE_CATEGORICAL, REJECTED)
@@ -74,7 +75,7 @@ def run_build(raw, out, date: str, cfg: BuildConfig, prev=None, master: str | No
 
 
 def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: BuildConfig,
-               stage: Path, timer: Timer) -> tuple[dict[str, DataFrame], dict]:
+               stage: Path, work: Path, timer: Timer) -> tuple[dict[str, DataFrame], dict]:
     """Valid rows of every table (profiles deduplicated, events in-window and deduplicated);
     rejected rows written to stage/rejected; fails on too many rejects or an empty day D."""
     classified: dict[str, DataFrame] = {}
@@ -85,8 +86,9 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
                 df = validate.typed_table(read_table(spark, sources[table]), table,
                                           sources[table].fmt)
                 df = validate.dedup_profiles(validate.classify(df, table, None, cfg), table)
-                classified[table] = df.cache()
-                valid[table] = validate.valid_rows(df, table).cache()
+                classified[table] = df
+                valid[table] = materialize(spark, validate.valid_rows(df, table),
+                                           work / f"valid_{table}")
     known = {f"{t}_id": valid[t].select(f"{t}_id") for t in validate.PROFILE_TABLES if t in valid}
     with timer.step("validate_events"):
         deduped = {}
@@ -95,8 +97,8 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
                 df = validate.typed_table(read_table(spark, sources[table]), table,
                                           sources[table].fmt)
                 classified[table] = validate.classify(df, table, window, cfg, known)
-                deduped[table] = validate.dedup_events(
-                    validate.valid_rows(classified[table], table)).cache()
+                deduped[table] = materialize(spark, validate.dedup_events(
+                    validate.valid_rows(classified[table], table)), work / f"valid_{table}")
         report = validate.status_counts(classified, window.last_day_start_ms)
         dups = _duplicate_counts(deduped)
     # rescan only tables with rejected rows: the counts already say which
@@ -131,7 +133,7 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
 
 
 def _duplicate_counts(deduped: dict[str, DataFrame]) -> dict[str, int]:
-    """Extra copies of exact duplicate rows per table, in one job (which fills the caches)."""
+    """Extra copies of exact duplicate rows per table, in one job."""
     union = reduce(DataFrame.unionByName, [
         df.select(F.lit(t).alias("t"), (F.col("_copies") - 1).alias("extra"))
         for t, df in deduped.items()])
@@ -167,15 +169,17 @@ def _previous_encoders(prev: Path | None) -> dict:
 
 def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, stage: Path,
            timer: Timer) -> dict:
-    valid, summary = _validated(spark, sources, window, date, cfg, stage, timer)
+    work = stage / "_work"           # intermediate tables, removed before publishing
+    valid, summary = _validated(spark, sources, window, date, cfg, stage, work, timer)
     end, hl = window.end_ms, cfg.half_life_days
 
     with timer.step("edges"):
-        gift = transforms.gift_edges(valid["gift"], end, hl).cache()
+        gift = materialize(spark, transforms.gift_edges(valid["gift"], end, hl),
+                           work / "gift_edges")
         events = transforms.watch_events({t: valid[t] for t in ("click", "comment", "like")
                                           if t in valid})
-        watch = None if events is None else transforms.watch_edges(
-            events, end, hl, cfg.watch_weights).cache()
+        watch = None if events is None else materialize(spark, transforms.watch_edges(
+            events, end, hl, cfg.watch_weights), work / "watch_edges")
 
     with timer.step("id_maps"):
         maps = {}
@@ -189,7 +193,7 @@ def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, st
             ids = idmap.assign_ids(active, raw_col, previous)
             if previous is not None and extra:
                 ids = ids.join(previous.select(raw_col, *extra), raw_col, "left")
-            maps[ntype] = ids.cache()
+            maps[ntype] = materialize(spark, ids, work / f"ids_{ntype}")
         active = {t: int(m.agg(F.sum(F.col("active").cast("long"))).first()[0] or 0)
                   for t, m in maps.items()}
         log.info("id maps: active nodes %s (previous ids from %s)", active, prev)
@@ -208,15 +212,16 @@ def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, st
         write_json_atomic(stage / "encoders.json", enc)
 
     with timer.step("write_edges"):
-        gift_ids = idmap.to_node_ids(gift, maps["user"], maps["streamer"]).cache()
-        write_table(gift_ids, stage / "edges" / "gift", GRAPH_EDGES["gift"][2])
+        write_table(idmap.to_node_ids(gift, maps["user"], maps["streamer"]),
+                    stage / "edges" / "gift", GRAPH_EDGES["gift"][2])
         if watch is not None:
             write_table(idmap.to_node_ids(watch, maps["user"], maps["streamer"]),
                         stage / "edges" / "watch", GRAPH_EDGES["watch"][2])
 
     with timer.step("similarity"):
-        capped = transforms.cap_edges(gift_ids, cfg.max_items_per_user,
-                                      cfg.max_users_per_item).cache()
+        gift_ids = spark.read.parquet(str(stage / "edges" / "gift"))
+        capped = materialize(spark, transforms.cap_edges(
+            gift_ids, cfg.max_items_per_user, cfg.max_users_per_item), work / "capped")
         s2s = (transforms.swing(capped, cfg.swing_alpha) if cfg.similarity == "swing"
                else transforms.item_cosine(capped))
         write_table(transforms.top_k(s2s, cfg.s2s_topk), stage / "edges" / "s2s",
@@ -232,7 +237,7 @@ def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, st
                       if (stage / "edges" / e).is_dir()},
             "rejected": count_rows(stage / "rejected"),
         }
-    spark.catalog.clearCache()
+    shutil.rmtree(work)
     return {
         "schema_version": GRAPH_SCHEMA_VERSION,
         "code_version": gie.__version__,

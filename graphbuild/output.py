@@ -32,3 +32,14 @@ def write_table(df: DataFrame, folder: Path, schema: pa.Schema) -> None:
 def count_rows(folder: Path) -> int:
     """Row count from the Parquet footers of a table just written to local staging."""
     return sum(pq.ParquetFile(f).metadata.num_rows for f in Path(folder).glob("*.parquet"))
+
+
+def materialize(spark, df: DataFrame, folder: Path) -> DataFrame:
+    """Write an intermediate result as Parquet and read it back.
+
+    This cuts the lineage: otherwise every later action re-plans (and re-describes, for the
+    SQL listener) the whole job from the raw files, which grows with each step. Parquet on the
+    staging filesystem also works on any cluster and spills nothing into executor memory.
+    """
+    df.write.mode("overwrite").parquet(str(folder))
+    return spark.read.parquet(str(folder))

@@ -16,7 +16,8 @@ The world, in short:
 - segment vectors are the streamer's style plus per-modality noise: real, imperfect signal.
 
 Everything is vectorised per day with numpy and written in per-day chunks, so memory stays
-bounded by one day of events. Each day draws from its own child seed: same arguments, same bytes.
+bounded by two days of events (one drawn, one written). Each day draws from its own child
+seed: same arguments, same bytes.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ MAX_CLICK_TO_GIFT_MS = 5 * MINUTE_MS
 
 AGES = ["12-17", "18-23", "24-30", "31-40", "41-49", "50+"]
 GENDERS = ["F", "M"]
-COUNTRIES = ["CN", "CN", "CN", "CN", "CN", "CN", "CN", "CN", "SG", "MY"]
+COUNTRIES = ["CN"] * 8 + ["SG", "MY"]          # drawn uniformly: mostly CN
 BRANDS = ["Apple", "HUAWEI", "OPPO", "vivo", "Xiaomi", "Honor", "Other"]
 DEVICE_PRICES = ["[0,1000)", "[1000,2000)", "[2000,3000)", "[3000,5000)", "[5000,+inf)"]
 COUNT_RANGES = ["[0,10)", "[10,100)", "[100,1k)", "[1k,10k)", "[10k,100k)", "[100k,+inf)"]
@@ -109,6 +110,15 @@ class GenConfig(BaseModel):
     @classmethod
     def _valid_start(cls, v: str) -> str:
         parse_date(v)
+        return v
+
+    @field_validator("users", "streamers")
+    @classmethod
+    def _fits_id_range(cls, v: int) -> int:
+        # BadInputError, not ValueError: it reaches the command line as exit code 2.
+        if v > STREAMER_ID_BASE - USER_ID_BASE:
+            raise BadInputError(f"at most {STREAMER_ID_BASE - USER_ID_BASE:,} users and "
+                                f"streamers fit the generated id ranges, got {v:,}")
         return v
 
     @model_validator(mode="after")

@@ -176,7 +176,8 @@ def test_heavy_tails(db):
 
 def test_debut_days(db):
     # New streamers keep appearing: debuts spread over the period, no room before the debut.
-    debut_days = one(db, "SELECT count(DISTINCT debut_day) FROM truth_streamers WHERE debut_day > 0")
+    debut_days = one(db, "SELECT count(DISTINCT debut_day) FROM truth_streamers "
+                         "WHERE debut_day > 0")
     assert debut_days == SMALL["days"] - 1
     assert one(db, """SELECT count(*) FROM room r JOIN truth_streamers s USING (streamer_id)
                       WHERE r.p_date < CAST(strftime(CAST(s.debut_date AS DATE), '%Y%m%d')
@@ -266,6 +267,8 @@ def test_bad_arguments_exit_2(tmp_path):
     (precious / "notes.txt").write_text("keep me")
     assert main(["generate", "--out", str(precious), "--users", "10"]) == EXIT_BAD_INPUT
     assert (precious / "notes.txt").read_text() == "keep me"
+    assert main(["generate", "--out", str(tmp_path / "y"), "--users", "200000000"]) \
+        == EXIT_BAD_INPUT
     with pytest.raises(BadInputError, match="not YYYY-MM-DD"):
         GenConfig(start="May 1")
 

@@ -96,7 +96,7 @@ def plot_recall_curves(metrics: dict, path: Path) -> None:
 
 
 def plot_lift(metrics: dict, k: int, path: Path) -> None:
-    """Recall@k of each GIE sequence divided by each baseline's (NaN where the baseline is 0)."""
+    """Recall@k of each GIE sequence divided by each baseline's (no bar where the baseline is 0)."""
     gie_methods, base = metrics["methods"]["gie"], metrics["methods"]["baselines"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     width = 0.8 / len(base)
@@ -105,11 +105,12 @@ def plot_lift(metrics: dict, k: int, path: Path) -> None:
         for j, b in enumerate(base):
             lift = [r[m][f"recall@{k}"] / r[b][f"recall@{k}"] if r[b][f"recall@{k}"] > 0
                     else float("nan") for m in gie_methods]
-            ax.bar([i + j * width for i in range(len(gie_methods))], lift, width, label=f"vs {b}")
+            bars = ax.bar([i + j * width for i in range(len(gie_methods))], lift, width,
+                          label=f"vs {b}")
+            ax.bar_label(bars, fmt="%.1f", fontsize=7)
         ax.axhline(1.0, color="k", linewidth=0.8)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(gie_methods))], gie_methods)
         ax.set_title(f"{seg}: lift of Recall@{k} over baselines")
-        ax.set_yscale("log")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
