@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 DAYS = 15
 START = "2025-05-01"
 DATE = "2025-05-15"                       # the last generated day; window = all 15 days

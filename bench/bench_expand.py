@@ -8,7 +8,7 @@ gifts mostly inside their topic, 10 u2u / s2s neighbours per node inside the top
 is that size's. It calls the same functions as gie.expand.run.expand (index build and
 tuning, kNN of every node, batched expansion, Parquet writing), minus reading the inputs.
 
-    .venv/bin/python bench/bench_expand.py --users 100000 --users 1000000 --out bench-out/expand
+    .venv/bin/python bench/bench_expand.py --users 100000 --users 1000000 --out bench/out/expand
 """
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def run_one(n_users: int, dim: int, seed: int) -> dict:
 @click.option("--users", "sizes", multiple=True, type=int, default=[100_000], show_default=True)
 @click.option("--dim", default=64, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default="bench-out/expand")
+@click.option("--out", type=click.Path(file_okay=False), default="bench/out/expand")
 @click.option("--one", type=int, default=None, hidden=True)
 def main(sizes, dim, seed, out, one):
     if one is not None:                       # child process: one size, JSON on stdout

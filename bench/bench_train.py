@@ -7,7 +7,7 @@ written the way DGL's examples write it: `as_edge_prediction_sampler` with per-e
 uniform negatives, a HeteroGraphConv SAGE model on concatenated input features, and
 `u_dot_v` scores on the positive and negative pair graphs with a BCE loss.
 
-    .venv/bin/python bench/bench_train.py [--sizes 20000:2000,80000:8000] [--device cuda]
+    .venv/bin/python bench/bench_train.py [--sizes 2000:8000,5000:20000] [--device cuda]
 writes docs/benchmarks/train.md.
 """
 from __future__ import annotations
@@ -169,9 +169,9 @@ def run_size(n_users: int, n_streamers: int, cfg: TrainConfig, device, ks) -> li
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="20000:2000,80000:8000", help="users:streamers,...")
+    ap.add_argument("--sizes", default="2000:8000,5000:20000", help="users:streamers,...")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--negatives", default="1,5", help="plain loop negatives per edge")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "train.md"))
     args = ap.parse_args()

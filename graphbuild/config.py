@@ -30,3 +30,4 @@ class BuildConfig(BaseModel):
         default_factory=lambda: {"click": 1.0, "comment": 2.0, "like": 1.0},
         description="per-event weight of the watch edge (before time decay)")
     shuffle_partitions: int = Field(8, ge=1)
+

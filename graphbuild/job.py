@@ -56,6 +56,9 @@ def run_build(raw, out, date: str, cfg: BuildConfig, prev=None, master: str | No
               spark: SparkSession | None = None) -> dict:
     """Build and publish <out>/dt=<date>/; return its metadata."""
     window = validate.TimeWindow.ending(parse_date(date), cfg.window_days)
+    if set(cfg.modality_dims) != set(MODALITIES) or min(cfg.modality_dims.values()) < 1:
+        raise BadInputError(f"build.modality_dims {cfg.modality_dims} needs a positive size "
+                            f"for each of {list(MODALITIES)}")
     raw, out = Path(raw), Path(out)
     sources = find_tables(raw)
     prev_path = idmap.find_previous(out, date, prev)
@@ -158,13 +161,20 @@ def _summarise(report: dict[str, dict]) -> dict:
     }
 
 
-def _previous_encoders(prev: Path | None) -> dict:
+def _previous_encoders(prev: Path | None, slots: int) -> dict:
+    """Yesterday's vocabularies; a different slot count would change the feature width."""
     if prev is None or not (prev / "encoders.json").is_file():
         return {}
+    path = prev / "encoders.json"
     try:
-        return json.loads((prev / "encoders.json").read_text())
+        enc = json.loads(path.read_text())
     except ValueError as e:
-        raise BadInputError(f"cannot parse {prev / 'encoders.json'}: {e}") from e
+        raise BadInputError(f"cannot parse {path}: {e}") from e
+    if enc.get("vocab_slots") != slots:
+        raise BadInputError(f"{path} has vocab_slots {enc.get('vocab_slots')} but "
+                            f"build.vocab_slots is {slots}: the feature width would change "
+                            "(start a new graph folder to change it)")
+    return enc
 
 
 def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, stage: Path,
@@ -199,7 +209,7 @@ def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, st
         log.info("id maps: active nodes %s (previous ids from %s)", active, prev)
 
     with timer.step("node_attributes"):
-        encoders = _previous_encoders(prev)
+        encoders = _previous_encoders(prev, cfg.vocab_slots)
         vocab = {t: features.fit_vocabularies(valid.get(t), PROFILE_CATEGORICAL[t],
                                               cfg.vocab_slots, encoders.get(t))
                  for t in ("user", "streamer")}

@@ -4,10 +4,18 @@ Each modality vector and the side features become one token; a few learnable que
 them by cross-attention (absent modalities masked out), talk to each other by self-attention,
 and are pooled. The side-feature token is never masked, so a streamer without any modality
 still gets a representation.
+
+Every sampled streamer of every batch goes through this module, so attention is written
+with a few einsums over tiny per-node token sets (4 queries x 4 tokens) instead of
+nn.MultiheadAttention, whose generic reshaping costs several times more here; the queries
+are shared by all nodes, so their projection is computed once per call.
 """
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -16,27 +24,38 @@ class MFQFusion(nn.Module):
                  num_queries: int = 4, num_heads: int = 2, dropout: float = 0.1):
         super().__init__()
         self.modalities = list(modality_dims)
+        self.heads, self.dropout = num_heads, dropout
         self.proj = nn.ModuleDict({m: nn.Linear(d, hidden) for m, d in modality_dims.items()})
         self.kind = nn.Parameter(torch.randn(len(modality_dims) + 1, hidden) * 0.02)
         self.side = nn.Linear(side_dim, hidden)
         self.queries = nn.Parameter(torch.randn(num_queries, hidden) * 0.02)
-        self.cross = nn.MultiheadAttention(hidden, num_heads, dropout=dropout, batch_first=True)
-        self.self_attn = nn.MultiheadAttention(hidden, num_heads, dropout=dropout, batch_first=True)
+        self.cross_q, self.cross_kv = nn.Linear(hidden, hidden), nn.Linear(hidden, 2 * hidden)
+        self.self_qkv = nn.Linear(hidden, 3 * hidden)
+        self.cross_out, self.self_out = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
         self.norm_cross, self.norm_self = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
         self.out = nn.Linear(2 * hidden, hidden)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """q: [N|1, Q, H, d]; k, v: [N, T, H, d]; keep: bool [N, T] -> [N, Q, H*d]."""
+        logits = torch.einsum("nqhd,nthd->nhqt", q.expand(len(k), -1, -1, -1), k)
+        logits = logits / math.sqrt(k.shape[-1])
+        if keep is not None:
+            logits = logits.masked_fill(~keep[:, None, None, :], float("-inf"))
+        att = F.dropout(logits.softmax(-1), self.dropout, self.training)
+        return torch.einsum("nhqt,nthd->nqhd", att, v).flatten(2)
 
     def forward(self, modalities: dict[str, torch.Tensor], mask: torch.Tensor,
                 side: torch.Tensor) -> torch.Tensor:
         """modalities: m -> [N, d_m]; mask: bool [N, M] (True = present); side: [N, S]."""
+        n, h = len(side), self.heads
         side_token = self.side(side)
-        if len(side) == 0:                     # attention cannot reshape an empty batch
-            return self.out(torch.cat([side_token, side_token], dim=-1))
         tokens = torch.stack([self.proj[m](modalities[m]) for m in self.modalities]
                              + [side_token], dim=1) + self.kind
-        ignore = torch.cat([~mask, mask.new_zeros(len(mask), 1)], dim=1)
-        q = self.queries.expand(len(side), -1, -1)
-        x, _ = self.cross(q, tokens, tokens, key_padding_mask=ignore, need_weights=False)
-        x = self.norm_cross(q + x)
-        y, _ = self.self_attn(x, x, x, need_weights=False)
-        x = self.norm_self(x + y)
+        keep = torch.cat([mask, mask.new_ones(n, 1)], dim=1)
+        k, v = self.cross_kv(tokens).unflatten(-1, (2, h, -1)).unbind(2)
+        q = self.cross_q(self.queries).unflatten(-1, (h, -1))[None]
+        x = self.norm_cross(self.queries + self.cross_out(self._attend(q, k, v, keep)))
+        q, k, v = self.self_qkv(x).unflatten(-1, (3, h, -1)).unbind(2)
+        x = self.norm_self(x + self.self_out(self._attend(q, k, v)))
         return self.out(torch.cat([x.mean(dim=1), side_token], dim=-1))
