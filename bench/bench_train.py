@@ -200,6 +200,18 @@ def main() -> int:
                                for p in group[1:]) if r is group[0] else ""
             lines.append(f"| {r['users']} | {r['streamers']} | {r['gift_edges']} | {r['loop']} | "
                          f"{r['seconds']:.1f} | {r['edges_per_s']:.0f} | {ratios} |")
+    best = max(r["edges_per_s"] / p["edges_per_s"] for r in rows if r["loop"].startswith("gie")
+               for p in rows if "Uniform(1)" in p["loop"] and p["users"] == r["users"])
+    lines += [
+        "", "Reading the table: the gie loop does strictly more work per sampled node (MFQ "
+        "cross- and self-attention over every sampled streamer's modality tokens, a user id "
+        "table, dropout, a softmax over all shared candidates) and scores each positive "
+        f"against {cfg.num_negatives} shared uniform plus every in-batch streamer, where the "
+        "plain loop scores 1 or 5. Its saving, one negative set per batch instead of k per "
+        "edge, shrinks the sampled subgraph only when the k*batch extra seed streamers are not "
+        "already in the 2-hop neighbourhood; on these graph sizes a batch of 1024 users already "
+        "touches nearly every streamer, so the saving does not show and the MFQ cost dominates. "
+        f"Best ratio to the plain Uniform(1) loop here: {best:.2f}x (target 1.5x)."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

@@ -35,13 +35,13 @@ def test_outputs_published_and_match_full_forward(day1, trained):
     assert is_published(out)
     assert_matches_full_forward(out, day1)
     on_disk = json.loads((out / "metrics.json").read_text())
-    assert on_disk["epochs_run"] == 4 and len(on_disk["history"]) == 4
+    assert on_disk["epochs_run"] == 8 and len(on_disk["history"]) == 8
     assert {"auc", "mrr", "recall@50"} <= set(on_disk["valid"])
     assert on_disk["history"][0]["edges_per_s"] > 0
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["config"]["fanouts"] == [8, 8] and meta["counts"] == {"user": 600, "streamer": 60}
     ck = torch.load(sorted((out / "checkpoints").glob("epoch-*.pt"))[-1])
-    assert ck["state"]["epoch"] == 4 and ck["id_map"] == meta["id_map"]
+    assert ck["state"]["epoch"] == 8 and ck["id_map"] == meta["id_map"]
     assert {"model", "optimizer", "config", "spec"} <= set(ck)
 
 
@@ -69,7 +69,7 @@ def test_interrupted_run_resumes_to_the_same_result(day1, trained, tmp_path):
     args = [sys.executable, str(ROOT / "cli.py"), "train-gie", "--graph", str(day1),
             "--out", str(out), "--seed", "7"]
     sets = [f"--set=train.{k}={json.dumps(v)}" for k, v in small_cfg().model_dump().items()]
-    proc = subprocess.Popen(args + sets + ["--set=train.epochs=4"], cwd=ROOT,
+    proc = subprocess.Popen(args + sets + ["--set=train.epochs=8"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 180
     while not list((out / "checkpoints").glob("epoch-*.pt")) and time.time() < deadline:
@@ -79,10 +79,10 @@ def test_interrupted_run_resumes_to_the_same_result(day1, trained, tmp_path):
     proc.wait(timeout=30)
     assert not is_published(out)
     done = len(list((out / "checkpoints").glob("epoch-*.pt")))
-    assert 1 <= done < 4, "the run finished before it could be interrupted"
+    assert 1 <= done < 8, "the run finished before it could be interrupted"
 
     metrics = train(day1, out, small_cfg(), seed=7, resume=True)
-    assert metrics["resumed_from"] >= 1 and metrics["epochs_run"] == 4
+    assert metrics["resumed_from"] >= 1 and metrics["epochs_run"] == 8
     assert is_published(out)
     ref = embeddings(trained[0])
     for t, got in embeddings(out).items():

@@ -22,8 +22,8 @@ END_MS = 1_747_008_000_000
 
 
 def small_cfg(**kw) -> TrainConfig:
-    base = dict(epochs=4, batch_size=128, hidden_dim=32, embed_dim=32, fanouts=[8, 8],
-                lr=5e-3, num_negatives=64, num_threads=1, min_valid_auc=0.0, patience=5)
+    base = dict(epochs=8, batch_size=128, hidden_dim=32, embed_dim=32, fanouts=[8, 8],
+                lr=5e-3, num_negatives=64, num_threads=1, min_valid_auc=0.0, patience=8)
     return TrainConfig(**{**base, **kw})
 
 

@@ -166,6 +166,8 @@ def run_downstream(raw: str, date: str, merged: dict[int, list[int]], cfg: Downs
     train_clicks = _sample(clicks[clicks["timestamp"] < test_start], cfg.max_train_samples, rng)
     test_clicks = _sample(clicks[clicks["timestamp"] >= test_start], cfg.max_test_samples, rng)
 
+    sampled = set(train_clicks["user_id"]) | set(test_clicks["user_id"])
+    merged = {u: merged[u] for u in sampled if u in merged}
     ids = np.unique(np.concatenate([clicks["streamer_id"].to_numpy(), gifts["streamer_id"].to_numpy(),
                                     np.fromiter((s for v in merged.values() for s in v), np.int64)]))
     vocab = {int(s): i + 1 for i, s in enumerate(ids)}

@@ -5,10 +5,9 @@ them by cross-attention (absent modalities masked out), talk to each other by se
 and are pooled. The side-feature token is never masked, so a streamer without any modality
 still gets a representation.
 
-Every sampled streamer of every batch goes through this module, so attention is written
-with a few einsums over tiny per-node token sets (4 queries x 4 tokens) instead of
-nn.MultiheadAttention, whose generic reshaping costs several times more here; the queries
-are shared by all nodes, so their projection is computed once per call.
+Every sampled streamer of every batch goes through this module, so both attentions call
+the fused scaled_dot_product_attention on tiny per-node token sets (4 queries x 4 tokens);
+the queries are shared by all nodes, so their projection is computed once per call.
 """
 from __future__ import annotations
 
@@ -37,13 +36,11 @@ class MFQFusion(nn.Module):
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 keep: torch.Tensor | None = None) -> torch.Tensor:
-        """q: [N|1, Q, H, d]; k, v: [N, T, H, d]; keep: bool [N, T] -> [N, Q, H*d]."""
-        logits = torch.einsum("nqhd,nthd->nhqt", q.expand(len(k), -1, -1, -1), k)
-        logits = logits / math.sqrt(k.shape[-1])
-        if keep is not None:
-            logits = logits.masked_fill(~keep[:, None, None, :], float("-inf"))
-        att = F.dropout(logits.softmax(-1), self.dropout, self.training)
-        return torch.einsum("nhqt,nthd->nqhd", att, v).flatten(2)
+        """q: [N|1, H, Q, d]; k, v: [N, H, T, d]; keep: bool [N, T] -> [N, Q, H*d]."""
+        mask = None if keep is None else keep[:, None, None, :]
+        x = F.scaled_dot_product_attention(q.expand(len(k), -1, -1, -1), k, v, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return x.transpose(1, 2).flatten(2)
 
     def forward(self, modalities: dict[str, torch.Tensor], mask: torch.Tensor,
                 side: torch.Tensor) -> torch.Tensor:
@@ -53,9 +50,9 @@ class MFQFusion(nn.Module):
         tokens = torch.stack([self.proj[m](modalities[m]) for m in self.modalities]
                              + [side_token], dim=1) + self.kind
         keep = torch.cat([mask, mask.new_ones(n, 1)], dim=1)
-        k, v = self.cross_kv(tokens).unflatten(-1, (2, h, -1)).unbind(2)
-        q = self.cross_q(self.queries).unflatten(-1, (h, -1))[None]
+        k, v = self.cross_kv(tokens).unflatten(-1, (2, h, -1)).permute(2, 0, 3, 1, 4)
+        q = self.cross_q(self.queries).unflatten(-1, (h, -1)).transpose(0, 1)[None]
         x = self.norm_cross(self.queries + self.cross_out(self._attend(q, k, v, keep)))
-        q, k, v = self.self_qkv(x).unflatten(-1, (3, h, -1)).unbind(2)
+        q, k, v = self.self_qkv(x).unflatten(-1, (3, h, -1)).permute(2, 0, 3, 1, 4)
         x = self.norm_self(x + self.self_out(self._attend(q, k, v)))
         return self.out(torch.cat([x.mean(dim=1), side_token], dim=-1))
