@@ -167,8 +167,18 @@ def valid_rows(df: DataFrame, table: str) -> DataFrame:
 
 
 def dedup_events(df: DataFrame) -> DataFrame:
-    """Collapse exact duplicate rows; `_copies` counts how many times each row was given."""
-    return df.groupBy(*df.columns).agg(F.count(F.lit(1)).alias("_copies"))
+    """Collapse exact duplicate rows; `_copies` counts how many times each row was given.
+
+    Vector columns are grouped by their 64-bit hash (arrays as grouping keys would force a
+    slow sort-based aggregation); rows equal in every scalar column and in the vector hashes
+    are duplicates.
+    """
+    vectors = [f.name for f in df.schema.fields if f.dataType.typeName() == "array"]
+    keys = [F.col(c) for c in df.columns if c not in vectors]
+    keys += [F.xxhash64(c).alias(f"_h_{c}") for c in vectors]
+    out = df.groupBy(*keys).agg(*[F.first(c).alias(c) for c in vectors],
+                                F.count(F.lit(1)).alias("_copies"))
+    return out.select(*df.columns, "_copies")
 
 
 def duplicate_rows(deduped: DataFrame, table: str) -> DataFrame:

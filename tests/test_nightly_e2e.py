@@ -31,7 +31,7 @@ from gie.errors import BadInputError
 from gie.evaluate.rawdata import day_start_ms
 from gie.layout import WorkLayout
 from gie.pipeline.nightly import run_nightly
-from gie.pipeline.retention import latest_date
+from gie.pipeline.latest import latest_date
 from graphbuild.schema import GRAPH_EDGES, GRAPH_NODES, NODE_TYPES
 from graphbuild.synthetic import GenConfig, generate
 
@@ -76,17 +76,20 @@ def config_file(tmp_path_factory) -> Path:
 
 
 def start(raw: Path, work: Path, date: str, config: Path, *extra: str) -> subprocess.Popen:
-    log = open(work.parent / f"{work.name}-{date}-{time.time_ns()}.log", "w")
-    return subprocess.Popen(
-        [sys.executable, "cli.py", "nightly", "--raw", str(raw), "--work", str(work),
-         "--date", date, "--config", str(config), *extra],
-        cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log = work.parent / f"{work.name}-{date}-{time.time_ns()}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "cli.py", "nightly", "--raw", str(raw), "--work", str(work),
+             "--date", date, "--config", str(config), *extra],
+            cwd=REPO, env=ENV, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log = log
+    return proc
 
 
 def finish(proc: subprocess.Popen, timeout: float = 900) -> int:
     rc = proc.wait(timeout=timeout)
     if rc != 0:
-        print(Path(proc.stdout.name).read_text()[-6000:])
+        print(proc.log.read_text()[-6000:])
     return rc
 
 

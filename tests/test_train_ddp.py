@@ -11,7 +11,7 @@ from tests.train_helpers import assert_matches_full_forward, cli, free_port, gra
 
 @pytest.mark.slow
 def test_torchrun_two_process_gloo(tmp_path):
-    graph = graph_for_day(tmp_path / "graph", 1)
+    graph = graph_for_day(tmp_path / "graph", 1, n_users=300)
     out = tmp_path / "model"
     run = cli("train-gie", "--graph", str(graph), "--out", str(out), "--epochs", "2",
               "--set", "train.batch_size=128", "--set", "train.hidden_dim=32",

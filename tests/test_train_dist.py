@@ -22,12 +22,12 @@ SMALL = ["--set", "train.batch_size=128", "--set", "train.hidden_dim=32",
 def test_partition_keeps_features_and_ids(tmp_path):
     import dgl
 
-    graph = graph_for_day(tmp_path / "graph", 1)
+    graph = graph_for_day(tmp_path / "graph", 1, n_users=300)
     run = cli("partition", "--graph", str(graph), "--out", str(tmp_path / "part"), "--parts", "2",
               "--method", "metis", "--graph-name", "gie-test-part")
     assert run.returncode == 0, run.stderr[-3000:]
     meta = json.loads((tmp_path / "part" / "partition.json").read_text())
-    assert meta["parts"] == 2 and meta["counts"]["nodes"] == {"user": 600, "streamer": 60}
+    assert meta["parts"] == 2 and meta["counts"]["nodes"] == {"user": 300, "streamer": 60}
     seen = {"user": [], "streamer": []}
     for part in range(2):
         _, node_feats, edge_feats, book, *_ = dgl.distributed.load_partition(
@@ -36,13 +36,13 @@ def test_partition_keeps_features_and_ids(tmp_path):
         assert "user:gift:streamer/w" in edge_feats or "gift/w" in edge_feats
         for t in seen:
             seen[t].extend(node_feats[f"{t}/nid"].tolist())
-    assert sorted(seen["user"]) == list(range(600)) and sorted(seen["streamer"]) == list(range(60))
+    assert sorted(seen["user"]) == list(range(300)) and sorted(seen["streamer"]) == list(range(60))
 
 
 @pytest.mark.slow
 @pytest.mark.dist
 def test_one_partition_two_servers_two_trainers(tmp_path):
-    graph = graph_for_day(tmp_path / "graph", 1)
+    graph = graph_for_day(tmp_path / "graph", 1, n_users=300)
     name = f"gie-test-{uuid.uuid4().hex[:8]}"
     try:
         run = cli("partition", "--graph", str(graph), "--out", str(tmp_path / "part"),
@@ -64,7 +64,7 @@ def test_one_partition_two_servers_two_trainers(tmp_path):
         "part-00000.parquet", "part-00001.parquet"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["epochs_run"] == 2
-    read_embeddings(out / "embeddings", "user", num_nodes=600)     # every node exactly once
+    read_embeddings(out / "embeddings", "user", num_nodes=300)     # every node exactly once
     assert_matches_full_forward(out, graph, training_graph=True)
 
 
@@ -107,7 +107,7 @@ def two_hosts(tmp_path):
 @pytest.mark.dist
 def test_two_partitions_on_two_emulated_hosts(tmp_path, two_hosts):
     ips, remote = two_hosts
-    graph = graph_for_day(tmp_path / "graph", 1)
+    graph = graph_for_day(tmp_path / "graph", 1, n_users=300)
     name = f"gie-test-{uuid.uuid4().hex[:8]}"
     run = cli("partition", "--graph", str(graph), "--out", str(tmp_path / "part"),
               "--parts", "2", "--method", "metis", "--graph-name", name)
@@ -122,6 +122,6 @@ def test_two_partitions_on_two_emulated_hosts(tmp_path, two_hosts):
               timeout=260)
     assert run.returncode == 0, run.stderr[-4000:]
     assert is_published(out)
-    read_embeddings(out / "embeddings", "user", num_nodes=600)
+    read_embeddings(out / "embeddings", "user", num_nodes=300)
     read_embeddings(out / "embeddings", "streamer", num_nodes=60)
     assert_matches_full_forward(out, graph, training_graph=True)

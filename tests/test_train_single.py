@@ -121,3 +121,12 @@ def test_graph_without_window_is_bad_input(day1, tmp_path):
     (bad / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(BadInputError, match="window.end_ms"):
         train(bad, tmp_path / "m", small_cfg(epochs=1))
+
+
+def test_contrastive_term_trains_and_publishes(day1, tmp_path):
+    out = tmp_path / "m"
+    metrics = train(day1, out, small_cfg(epochs=1, contrastive_weight=0.5), seed=7)
+    plain = train(day1, tmp_path / "p", small_cfg(epochs=1), seed=7)
+    assert is_published(out) and np.isfinite(metrics["history"][0]["loss"])
+    # The extra InfoNCE term is added to the same link loss, so the total is larger.
+    assert metrics["history"][0]["loss"] > plain["history"][0]["loss"]
