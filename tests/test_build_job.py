@@ -140,6 +140,7 @@ def test_next_day_keeps_ids_and_feature_width(built, spark):
     assert meta2["counts"]["active_nodes"] == {"user": 7, "streamer": 5}
 
 
+@pytest.mark.slow
 def test_bad_input_fails_without_touching_the_published_date(built, spark):
     tmp, tables, _, _ = built
     out = tmp / "graph"
