@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from gie.evaluate.report import headline_keys, lookup  # noqa: E402
 
 
 def run(*args: str) -> None:
@@ -46,9 +48,11 @@ def main() -> int:
     print(f"\nraw data:      {raw}\npublished:     {bundle} -> {bundle.resolve()}")
     print(f"report:        {report.parent / 'report.md'}")
     if report.exists():
+        metrics = json.loads(report.read_text())
         print("\nheadline figures (next-day gifts, never seen in training):")
-        for key, value in json.loads(report.read_text()).get("headline", {}).items():
-            print(f"  {key:55s} {value}")
+        for key in headline_keys(metrics):
+            print(f"  {key:45s} {lookup(metrics, key)}")
+        print("targets:", json.dumps(metrics.get("targets", {}), indent=2))
     return 0
 
 
