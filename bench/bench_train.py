@@ -2,7 +2,8 @@
 
 Both loops run in this process on the same in-memory heterograph, with the same fan-outs,
 hidden size, batch size and thread count; figures are positive gift edges per second and
-the time of one epoch (the second of two, so start-up is excluded). The plain loop is
+the time of one epoch: the faster of epochs 2 and 3 (start-up excluded; on a shared machine
+the faster epoch is the less disturbed one, and both loops are treated alike). The plain loop is
 written the way DGL's examples write it: `as_edge_prediction_sampler` with per-edge
 uniform negatives, a HeteroGraphConv SAGE model on concatenated input features, and
 `u_dot_v` scores on the positive and negative pair graphs with a BCE loss.
@@ -38,6 +39,7 @@ from gie.train.run import seed_all, train_epoch  # noqa: E402
 from graphbuild.dgl_graph import CANONICAL  # noqa: E402
 
 MODS = {"image": 32, "speech": 16, "comment": 16}
+MEASURED = (2, 3)                        # epoch 1 warms up; the faster of these is reported
 
 
 def synthetic_graph(n_users: int, n_streamers: int, seed: int = 0) -> dgl.DGLGraph:
@@ -144,20 +146,23 @@ def run_size(n_users: int, n_streamers: int, cfg: TrainConfig, device, ks) -> li
     seed_all(0)
     spec = ModelSpec(etypes=list(g.canonical_etypes), num_users=n_users, user_dim=24,
                      streamer_dim=8, modality_dims=MODS, hidden_dim=cfg.hidden_dim,
-                     embed_dim=cfg.embed_dim, num_layers=len(cfg.fanouts))
+                     embed_dim=cfg.embed_dim, num_layers=len(cfg.fanouts),
+                     num_queries=cfg.num_queries, num_heads=cfg.num_heads, dropout=cfg.dropout,
+                     user_id_embedding=cfg.user_id_embedding)
     model = GIEModel(spec).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    for epoch in (1, 2):                     # the second epoch is the measured one
-        secs, n = ours_epoch(g, model, opt, cfg, device, epoch)
-    rows.append({"loop": f"gie (MFQ, {cfg.num_negatives} shared + in-batch negatives)",
+    ours_epoch(g, model, opt, cfg, device, 1)
+    secs, n = min(ours_epoch(g, model, opt, cfg, device, e) for e in MEASURED)
+    rows.append({"loop": f"gie (MFQ with {cfg.num_queries} queries, {cfg.num_negatives} shared "
+                         "+ in-batch negatives)",
                  "seconds": secs, "edges": n})
     for k in ks:
         seed_all(0)
         plain = PlainSAGE({"user": 24, "streamer": 8 + sum(MODS.values())}, cfg.hidden_dim,
                           cfg.embed_dim, g.canonical_etypes, len(cfg.fanouts)).to(device)
         opt = torch.optim.Adam(plain.parameters(), lr=cfg.lr)
-        for _ in (1, 2):
-            secs, n = plain_epoch(g, plain, opt, cfg, k, device)
+        plain_epoch(g, plain, opt, cfg, k, device)
+        secs, n = min(plain_epoch(g, plain, opt, cfg, k, device) for _ in MEASURED)
         rows.append({"loop": f"plain DGL SAGE, Uniform({k}) negatives per edge",
                      "seconds": secs, "edges": n})
     for r in rows:
@@ -189,8 +194,9 @@ def main() -> int:
         f"`.venv/bin/python bench/bench_train.py --sizes {args.sizes} --device {args.device} "
         f"--threads {args.threads}` on {platform.machine()} ({args.device}, torch "
         f"{torch.__version__}, dgl {dgl.__version__}, {args.threads} torch threads); "
-        "fan-outs [10, 10], hidden 64, batch 1024 positive gift edges, one epoch after a "
-        "warm-up epoch. Throughput = positive gift edges per second.", "",
+        "fan-outs [10, 10] (weighted by `w` in both loops), hidden 64, batch 1024 positive gift "
+        "edges, same graph and thread count for every loop; epoch s = the faster of epochs 2 "
+        "and 3 (epoch 1 warms up). Throughput = positive gift edges per second.", "",
         "| users | streamers | gift edges | loop | epoch s | edges/s | vs plain |",
         "|---:|---:|---:|---|---:|---:|---:|"]
     for size in sorted({(r["users"], r["streamers"]) for r in rows}):
@@ -203,15 +209,20 @@ def main() -> int:
     best = max(r["edges_per_s"] / p["edges_per_s"] for r in rows if r["loop"].startswith("gie")
                for p in rows if "Uniform(1)" in p["loop"] and p["users"] == r["users"])
     lines += [
-        "", "Reading the table: the gie loop does strictly more work per sampled node (MFQ "
-        "cross- and self-attention over every sampled streamer's modality tokens, a user id "
-        "table, dropout, a softmax over all shared candidates) and scores each positive "
-        f"against {cfg.num_negatives} shared uniform plus every in-batch streamer, where the "
-        "plain loop scores 1 or 5. Its saving, one negative set per batch instead of k per "
-        "edge, shrinks the sampled subgraph only when the k*batch extra seed streamers are not "
-        "already in the 2-hop neighbourhood; on these graph sizes a batch of 1024 users already "
-        "touches nearly every streamer, so the saving does not show and the MFQ cost dominates. "
-        f"Best ratio to the plain Uniform(1) loop here: {best:.2f}x (target 1.5x)."]
+        "", "Measured on a shared 2-core machine while other test suites ran: absolute "
+        "figures move by up to 2x between runs, so compare the loops within one run (they "
+        "run back to back in one process).", "",
+        "Reading the table: both loops sample the same 2-hop blocks with DGL (about 0.09 s "
+        "per step at 2000:8000, the whole plain step is about 0.2 s). On these graph sizes a "
+        "batch of 1024 users already reaches every streamer within two hops, so every step "
+        "runs the MFQ fusion (cross- and self-attention over each streamer's modality "
+        "tokens), forward and backward, on all streamers; the plain loop runs one Linear on "
+        "them. That fusion is most of the gie step (profile: backward about half the step, "
+        "mostly MFQ), and it is why the gie loop stays below the plain one. Its savings "
+        "(one fused matmul per GraphSAGE layer and node type instead of two per edge type, "
+        "query-folded cross-attention, one shared negative set per batch) cannot offset a "
+        "per-node cost the plain loop does not have. "
+        f"Best ratio to the plain Uniform(1) loop here: {best:.2f}x (target 1.5x, not met)."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

@@ -22,7 +22,7 @@ class TrainConfig(BaseModel):
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
 
     # model
-    num_queries: int = Field(4, ge=1, description="MFQ learnable query tokens")
+    num_queries: int = Field(2, ge=1, description="MFQ learnable query tokens (cost grows with it)")
     num_heads: int = Field(2, ge=1, description="attention heads in MFQ (divides hidden_dim)")
     user_id_embedding: bool = Field(True, description="learnable per-user id vector")
     dropout: float = Field(0.1, ge=0, lt=1)

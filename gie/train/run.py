@@ -119,7 +119,11 @@ def _restore(path: Path, model: GIEModel, opt, spec: ModelSpec, idmap: dict) -> 
     if ck["spec"] != spec.to_dict() or ck["id_map"] != idmap:
         raise BadInputError(f"cannot resume from {path}: it was trained with another model "
                             "spec or on another graph (id map differs); rerun without --resume")
-    model.load_state_dict(ck["model"])
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:                 # same settings, older model layout
+        raise BadInputError(f"cannot resume from {path}: its weights do not fit this "
+                            "version's model; rerun without --resume") from e
     opt.load_state_dict(ck["optimizer"])
     log.info("resuming after epoch %d from %s", ck["state"]["epoch"], path)
     return ck["state"]

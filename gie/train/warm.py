@@ -45,7 +45,11 @@ def load_warm_start(model: GIEModel, folder: str | Path, data: GraphData) -> dic
         grown = model.user_id.weight.detach().clone()
         grown[:n_old] = state["user_id.weight"]
         state["user_id.weight"] = grown
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:                 # same settings, older model layout
+        raise BadInputError(f"warm start {folder}: its weights do not fit this version's "
+                            f"model ({str(e).splitlines()[0]}); train without --warm-start") from e
     info = {"from": str(folder), "users_kept": n_old,
             "users_new": data.num_nodes("user") - n_old,
             "streamers_new": data.num_nodes("streamer") - len(saved["raw_ids"]["streamer"])}
