@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.measure import measure  # noqa: E402
+from gie.evaluate.report import lookup  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}
@@ -68,25 +69,54 @@ def main() -> int:
             print(name, stage, row["stages"][stage], flush=True)
             if m.returncode != 0:
                 break
-        report = work / "reports" / f"dt={date}" / "metrics.json"
-        if report.exists():
-            row["headline"] = json.loads(report.read_text()).get("headline", {})
+        row["quality"] = quality(work / "reports" / f"dt={date}" / "metrics.json")
         results.append(row)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "nightly.json").write_text(json.dumps(results, indent=2))
+    write_markdown(results, args.sizes, args.epochs)
+    return 0
+
+
+QUALITY = {  # report key -> column title
+    "retrieval.overall.merged.recall@50": "merged R@50",
+    "retrieval.explore.merged.recall@50": "explore merged R@50",
+    "targets.explore_recall.best_baseline_value": "explore best baseline R@50",
+    "link_prediction.all.auc": "next-day link AUC",
+    "downstream.history_only.auc": "DIN AUC history only",
+    "downstream.with_gie.auc": "DIN AUC with GIE",
+}
+
+
+def quality(report: Path) -> dict:
+    if not report.exists():
+        return {}
+    metrics = json.loads(report.read_text())
+    return {title: lookup(metrics, key) for key, title in QUALITY.items()}
+
+
+def write_markdown(results: list[dict], sizes: str, epochs: int) -> None:
     lines = ["# Nightly chain: stage wall time and peak memory", "",
              f"Machine: {os.cpu_count()} cores, {platform.platform()}. "
-             f"Command: `.venv/bin/python bench/bench_nightly.py --sizes {args.sizes}`.", "",
+             f"Command: `.venv/bin/python bench/bench_nightly.py --sizes {sizes} --epochs {epochs}`"
+             f" (training runs {epochs} epochs; every other setting is the default). Each stage is "
+             "its own CLI command; peak RSS is summed over its process tree (Spark JVM included).",
+             "",
              "| size | users | streamers | stage | wall (s) | peak RSS (MB) |",
              "|---|---|---|---|---|---|"]
     for r in results:
         for st, v in r["stages"].items():
             lines.append(f"| {r['size']} | {r['users']} | {r['streamers']} | {st} | "
                          f"{v['wall_s']} | {v['peak_rss_mb']} |")
+    lines += ["", "Quality of the same runs (`evaluate`, next-day gifts):", "",
+              "| size | " + " | ".join(QUALITY.values()) + " |",
+              "|---|" + "---|" * len(QUALITY)]
+    for r in results:
+        cells = [f"{v:.3f}" if isinstance(v, float) else "n/a"
+                 for v in (r.get("quality", {}).get(t) for t in QUALITY.values())]
+        lines.append(f"| {r['size']} | " + " | ".join(cells) + " |")
     (ROOT / "docs" / "benchmarks").mkdir(parents=True, exist_ok=True)
     (ROOT / "docs" / "benchmarks" / "nightly.md").write_text("\n".join(lines) + "\n")
-    return 0
 
 
 if __name__ == "__main__":
