@@ -48,7 +48,9 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(2, ge=1, description="newest epoch checkpoints kept")
 
     # performance
-    num_threads: int = Field(0, ge=0, description="torch threads per process; 0 = default")
+    num_threads: int = Field(0, ge=0, description="torch and DGL sampler threads per process; "
+                             "0 = default. Runs are reproducible across processes only with "
+                             "the same value (DGL samples per thread)")
     infer_batch_size: int = Field(8192, ge=1, description="nodes per step of full inference")
 
     @model_validator(mode="after")

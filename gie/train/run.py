@@ -160,7 +160,10 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
            warm_start, ctx: ddp.Ctx) -> dict:
     t0 = time.time()
     if cfg.num_threads:
+        # DGL's neighbour sampler draws per OpenMP thread: the same seed samples the same
+        # neighbours only with the same thread count, so pin DGL's threads with torch's.
         torch.set_num_threads(cfg.num_threads)
+        dgl.utils.set_num_threads(cfg.num_threads)
     data = load_graph(graph)
     holdout = holdout_mask(data)
     g_train, g_full = to_dgl(data, drop_gift=holdout), to_dgl(data)
