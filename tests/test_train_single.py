@@ -62,15 +62,20 @@ def test_quality_floor_blocks_publication(day1, tmp_path):
     assert not (out / "embeddings").exists()
 
 
-def test_interrupted_run_resumes_to_the_same_result(day1, trained, tmp_path):
-    """Kill a CLI run after its first checkpoint; --resume must end exactly where an
-    uninterrupted run with the same seed ends (this also checks determinism)."""
-    out = tmp_path / "m"
-    args = [sys.executable, str(ROOT / "cli.py"), "train-gie", "--graph", str(day1),
-            "--out", str(out), "--seed", "7"]
+def test_interrupted_run_resumes_to_the_same_result(day1, tmp_path):
+    """Kill a CLI run after its first checkpoint; `--resume` must end exactly where an
+    uninterrupted CLI run with the same seed ends (this also checks determinism). Every run is a
+    fresh process: in a long-lived process that ran other work first, results were seen to
+    differ (not yet explained; see docs/TRAINING.md)."""
+    out, ref_out = tmp_path / "m", tmp_path / "ref"
     sets = [f"--set=train.{k}={json.dumps(v)}" for k, v in small_cfg().model_dump().items()]
-    proc = subprocess.Popen(args + sets + ["--set=train.epochs=8"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def cli(target, *extra):
+        return [sys.executable, str(ROOT / "cli.py"), "train-gie", "--graph", str(day1),
+                "--out", str(target), "--seed", "7", *sets, *extra]
+
+    subprocess.run(cli(ref_out), cwd=ROOT, check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen(cli(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 180
     while not list((out / "checkpoints").glob("epoch-*.pt")) and time.time() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
@@ -81,10 +86,11 @@ def test_interrupted_run_resumes_to_the_same_result(day1, trained, tmp_path):
     done = len(list((out / "checkpoints").glob("epoch-*.pt")))
     assert 1 <= done < 8, "the run finished before it could be interrupted"
 
-    metrics = train(day1, out, small_cfg(), seed=7, resume=True)
+    subprocess.run(cli(out, "--resume"), cwd=ROOT, check=True, capture_output=True, timeout=300)
+    metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed_from"] >= 1 and metrics["epochs_run"] == 8
     assert is_published(out)
-    ref = embeddings(trained[0])
+    ref = embeddings(ref_out)
     for t, got in embeddings(out).items():
         np.testing.assert_allclose(got, ref[t], atol=1e-5, err_msg=t)
 
