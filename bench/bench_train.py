@@ -149,13 +149,16 @@ def run_size(n_users: int, n_streamers: int, cfg: TrainConfig, device, ks) -> li
                      embed_dim=cfg.embed_dim, num_layers=len(cfg.fanouts),
                      num_queries=cfg.num_queries, num_heads=cfg.num_heads, dropout=cfg.dropout,
                      user_id_embedding=cfg.user_id_embedding)
-    model = GIEModel(spec).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    ours_epoch(g, model, opt, cfg, device, 1)
-    secs, n = min(ours_epoch(g, model, opt, cfg, device, e) for e in MEASURED)
-    rows.append({"loop": f"gie (MFQ with {cfg.num_queries} queries, {cfg.num_negatives} shared "
-                         "+ in-batch negatives)",
-                 "seconds": secs, "edges": n})
+    for age in (cfg.fused_cache_age, 0):
+        seed_all(0)
+        run_cfg = cfg.model_copy(update={"fused_cache_age": age})
+        model = GIEModel(spec).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        ours_epoch(g, model, opt, run_cfg, device, 1)
+        secs, n = min(ours_epoch(g, model, opt, run_cfg, device, e) for e in MEASURED)
+        rows.append({"loop": f"gie (MFQ with {cfg.num_queries} queries, {cfg.num_negatives} "
+                             f"shared + in-batch negatives, fused_cache_age {age})",
+                     "seconds": secs, "edges": n})
     for k in ks:
         seed_all(0)
         plain = PlainSAGE({"user": 24, "streamer": 8 + sum(MODS.values())}, cfg.hidden_dim,
@@ -202,27 +205,30 @@ def main() -> int:
     for size in sorted({(r["users"], r["streamers"]) for r in rows}):
         group = [r for r in rows if (r["users"], r["streamers"]) == size]
         for r in group:
-            ratios = ", ".join(f"{group[0]['edges_per_s'] / p['edges_per_s']:.2f}x"
-                               for p in group[1:]) if r is group[0] else ""
+            plains = [p for p in group if p["loop"].startswith("plain")]
+            ratios = ", ".join(f"{r['edges_per_s'] / p['edges_per_s']:.2f}x"
+                               for p in plains) if r["loop"].startswith("gie") else ""
             lines.append(f"| {r['users']} | {r['streamers']} | {r['gift_edges']} | {r['loop']} | "
                          f"{r['seconds']:.1f} | {r['edges_per_s']:.0f} | {ratios} |")
-    best = max(r["edges_per_s"] / p["edges_per_s"] for r in rows if r["loop"].startswith("gie")
+    best = max(r["edges_per_s"] / p["edges_per_s"] for r in rows
+               if r["loop"].startswith("gie") and r["loop"].endswith(f"age {cfg.fused_cache_age})")
                for p in rows if "Uniform(1)" in p["loop"] and p["users"] == r["users"])
     lines += [
         "", "Measured on a shared 2-core machine while other test suites ran: absolute "
         "figures move by up to 2x between runs, so compare the loops within one run (they "
         "run back to back in one process).", "",
-        "Reading the table: both loops sample the same 2-hop blocks with DGL (about 0.09 s "
-        "per step at 2000:8000, the whole plain step is about 0.2 s). On these graph sizes a "
-        "batch of 1024 users already reaches every streamer within two hops, so every step "
-        "runs the MFQ fusion (cross- and self-attention over each streamer's modality "
-        "tokens), forward and backward, on all streamers; the plain loop runs one Linear on "
-        "them. That fusion is most of the gie step (profile: backward about half the step, "
-        "mostly MFQ), and it is why the gie loop stays below the plain one. Its savings "
-        "(one fused matmul per GraphSAGE layer and node type instead of two per edge type, "
-        "query-folded cross-attention, one shared negative set per batch) cannot offset a "
-        "per-node cost the plain loop does not have. "
-        f"Best ratio to the plain Uniform(1) loop here: {best:.2f}x (target 1.5x, not met)."]
+        "Reading the table: both loops sample the same 2-hop blocks with DGL, by edge weight "
+        "(DGL's weighted sampler is about 2.5x slower than its uniform one here), and on "
+        "these graph sizes a batch of 1024 users reaches every streamer within two hops. "
+        "`fused_cache_age 0` runs the MFQ fusion forward and backward on every sampled "
+        "streamer at every step; the default reuses non-seed streamers' fused vectors for "
+        "up to that many steps (gie/train/fused_cache.py), so MFQ with gradients runs only "
+        "on the batch's positives and negatives. What remains above the plain loop's step: "
+        "the softmax loss over shared and in-batch negatives, dropout, the cache refreshes "
+        "and the seeds' MFQ; sampling, the same in both loops, is about 40% of the plain "
+        "step, so 1.5x would need sampling overlapped with compute or fewer sampled hops. "
+        f"Best ratio to the plain Uniform(1) loop here: {best:.2f}x (target 1.5x, "
+        f"{'met' if best >= 1.5 else 'not met'})."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

@@ -1,4 +1,2 @@
-"""The GIE node encoder: MFQ fusion of streamer modalities, user inputs, heterogeneous GraphSAGE."""
-from gie.model.encoder import GIEModel, ModelSpec
-
-__all__ = ["GIEModel", "ModelSpec"]
+"""The GIE node encoder: MFQ fusion of streamer modalities (mfq.py, plain PyTorch), user
+inputs and heterogeneous GraphSAGE (encoder.py, DGL)."""

@@ -130,12 +130,17 @@ class GIEModel(nn.Module):
             return {t: F.normalize(x, dim=-1) for t, x in h.items()}
         return {t: F.relu(x) for t, x in h.items()}
 
-    def forward(self, blocks: list[dgl.DGLGraph], inputs: Inputs,
-                views: int = 0, view_drop: float = 0.0) -> list[dict[str, torch.Tensor]]:
+    def forward(self, blocks: list[dgl.DGLGraph], inputs: Inputs, views: int = 0,
+                view_drop: float = 0.0, stale: dict[str, torch.Tensor] | None = None
+                ) -> list[dict[str, torch.Tensor]]:
         """Encode the seed nodes; with `views` > 0 also return that many augmented encodings
-        (input features dropped at `view_drop`) for the contrastive term. One call per step,
-        so DDP sees a single forward."""
+        (input features dropped at `view_drop`) for the contrastive term. `stale[t]` holds
+        precomputed input vectors (no gradient) of the input nodes of type t that follow
+        those in `inputs` (gie.train.fused_cache). One call per step, so DDP sees a single
+        forward."""
         h0 = self.input_layer(inputs)
+        for t, x in (stale or {}).items():
+            h0[t] = torch.cat([h0[t], x]) if t in h0 else x
         outs = []
         for v in range(views + 1):
             h = h0 if v == 0 else {t: F.dropout(x, view_drop) for t, x in h0.items()}

@@ -52,6 +52,10 @@ class TrainConfig(BaseModel):
                              "0 = default. Runs are reproducible across processes only with "
                              "the same value (DGL samples per thread)")
     infer_batch_size: int = Field(8192, ge=1, description="nodes per step of full inference")
+    fused_cache_age: int = Field(
+        8, ge=0, description="steps a non-seed streamer's fused MFQ vector is reused before "
+                             "it is recomputed (without gradients); 0 runs MFQ with gradients "
+                             "on every sampled streamer (slower; gie/train/fused_cache.py)")
 
     @model_validator(mode="after")
     def _has_negatives(self) -> "TrainConfig":

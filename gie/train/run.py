@@ -31,6 +31,7 @@ from gie.publish import SUCCESS, publish_dir, staging_path, write_json_atomic
 from gie.train import checkpoint, ddp
 from gie.train.config import TrainConfig
 from gie.train.data import GIFT, edge_loader
+from gie.train.fused_cache import FusedCache
 from gie.train.inference import full_inference
 from gie.train.metrics import known_pairs, rank_metrics
 from gie.train.objective import amount_weights, contrastive_loss, link_loss
@@ -62,17 +63,26 @@ def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: tor
     """One pass over the loader (at most `max_steps` batches: DDP ranks must agree).
     `g` is a DGLGraph or a DistGraph; `edge_weight(gift edge ids)` gives the loss weights."""
     net.train()
+    model = net.module if isinstance(net, DistributedDataParallel) else net
     mods, views = list(spec.modality_dims), 2 if cfg.contrastive_weight > 0 else 0
+    cache = FusedCache(g.num_nodes("streamer"), spec.hidden_dim, cfg.fused_cache_age,
+                       cfg.infer_batch_size, ctx.device) \
+        if cfg.fused_cache_age and cfg.fanouts else None
     n_edges, loss_sum, steps, start = 0, 0.0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not ctx.is_main, mininterval=2, leave=False)
     for batch in bar:
         if steps == max_steps:
             break
         input_nodes, pair, blocks = batch[0], batch[1], batch[-1]
-        inputs = {t: {k: v.to(ctx.device) for k, v in
-                      gather_inputs(g.nodes, t, ids.cpu(), mods).items()}
+        input_nodes = {t: ids.cpu() for t, ids in input_nodes.items()}
+        stale = None
+        if cache is not None:       # seed streamers lead the input nodes (DGL block order)
+            ids, n_seeds = input_nodes["streamer"], blocks[-1].num_dst_nodes("streamer")
+            stale = {"streamer": cache.lookup(model, g, ids[n_seeds:], mods)}
+            input_nodes["streamer"] = ids[:n_seeds]
+        inputs = {t: {k: v.to(ctx.device) for k, v in gather_inputs(g.nodes, t, ids, mods).items()}
                   for t, ids in input_nodes.items()}
-        outs = net(blocks, inputs, views=views, view_drop=cfg.augment_drop)
+        outs = net(blocks, inputs, views=views, view_drop=cfg.augment_drop, stale=stale)
         h = outs[0]
         src, dst = pair.edges(etype=GIFT)
         negatives = (torch.arange(len(h["streamer"]), device=ctx.device) if cfg.in_batch_negatives
@@ -85,6 +95,8 @@ def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: tor
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if cache is not None:
+            cache.tick()
         n_edges, loss_sum, steps = n_edges + len(src), loss_sum + float(loss), steps + 1
         bar.set_postfix(loss=f"{loss_sum / steps:.4f}",
                         edges_per_s=f"{n_edges / (time.perf_counter() - start):.0f}")
