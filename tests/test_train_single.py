@@ -49,12 +49,52 @@ def test_graph_beats_features_only_baseline(day1, trained, tmp_path):
     _, metrics = trained
     baseline = train(day1, tmp_path / "base", small_cfg(fanouts=[], user_id_embedding=False),
                      seed=7)
-    no_cache = train(day1, tmp_path / "nocache", small_cfg(fused_cache_age=0), seed=7)
     graph_auc, base_auc = metrics["valid"]["auc"], baseline["valid"]["auc"]
     assert graph_auc > base_auc + 0.05, (graph_auc, base_auc)
     assert graph_auc > 0.75
-    # historical fused vectors (the default) cost no quality against MFQ on every node
-    assert abs(no_cache["valid"]["auc"] - graph_auc) < 0.03, (no_cache["valid"], graph_auc)
+    # the shortcuts of the default (layer histories; historical fused MFQ vectors when they
+    # are off) cost no quality against sampling every hop and running MFQ on every node
+    exact = train(day1, tmp_path / "exact",
+                  small_cfg(layer_history_refreshes=0, fused_cache_age=0), seed=7)
+    fused = train(day1, tmp_path / "fused", small_cfg(layer_history_refreshes=0), seed=7)
+    for other in (exact, fused):
+        assert graph_auc > other["valid"]["auc"] - 0.03, (other["valid"], graph_auc)
+
+
+def test_layer_history_forward_equals_full_forward(day1):
+    """Right after a snapshot, with every neighbour in the seeds' block, encoding the seeds
+    from one hop plus the snapshot gives exactly the full-graph encoding."""
+    import dgl
+
+    from gie.model.encoder import GIEModel, gather_inputs
+    from gie.train.history import LayerHistory
+    from gie.train.inference import full_graph_forward
+    from gie.train.run import model_spec
+    from graphbuild.dataset import load_graph
+    from graphbuild.dgl_graph import to_dgl
+
+    data = load_graph(day1)
+    g = to_dgl(data)
+    model = GIEModel(model_spec(data, g, small_cfg()))
+    history = LayerHistory(g, steps_per_epoch=10, refreshes=4, batch_size=50,
+                           device=torch.device("cpu"))
+    assert history.every == 3
+    for step in range(4):
+        history.before_step(model, step)
+    assert history.taken == 2 and model.training
+    seeds = {"user": torch.tensor([3, 0, 41]), "streamer": torch.tensor([7, 2])}
+    block = dgl.to_block(dgl.in_subgraph(g, seeds), dst_nodes=seeds)
+    fresh, stale = history.split({t: block.srcnodes[t].data[dgl.NID] for t in g.ntypes}, block)
+    assert {t: ids.tolist() for t, ids in fresh.items()} == \
+        {t: ids.tolist() for t, ids in seeds.items()}
+    mods = list(model.spec.modality_dims)
+    model.eval()
+    with torch.no_grad():
+        got = model([block, block], {t: gather_inputs(g.nodes, t, ids, mods)
+                                     for t, ids in fresh.items()}, stale=stale)[0]
+    ref = full_graph_forward(model, g)
+    for t, ids in seeds.items():
+        torch.testing.assert_close(got[t], ref[t][ids], atol=1e-5, rtol=1e-4)
 
 
 def test_fused_cache_reuses_vectors_until_they_age(day1):

@@ -131,16 +131,24 @@ class GIEModel(nn.Module):
         return {t: F.relu(x) for t, x in h.items()}
 
     def forward(self, blocks: list[dgl.DGLGraph], inputs: Inputs, views: int = 0,
-                view_drop: float = 0.0, stale: dict[str, torch.Tensor] | None = None
+                view_drop: float = 0.0, stale: list[dict[str, torch.Tensor]] | None = None
                 ) -> list[dict[str, torch.Tensor]]:
         """Encode the seed nodes; with `views` > 0 also return that many augmented encodings
-        (input features dropped at `view_drop`) for the contrastive term. `stale[t]` holds
-        precomputed input vectors (no gradient) of the input nodes of type t that follow
-        those in `inputs` (gie.train.fused_cache). One call per step, so DDP sees a single
-        forward."""
-        h0 = self.input_layer(inputs)
-        for t, x in (stale or {}).items():
-            h0[t] = torch.cat([h0[t], x]) if t in h0 else x
+        (input features dropped at `view_drop`) for the contrastive term.
+
+        `stale[i][t]`, when given, holds precomputed vectors (no gradient) of the input nodes
+        of type t of layer i that follow the ones computed here: those of `inputs` for layer
+        0, the previous layer's outputs for later layers (gie.train.fused_cache and
+        gie.train.history). One call per step, so DDP sees a single forward."""
+        stale = stale or []
+
+        def extend(i: int, h: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            if i >= len(stale):
+                return h
+            return {**h, **{t: torch.cat([h[t], x]) if t in h else x
+                            for t, x in stale[i].items()}}
+
+        h0 = extend(0, self.input_layer(inputs))
         outs = []
         for v in range(views + 1):
             h = h0 if v == 0 else {t: F.dropout(x, view_drop) for t, x in h0.items()}
@@ -148,6 +156,7 @@ class GIEModel(nn.Module):
                 outs.append(self.layer(0, None, h))
                 continue
             for i, block in enumerate(blocks):
+                h = extend(i, h) if i else h
                 h = self.layer(i, block, h)
             outs.append(h)
         return outs

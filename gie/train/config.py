@@ -52,10 +52,15 @@ class TrainConfig(BaseModel):
                              "0 = default. Runs are reproducible across processes only with "
                              "the same value (DGL samples per thread)")
     infer_batch_size: int = Field(8192, ge=1, description="nodes per step of full inference")
+    layer_history_refreshes: int = Field(
+        4, ge=0, description="snapshots of every node's layer vectors per epoch when training "
+                             "on one sampled hop (gie/train/history.py); 0 samples all "
+                             "len(fanouts) hops at every step. Single-process and DDP only")
     fused_cache_age: int = Field(
-        8, ge=0, description="steps a non-seed streamer's fused MFQ vector is reused before "
-                             "it is recomputed (without gradients); 0 runs MFQ with gradients "
-                             "on every sampled streamer (slower; gie/train/fused_cache.py)")
+        8, ge=0, description="with layer histories off (and in --dist mode): steps a "
+                             "non-seed streamer's fused MFQ vector is reused before it is "
+                             "recomputed without gradients; 0 runs MFQ with gradients on "
+                             "every sampled streamer (gie/train/fused_cache.py)")
 
     @model_validator(mode="after")
     def _has_negatives(self) -> "TrainConfig":

@@ -33,9 +33,11 @@ class NoNeighbours(BlockSampler):
         return seed_nodes, seed_nodes, []
 
 
-def neighbour_sampler(cfg: TrainConfig) -> BlockSampler:
+def neighbour_sampler(cfg: TrainConfig, one_hop: bool = False) -> BlockSampler:
+    """`fanouts` hops; only the last one with `one_hop` (layer histories, gie.train.history)."""
     prob = "w" if cfg.weighted_sampling else None
-    return NeighborSampler(list(cfg.fanouts), prob=prob) if cfg.fanouts else NoNeighbours()
+    fanouts = list(cfg.fanouts[-1:] if one_hop else cfg.fanouts)
+    return NeighborSampler(fanouts, prob=prob) if fanouts else NoNeighbours()
 
 
 def link_options(cfg: TrainConfig) -> dict:
@@ -47,8 +49,9 @@ def link_options(cfg: TrainConfig) -> dict:
 
 
 def edge_loader(g: dgl.DGLGraph, eids: torch.Tensor, cfg: TrainConfig, device: torch.device,
-                use_ddp: bool = False, seed: int = 0) -> dgl.dataloading.DataLoader:
-    sampler = as_edge_prediction_sampler(neighbour_sampler(cfg), **link_options(cfg))
+                use_ddp: bool = False, seed: int = 0, one_hop: bool = False
+                ) -> dgl.dataloading.DataLoader:
+    sampler = as_edge_prediction_sampler(neighbour_sampler(cfg, one_hop), **link_options(cfg))
     return dgl.dataloading.DataLoader(
         g, {GIFT: eids}, sampler, device=device, batch_size=cfg.batch_size,
         shuffle=True, drop_last=False, use_ddp=use_ddp, ddp_seed=seed, num_workers=0)

@@ -32,26 +32,42 @@ def input_vectors(model: GIEModel, g, nodes: dict[str, torch.Tensor], batch_size
 def full_inference(model: GIEModel, g: dgl.DGLGraph, batch_size: int,
                    device: torch.device, desc: str = "inference") -> dict[str, torch.Tensor]:
     """Embeddings of all nodes of `g` (model put in eval mode)."""
+    return layer_outputs(model, g, batch_size, device, model.num_steps, desc)[-1]
+
+
+@torch.no_grad()
+def layer_outputs(model: GIEModel, g: dgl.DGLGraph, batch_size: int, device: torch.device,
+                  num_layers: int, desc: str | None = "inference") -> list[dict[str, torch.Tensor]]:
+    """[input vectors, layer 1 outputs, ..., layer `num_layers` outputs] of all nodes of `g`
+    (on CPU), computed with the model in eval mode; the caller's mode is restored.
+    `desc` None: no progress bar."""
+    was_training = model.training
     model.eval()
     all_nodes = {t: torch.arange(g.num_nodes(t)) for t in g.ntypes}
     h = input_vectors(model, g, all_nodes, batch_size, device)
+    out = [h]
     if model.head is not None:
-        return {t: model.layer(0, None, {t: x.to(device)})[t].cpu() for t, x in h.items()}
+        out.append({t: model.layer(0, None, {t: x.to(device)})[t].cpu() for t, x in h.items()})
+        model.train(was_training)
+        return out[:num_layers + 1]
     sampler = dgl.dataloading.MultiLayerFullNeighborSampler(1)
-    for i in range(len(model.layers)):
+    for i in range(num_layers):
         loader = dgl.dataloading.DataLoader(g, all_nodes, sampler, batch_size=batch_size,
                                             shuffle=False, drop_last=False, device=device)
         dim = model.spec.embed_dim if i == len(model.layers) - 1 else model.spec.hidden_dim
         nxt = {t: torch.zeros(g.num_nodes(t), dim) for t in g.ntypes}
         for input_nodes, output_nodes, blocks in tqdm(loader, desc=f"{desc} layer {i + 1}",
-                                                      leave=False, mininterval=5):
-            out = model.layer(i, blocks[0], {t: h[t][ids.cpu()].to(device)
+                                                      leave=False, mininterval=5,
+                                                      disable=desc is None):
+            res = model.layer(i, blocks[0], {t: h[t][ids.cpu()].to(device)
                                              for t, ids in input_nodes.items()})
             for t, ids in output_nodes.items():
                 if len(ids):
-                    nxt[t][ids.cpu()] = out[t].cpu()
+                    nxt[t][ids.cpu()] = res[t].cpu()
         h = nxt
-    return h
+        out.append(h)
+    model.train(was_training)
+    return out
 
 
 @torch.no_grad()

@@ -32,6 +32,7 @@ from gie.train import checkpoint, ddp
 from gie.train.config import TrainConfig
 from gie.train.data import GIFT, edge_loader
 from gie.train.fused_cache import FusedCache
+from gie.train.history import LayerHistory
 from gie.train.inference import full_inference
 from gie.train.metrics import known_pairs, rank_metrics
 from gie.train.objective import amount_weights, contrastive_loss, link_loss
@@ -59,15 +60,17 @@ def model_spec(data: GraphData, g: dgl.DGLGraph, cfg: TrainConfig) -> ModelSpec:
 
 
 def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: torch.optim.Optimizer,
-                cfg: TrainConfig, ctx: ddp.Ctx, epoch: int, max_steps: int | None = None) -> dict:
+                cfg: TrainConfig, ctx: ddp.Ctx, epoch: int, max_steps: int | None = None,
+                history: LayerHistory | None = None) -> dict:
     """One pass over the loader (at most `max_steps` batches: DDP ranks must agree).
-    `g` is a DGLGraph or a DistGraph; `edge_weight(gift edge ids)` gives the loss weights."""
+    `g` is a DGLGraph or a DistGraph; `edge_weight(gift edge ids)` gives the loss weights.
+    With `history` the loader samples one hop (`edge_loader(..., one_hop=True)`)."""
     net.train()
     model = net.module if isinstance(net, DistributedDataParallel) else net
     mods, views = list(spec.modality_dims), 2 if cfg.contrastive_weight > 0 else 0
     cache = FusedCache(g.num_nodes("streamer"), spec.hidden_dim, cfg.fused_cache_age,
                        cfg.infer_batch_size, ctx.device) \
-        if cfg.fused_cache_age and cfg.fanouts else None
+        if cfg.fused_cache_age and cfg.fanouts and history is None else None
     n_edges, loss_sum, steps, start = 0, 0.0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not ctx.is_main, mininterval=2, leave=False)
     for batch in bar:
@@ -76,9 +79,13 @@ def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: tor
         input_nodes, pair, blocks = batch[0], batch[1], batch[-1]
         input_nodes = {t: ids.cpu() for t, ids in input_nodes.items()}
         stale = None
-        if cache is not None:       # seed streamers lead the input nodes (DGL block order)
+        if history is not None:     # one sampled hop, used by every layer
+            history.before_step(model, steps)
+            input_nodes, stale = history.split(input_nodes, blocks[0])
+            blocks = blocks * len(model.layers)
+        elif cache is not None:     # seed streamers lead the input nodes (DGL block order)
             ids, n_seeds = input_nodes["streamer"], blocks[-1].num_dst_nodes("streamer")
-            stale = {"streamer": cache.lookup(model, g, ids[n_seeds:], mods)}
+            stale = [{"streamer": cache.lookup(model, g, ids[n_seeds:], mods)}]
             input_nodes["streamer"] = ids[:n_seeds]
         inputs = {t: {k: v.to(ctx.device) for k, v in gather_inputs(g.nodes, t, ids, mods).items()}
                   for t, ids in input_nodes.items()}
@@ -211,13 +218,18 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
 
     net = DistributedDataParallel(model, find_unused_parameters=True) if ctx.distributed else model
     weights = amount_weights(g_train.edges[GIFT].data["amount"], cfg.amount_weighting)
+    use_history = cfg.layer_history_refreshes > 0 and len(cfg.fanouts) > 1
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         seed_all(seed, epoch)
         # A fresh loader per epoch: DGL shuffles its index in place, so reusing one would
         # make epoch N's order depend on epochs 1..N-1 and break exact resume.
         loader = edge_loader(g_train, torch.arange(n_train), cfg, ctx.device,
-                             use_ddp=ctx.distributed, seed=seed * 1000 + epoch)
-        stats = train_epoch(net, spec, loader, g_train, weights.__getitem__, opt, cfg, ctx, epoch)
+                             use_ddp=ctx.distributed, seed=seed * 1000 + epoch,
+                             one_hop=use_history)
+        history = LayerHistory(g_train, len(loader), cfg.layer_history_refreshes,
+                               cfg.infer_batch_size, ctx.device) if use_history else None
+        stats = train_epoch(net, spec, loader, g_train, weights.__getitem__, opt, cfg, ctx, epoch,
+                            history=history)
         valid = validate(model, g_train, data, holdout, cfg, ctx.device, seed) \
             if ctx.is_main else None
         auc, has_valid = ddp.broadcast(ctx, [valid["auc"] if valid else -1.0, float(bool(valid))])
