@@ -146,7 +146,8 @@ def ours_epoch(g, model, opt, cfg: TrainConfig, device, epoch: int) -> tuple[flo
     return stats["seconds"], g.num_edges(GIFT)
 
 
-def run_size(n_users: int, n_streamers: int, cfg: TrainConfig, device, ks) -> list[dict]:
+def run_size(n_users: int, n_streamers: int, cfg: TrainConfig, device, ks,
+             all_modes: bool = True) -> list[dict]:
     g = synthetic_graph(n_users, n_streamers)
     rows = []
     seed_all(0)
@@ -158,7 +159,7 @@ def run_size(n_users: int, n_streamers: int, cfg: TrainConfig, device, ks) -> li
     modes = {DEFAULT: {}, "fused MFQ cache only": {"layer_history_refreshes": 0},
              "exact: every hop sampled, MFQ on every node": {"layer_history_refreshes": 0,
                                                              "fused_cache_age": 0}}
-    for mode, update in modes.items():
+    for mode, update in list(modes.items())[:None if all_modes else 1]:
         seed_all(0)
         run_cfg = cfg.model_copy(update=update)
         model = GIEModel(spec).to(device)
@@ -188,6 +189,9 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--negatives", default="1,5", help="plain loop negatives per edge")
+    ap.add_argument("--modes-max-users", type=int, default=5000,
+                    help="larger graphs run our default mode only (the exact mode takes "
+                         "minutes per epoch there)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "train.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -197,12 +201,12 @@ def main() -> int:
     rows = []
     for size in args.sizes.split(","):
         u, s = (int(x) for x in size.split(":"))
-        rows += run_size(u, s, cfg, device, ks)
+        rows += run_size(u, s, cfg, device, ks, all_modes=u <= args.modes_max_users)
 
     lines = [
         "# Training throughput", "",
         f"`.venv/bin/python bench/bench_train.py --sizes {args.sizes} --device {args.device} "
-        f"--threads {args.threads}` on {platform.machine()} ({args.device}, torch "
+        f"--threads {args.threads} --modes-max-users {args.modes_max_users}` on {platform.machine()} ({args.device}, torch "
         f"{torch.__version__}, dgl {dgl.__version__}, {args.threads} torch threads); "
         "fan-outs [10, 10] (weighted by `w` in both loops), hidden 64, batch 1024 positive gift "
         "edges, same graph and thread count for every loop; epoch s = the faster of epochs 2 "
@@ -217,9 +221,11 @@ def main() -> int:
                                for p in plains) if r["loop"].startswith("gie") else ""
             lines.append(f"| {r['users']} | {r['streamers']} | {r['gift_edges']} | {r['loop']} | "
                          f"{r['seconds']:.1f} | {r['edges_per_s']:.0f} | {ratios} |")
-    best = max(r["edges_per_s"] / p["edges_per_s"] for r in rows
-               if r["loop"] == f"gie, {DEFAULT}"
-               for p in rows if "Uniform(1)" in p["loop"] and p["users"] == r["users"])
+    ratios = {r["users"]: r["edges_per_s"] / p["edges_per_s"] for r in rows
+              if r["loop"] == f"gie, {DEFAULT}"
+              for p in rows if "Uniform(1)" in p["loop"] and p["users"] == r["users"]}
+    verdict = "; ".join(f"{u} users {x:.2f}x ({'met' if x >= 1.5 else 'not met'})"
+                        for u, x in sorted(ratios.items()))
     lines += [
         "", "Measured on a shared 2-core machine while other test suites ran: absolute "
         "figures move by up to 2x between runs, so compare the loops within one run (they "
@@ -227,7 +233,7 @@ def main() -> int:
         "Reading the table: all gie rows use MFQ with 2 queries, 256 shared plus in-batch "
         "negatives, and DGL's neighbour sampler by edge weight, as the plain loop does. The "
         "exact mode samples both hops at every step and runs MFQ forward and backward on "
-        "every sampled streamer; on these graph sizes a batch of 1024 edges reaches every "
+        "every sampled streamer; on the two smaller graphs a batch of 1024 edges reaches every "
         "node within two hops, so each step encodes the whole graph. The fused MFQ cache "
         "(gie/train/fused_cache.py) runs MFQ with gradients only on the batch's seed "
         "streamers. The default, layer histories (gie/train/history.py), samples one hop and "
@@ -236,8 +242,11 @@ def main() -> int:
         "a fraction and the per-step work to the seeds. Held-out AUC on the `make demo` "
         "graph: 0.881 with layer histories, 0.858 with the fused cache only, 0.861 exact "
         "(seed 0; docs/TRAINING.md). "
-        f"Best ratio to the plain Uniform(1) loop here: {best:.2f}x (target 1.5x, "
-        f"{'met' if best >= 1.5 else 'not met'})."]
+        "A snapshot costs about one full-graph inference pass, so on the smallest graph "
+        "(10 steps per epoch, 4 snapshots) they are about a third of the epoch, while on "
+        "larger graphs they are amortised over more steps and the plain loop's 2-hop blocks "
+        "grow. Default vs the plain Uniform(1) loop, against the 1.5x target: "
+        f"{verdict}."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

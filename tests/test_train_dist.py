@@ -42,20 +42,33 @@ def test_partition_keeps_features_and_ids(tmp_path):
 @pytest.mark.slow
 @pytest.mark.dist
 def test_one_partition_two_servers_two_trainers(tmp_path):
+    """Warm-started from a single-process model of the same graph, then resumed for a third
+    epoch from the second epoch's checkpoint."""
     graph = graph_for_day(tmp_path / "graph", 1, n_users=300)
     name = f"gie-test-{uuid.uuid4().hex[:8]}"
+    yesterday = tmp_path / "yesterday"
+    run = cli("train-gie", "--graph", str(graph), "--out", str(yesterday), "--epochs", "1",
+              "--set", "train.min_valid_auc=0", *SMALL)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "model"
+
+    def dist_run(*args: str):
+        (tmp_path / "ip.txt").write_text(f"127.0.0.1 {free_port()}\n")
+        return cli("train-gie", "--dist", "--part-config", str(tmp_path / "part" / f"{name}.json"),
+                   "--ip-config", str(tmp_path / "ip.txt"), "--out", str(out),
+                   "--num-servers", "2", "--num-trainers", "2", "--master-port", str(free_port()),
+                   "--dist-timeout", "200", *args, *SMALL,
+                   extra_env={"GLOO_SOCKET_IFNAME": "lo", "DGL_DIST_MAX_TRY_TIMES": "20"},
+                   timeout=260)
     try:
         run = cli("partition", "--graph", str(graph), "--out", str(tmp_path / "part"),
                   "--parts", "1", "--method", "random", "--graph-name", name)
         assert run.returncode == 0, run.stderr[-3000:]
-        (tmp_path / "ip.txt").write_text(f"127.0.0.1 {free_port()}\n")
-        out = tmp_path / "model"
-        run = cli("train-gie", "--dist", "--part-config", str(tmp_path / "part" / f"{name}.json"),
-                  "--ip-config", str(tmp_path / "ip.txt"), "--out", str(out),
-                  "--num-servers", "2", "--num-trainers", "2", "--master-port", str(free_port()),
-                  "--dist-timeout", "200", "--epochs", "2", *SMALL,
-                  extra_env={"GLOO_SOCKET_IFNAME": "lo", "DGL_DIST_MAX_TRY_TIMES": "20"},
-                  timeout=260)
+        run = dist_run("--epochs", "2", "--warm-start", str(yesterday))
+        assert run.returncode == 0, run.stderr[-4000:]
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["warm_start"]["users_kept"] == 300 and metrics["resumed_from"] is None
+        run = dist_run("--epochs", "3", "--resume")
         assert run.returncode == 0, run.stderr[-4000:]
     finally:
         clean_shm(name)
@@ -63,7 +76,8 @@ def test_one_partition_two_servers_two_trainers(tmp_path):
     assert sorted(p.name for p in (out / "embeddings" / "user").iterdir()) == [
         "part-00000.parquet", "part-00001.parquet"]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["epochs_run"] == 2
+    assert metrics["world_size"] == 2 and metrics["epochs_run"] == 3
+    assert metrics["resumed_from"] == 2 and [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
     read_embeddings(out / "embeddings", "user", num_nodes=300)     # every node exactly once
     assert_matches_full_forward(out, graph, training_graph=True)
 

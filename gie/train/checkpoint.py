@@ -1,7 +1,8 @@
-"""Per-epoch checkpoints (written atomically, so a crash never leaves a torn one) and the
-final model file that warm starts read."""
+"""Per-epoch checkpoints (written atomically, so a crash never leaves a torn one), resuming
+from them, and the final model file that warm starts read."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import uuid
@@ -10,6 +11,9 @@ from pathlib import Path
 import torch
 
 from gie.errors import BadInputError
+from gie.publish import SUCCESS
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^epoch-(\d+)\.pt$")
 
@@ -46,3 +50,37 @@ def save_epoch(folder: Path, epoch: int, state: dict, keep: int) -> Path:
 def latest(folder: Path) -> Path | None:
     saved = epochs_saved(folder)
     return folder / f"epoch-{saved[-1]:04d}.pt" if saved else None
+
+
+def resume_point(out: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from: the newest under out/checkpoints with --resume."""
+    last = latest(out / "checkpoints") if resume else None
+    if resume and last is None:
+        log.warning("--resume: no checkpoint under %s, starting from scratch", out / "checkpoints")
+    return last
+
+
+def unpublish(out: Path, keep_checkpoints: bool) -> None:
+    """A run starts by withdrawing `_SUCCESS` (and, unless resuming, older checkpoints)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SUCCESS).unlink(missing_ok=True)
+    if not keep_checkpoints:
+        for e in epochs_saved(out / "checkpoints"):
+            (out / "checkpoints" / f"epoch-{e:04d}.pt").unlink()
+
+
+def restore(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, spec: dict,
+            idmap: dict) -> dict:
+    """Load model and optimizer from checkpoint `path`; returns the saved training state."""
+    ck = load(path)
+    if ck["spec"] != spec or ck["id_map"] != idmap:
+        raise BadInputError(f"cannot resume from {path}: it was trained with another model "
+                            "spec or on another graph (id map differs); rerun without --resume")
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:                 # same settings, older model layout
+        raise BadInputError(f"cannot resume from {path}: its weights do not fit this "
+                            "version's model; rerun without --resume") from e
+    opt.load_state_dict(ck["optimizer"])
+    log.info("resuming after epoch %d from %s", ck["state"]["epoch"], path)
+    return ck["state"]

@@ -64,12 +64,11 @@ def train_gie(graph, out, config_path, overrides, epochs, device, seed, resume, 
         return
     if not (part_config and ip_config):
         raise BadInputError("--dist needs --part-config and --ip-config")
-    if resume or warm_start:
-        raise BadInputError("--resume and --warm-start are not supported with --dist yet")
     if "DGL_ROLE" in os.environ:                     # started by our launcher
         from gie.train.dist import train_dist
 
-        train_dist(part_config, ip_config, out, cfg.train, seed=seed)
+        train_dist(part_config, ip_config, out, cfg.train, seed=seed, resume=resume,
+                   warm_start=warm_start)
         return
     from gie.train.launch import launch
 

@@ -5,7 +5,9 @@ is a graph server (it serves the partition until the trainers exit) or a trainer
 sample from the DistGraph, synchronise gradients with DDP, and finish with layer-wise
 inference in which each trainer embeds the nodes of its own partition and writes one part
 file per node type (embeddings/<type>/part-<rank>.parquet).
-Not in this mode (yet): per-epoch validation, --resume and --warm-start.
+--resume reads the newest checkpoint under --out (which trainers on several machines must
+share); --warm-start maps yesterday's weights through the raw ids stored in the partitions.
+Not in this mode (yet): per-epoch validation and layer histories (every hop is sampled).
 """
 from __future__ import annotations
 
@@ -34,14 +36,15 @@ from gie.train.data import GIFT, link_options, neighbour_sampler
 from gie.train.objective import amount_weights
 from gie.train.partition import PART_META
 from gie.train.run import seed_all, train_epoch
-from gie.train.warm import MODEL_FILE
+from gie.train.warm import MODEL_FILE, load_warm_start
 from graphbuild.schema import EMBEDDINGS_SCHEMA_VERSION, NODE_TYPES
 
 log = logging.getLogger(__name__)
 
 
 def train_dist(part_config: str | Path, ip_config: str | Path, out: str | Path,
-               cfg: TrainConfig, seed: int = 0) -> dict:
+               cfg: TrainConfig, seed: int = 0, resume: bool = False,
+               warm_start: str | Path | None = None) -> dict:
     part_config, out = Path(part_config), Path(out)
     meta_file = part_config.parent / PART_META
     if not meta_file.is_file():
@@ -53,7 +56,7 @@ def train_dist(part_config: str | Path, ip_config: str | Path, out: str | Path,
     dgl.distributed.initialize(str(ip_config))          # a server process never returns
     ctx = ddp.setup(cfg.device)
     try:
-        return _train(part_config, meta, out, cfg, seed, ctx)
+        return _train(part_config, meta, out, cfg, seed, ctx, resume, warm_start)
     finally:
         ddp.teardown(ctx)
 
@@ -68,7 +71,7 @@ def _spec(g, meta: dict, cfg: TrainConfig) -> ModelSpec:
 
 
 def _train(part_config: Path, meta: dict, out: Path, cfg: TrainConfig, seed: int,
-           ctx: ddp.Ctx) -> dict:
+           ctx: ddp.Ctx, resume: bool, warm_start) -> dict:
     t0 = time.time()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -80,9 +83,16 @@ def _train(part_config: Path, meta: dict, out: Path, cfg: TrainConfig, seed: int
     # Every trainer fits scaling on the same leading nodes, so all start identical.
     model.fit_scaling(*(g.nodes[t].data["feat"][torch.arange(min(g.num_nodes(t), 100_000))]
                         for t in NODE_TYPES))
+    raw_ids = _raw_ids_by_node_id(g)
+    warm = load_warm_start(model, warm_start, raw_ids, str(part_config)) if warm_start else None
     model.to(ctx.device)
-    net = DistributedDataParallel(model, find_unused_parameters=True)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = {"epoch": 0, "history": [], "resumed_from": None}
+    last = checkpoint.resume_point(out, resume)
+    if last is not None:
+        state = checkpoint.restore(last, model, opt, spec.to_dict(), meta["id_map"])
+        state["resumed_from"] = state["epoch"]
+    net = DistributedDataParallel(model, find_unused_parameters=True)
 
     train_eids = dgl.distributed.edge_split(
         torch.ones(g.num_edges(GIFT), dtype=torch.bool), pb, etype=GIFT, force_even=True)
@@ -98,12 +108,12 @@ def _train(part_config: Path, meta: dict, out: Path, cfg: TrainConfig, seed: int
     dist.all_reduce(steps, op=dist.ReduceOp.MIN)
     stage = out / ".staging-dist"
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / SUCCESS).unlink(missing_ok=True)
+        checkpoint.unpublish(out, keep_checkpoints=last is not None)
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir()
-    history = []
-    for epoch in range(1, cfg.epochs + 1):
+    ddp.barrier(ctx)
+    history = state["history"]
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         seed_all(seed + ctx.rank, epoch)
         loader = dgl.dataloading.DistEdgeDataLoader(
             g, {GIFT: train_eids}, neighbour_sampler(cfg), batch_size=cfg.batch_size,
@@ -117,7 +127,8 @@ def _train(part_config: Path, meta: dict, out: Path, cfg: TrainConfig, seed: int
         if ctx.is_main:
             checkpoint.save_epoch(out / "checkpoints", epoch, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "state": {"epoch": epoch, "history": history}, "spec": spec.to_dict(),
+                "state": {"epoch": epoch, "history": history,
+                          "resumed_from": state["resumed_from"]}, "spec": spec.to_dict(),
                 "id_map": meta["id_map"], "config": dump_config(cfg),
                 "version": gie.__version__}, keep=cfg.keep_checkpoints)
         ddp.barrier(ctx)
@@ -125,6 +136,7 @@ def _train(part_config: Path, meta: dict, out: Path, cfg: TrainConfig, seed: int
     counts = write_partition_embeddings(model, g, pb, stage / "embeddings", cfg, ctx)
     ddp.barrier(ctx)
     metrics = {"valid": None, "epochs_run": cfg.epochs, "history": history, "mode": "dgl-dist",
+               "resumed_from": state["resumed_from"], "warm_start": warm,
                "world_size": ctx.world, "train_edges": g.num_edges(GIFT),
                "edges_per_s": float(np.mean([h["edges_per_s"] for h in history])),
                "seconds": round(time.time() - t0, 2)}
@@ -132,7 +144,7 @@ def _train(part_config: Path, meta: dict, out: Path, cfg: TrainConfig, seed: int
         publish_dir(stage / "embeddings", out / "embeddings")
         shutil.rmtree(stage, ignore_errors=True)
         checkpoint.save_atomic({"spec": spec.to_dict(), "state_dict": model.state_dict(),
-                                "raw_ids": _raw_ids_by_node_id(g), "id_map": meta["id_map"],
+                                "raw_ids": raw_ids, "id_map": meta["id_map"],
                                 "config": dump_config(cfg), "version": gie.__version__},
                                out / MODEL_FILE)
         write_json_atomic(out / "metrics.json", metrics)

@@ -126,28 +126,6 @@ def validate(model: GIEModel, g_train: dgl.DGLGraph, data: GraphData, holdout: n
                         cfg.recall_k)
 
 
-def _unpublish(out: Path, keep_checkpoints: bool) -> None:
-    (out / SUCCESS).unlink(missing_ok=True)
-    if not keep_checkpoints:
-        for e in checkpoint.epochs_saved(out / "checkpoints"):
-            (out / "checkpoints" / f"epoch-{e:04d}.pt").unlink()
-
-
-def _restore(path: Path, model: GIEModel, opt, spec: ModelSpec, idmap: dict) -> dict:
-    ck = checkpoint.load(path)
-    if ck["spec"] != spec.to_dict() or ck["id_map"] != idmap:
-        raise BadInputError(f"cannot resume from {path}: it was trained with another model "
-                            "spec or on another graph (id map differs); rerun without --resume")
-    try:
-        model.load_state_dict(ck["model"])
-    except RuntimeError as e:                 # same settings, older model layout
-        raise BadInputError(f"cannot resume from {path}: its weights do not fit this "
-                            "version's model; rerun without --resume") from e
-    opt.load_state_dict(ck["optimizer"])
-    log.info("resuming after epoch %d from %s", ck["state"]["epoch"], path)
-    return ck["state"]
-
-
 def publish(out: Path, model: GIEModel, data: GraphData, emb: dict, metrics: dict,
             meta: dict) -> None:
     stage = staging_path(out / "embeddings")
@@ -198,22 +176,19 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
     spec = model_spec(data, g_full, cfg)
     model = GIEModel(spec)
     model.fit_scaling(g_full.nodes["user"].data["feat"], g_full.nodes["streamer"].data["feat"])
-    warm = load_warm_start(model, warm_start, data) if warm_start else None
+    warm = load_warm_start(model, warm_start, data.raw_ids, str(graph)) if warm_start else None
     model.to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     ckdir = out / "checkpoints"
     state = {"epoch": 0, "best_auc": None, "best_epoch": 0, "bad_epochs": 0, "history": [],
              "best_model": None, "resumed_from": None}
-    last = checkpoint.latest(ckdir) if resume else None
+    last = checkpoint.resume_point(out, resume)
     if last is not None:
-        state = _restore(last, model, opt, spec, idmap)
+        state = checkpoint.restore(last, model, opt, spec.to_dict(), idmap)
         state["resumed_from"] = state["epoch"]
-    elif resume:
-        log.warning("--resume: no checkpoint under %s, starting from scratch", ckdir)
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        _unpublish(out, keep_checkpoints=last is not None)
+        checkpoint.unpublish(out, keep_checkpoints=last is not None)
     ddp.barrier(ctx)
 
     net = DistributedDataParallel(model, find_unused_parameters=True) if ctx.distributed else model
