@@ -80,39 +80,26 @@ def run_build(raw, out, date: str, cfg: BuildConfig, prev=None, master: str | No
 def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: BuildConfig,
                stage: Path, work: Path, timer: Timer) -> tuple[dict[str, DataFrame], dict]:
     """Valid rows of every table (profiles deduplicated, events in-window and deduplicated);
-    rejected rows written to stage/rejected; fails on too many rejects or an empty day D."""
-    classified: dict[str, DataFrame] = {}
-    valid: dict[str, DataFrame] = {}
+    rejected rows written to stage/rejected; fails on too many rejects or an empty day D.
+
+    Each table is read and classified once, into its collapsed table (validate.collapse) in
+    `work`; counts, valid rows and rejected rows are then read from those."""
+    collapsed: dict[str, DataFrame] = {}
     with timer.step("validate_profiles"):
         for table in validate.PROFILE_TABLES:
             if table in sources:
-                df = validate.typed_table(read_table(spark, sources[table]), table,
-                                          sources[table].fmt)
-                df = validate.dedup_profiles(validate.classify(df, table, None, cfg), table)
-                classified[table] = df
-                valid[table] = materialize(spark, validate.valid_rows(df, table),
-                                           work / f"valid_{table}")
-    known = {f"{t}_id": valid[t].select(f"{t}_id") for t in validate.PROFILE_TABLES if t in valid}
+                collapsed[table] = _collapsed(spark, sources[table], window, cfg, {}, work)
+    known = {f"{t}_id": validate.valid_rows(collapsed[t], t).select(f"{t}_id")
+             for t in validate.PROFILE_TABLES if t in collapsed}
     with timer.step("validate_events"):
-        deduped = {}
         for table in EVENT_TABLES:
             if table in sources:
-                df = validate.typed_table(read_table(spark, sources[table]), table,
-                                          sources[table].fmt)
-                classified[table] = validate.classify(df, table, window, cfg, known)
-                deduped[table] = materialize(spark, validate.dedup_events(
-                    validate.valid_rows(classified[table], table)), work / f"valid_{table}")
-        report = validate.status_counts(classified, window.last_day_start_ms)
-        dups = _duplicate_counts(deduped)
-    # rescan only tables with rejected rows: the counts already say which
-    rejected = [validate.rejected_rows(df, t) for t, df in classified.items()
+                collapsed[table] = _collapsed(spark, sources[table], window, cfg, known, work)
+        report = validate.status_counts(collapsed, window.last_day_start_ms)
+    valid = {t: validate.valid_rows(df, t) for t, df in collapsed.items()}
+    # scan only tables with quarantined rows: the counts already say which
+    rejected = [validate.rejected_rows(df, t) for t, df in collapsed.items()
                 if set(report[t]) - {validate.OK, validate.OUT_OF_WINDOW, "_ok_on_last_day"}]
-    for table, df in deduped.items():
-        valid[table] = df.drop("_copies")
-        if dups.get(table):
-            report[table]["duplicate"] = dups[table]
-            report[table][validate.OK] -= dups[table]
-            rejected.append(validate.duplicate_rows(df, table))
 
     summary = _summarise(report)
     log.info("validated input: %s", summary)
@@ -135,13 +122,16 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
     return valid, summary
 
 
-def _duplicate_counts(deduped: dict[str, DataFrame]) -> dict[str, int]:
-    """Extra copies of exact duplicate rows per table, in one job."""
-    union = reduce(DataFrame.unionByName, [
-        df.select(F.lit(t).alias("t"), (F.col("_copies") - 1).alias("extra"))
-        for t, df in deduped.items()])
-    rows = union.groupBy("t").agg(F.sum("extra").alias("n")).collect()
-    return {r["t"]: int(r["n"]) for r in rows}
+def _collapsed(spark, source: TableSource, window, cfg: BuildConfig,
+               known: dict[str, DataFrame], work: Path) -> DataFrame:
+    """Read, type and classify one table (the only pass over its raw file) and materialize
+    its collapsed table (validate.collapse)."""
+    df = validate.typed_table(read_table(spark, source), source.name, source.fmt)
+    df = validate.classify(df, source.name, window, cfg, known)
+    if source.name in validate.PROFILE_TABLES:
+        df = validate.dedup_profiles(df, source.name)
+    return materialize(spark, validate.collapse(df, source.name),
+                       work / f"validated_{source.name}")
 
 
 def _summarise(report: dict[str, dict]) -> dict:

@@ -21,7 +21,7 @@ DAY_MS = 86_400_000
 MIN_TS = 946_684_800_000      # 2000-01-01: earlier timestamps are impossible for these logs
 MAX_TS = 4_102_444_800_000    # 2100-01-01
 OK, OUT_OF_WINDOW = "ok", "out_of_window"
-STATUS, RAW = "_status", "_raw"
+STATUS, RAW, RECORD, COPIES = "_status", "_raw", "_record", "_copies"
 
 # Columns that must be present, non-null and non-negative, and the event time column.
 ID_COLUMNS = {
@@ -136,58 +136,79 @@ def classify(df: DataFrame, table: str, window: TimeWindow | None, cfg: BuildCon
     return df.withColumn(STATUS, F.coalesce(status, F.lit(OK)))
 
 
+def collapse(df: DataFrame, table: str) -> DataFrame:
+    """The one table validation keeps of a classified input: one row per distinct (status,
+    content), with `_copies` the number of input rows it stands for.
+
+    ok rows keep their typed columns, so exact duplicates collapse into one row (the dedup);
+    rejected rows keep only their raw row as JSON (`_record`); skipped rows only their status.
+    Counts, valid rows and quarantined rows are all read from this table, so each raw table is
+    read and classified once. Vector columns are grouped by their 64-bit hash (arrays as
+    grouping keys would force a slow sort-based aggregation).
+    """
+    names = RAW_TABLES[table].names
+    ok = _ok()
+    vectors = [c for c in names if df.schema[c].dataType.typeName() == "array"]
+    keys = [F.col(STATUS), F.when(_rejected(), F.to_json(F.col(RAW))).alias(RECORD)]
+    keys += [F.when(ok, F.col(c)).alias(c) for c in names if c not in vectors]
+    keys += [F.when(ok, F.xxhash64(c)).alias(f"_h_{c}") for c in vectors]
+    out = df.groupBy(*keys).agg(*[F.first(F.when(ok, F.col(c))).alias(c) for c in vectors],
+                                F.count(F.lit(1)).alias(COPIES))
+    return out.select(*names, STATUS, RECORD, COPIES)
+
+
+def _ok() -> Column:
+    return F.col(STATUS) == OK
+
+
+def _rejected() -> Column:
+    return ~F.col(STATUS).isin(OK, OUT_OF_WINDOW)
+
+
 def status_counts(tables: dict[str, DataFrame], last_day_start_ms: int) -> dict[str, dict]:
-    """Rows per (table, status) in one aggregation over all tables; `_ok_on_last_day` counts
-    ok rows with a `timestamp` on day D (the last day of the window)."""
+    """Input rows per (table, status) of collapsed tables, in one aggregation over all tables.
+
+    Extra copies of exact duplicates count as `duplicate` (only when there are any), not as
+    ok; `_ok_on_last_day` counts ok input rows with a `timestamp` on day D (the last day of
+    the window), duplicates included.
+    """
+    ok = _ok()
     parts = []
     for name, df in tables.items():
-        on_day = (F.col("timestamp") >= last_day_start_ms) if "timestamp" in df.columns \
+        on_day = ok & (F.col("timestamp") >= last_day_start_ms) if "timestamp" in df.columns \
             else F.lit(False)
         parts.append(df.select(F.lit(name).alias("t"), F.col(STATUS).alias("s"),
-                               ((F.col(STATUS) == OK) & on_day).cast("long").alias("d")))
+                               F.col(COPIES).alias("n"),
+                               F.when(ok, F.col(COPIES) - 1).alias("dup"),
+                               F.when(on_day, F.col(COPIES)).alias("d")))
     union = reduce(DataFrame.unionByName, parts)
     counts: dict[str, dict] = {name: {} for name in tables}
-    for r in union.groupBy("t", "s").agg(F.count(F.lit(1)).alias("n"),
-                                         F.sum("d").alias("d")).collect():
-        counts[r["t"]][r["s"]] = int(r["n"])
+    for r in union.groupBy("t", "s").agg(*[F.sum(c).alias(c) for c in ("n", "dup", "d")]) \
+            .collect():
+        c, dup = counts[r["t"]], int(r["dup"] or 0)
+        c[r["s"]] = int(r["n"]) - dup
+        if dup:
+            c["duplicate"] = dup
         if r["d"]:
-            counts[r["t"]]["_ok_on_last_day"] = int(r["d"])
+            c["_ok_on_last_day"] = int(r["d"])
     return counts
 
 
-def rejected_rows(df: DataFrame, table: str) -> DataFrame:
-    """Rejected rows in the REJECTED layout: table, reason, the raw row as JSON."""
-    return df.filter(~F.col(STATUS).isin(OK, OUT_OF_WINDOW)).select(
-        F.lit(table).alias("table"), F.col(STATUS).alias("reason"),
-        F.to_json(F.col(RAW)).alias("record"))
+def rejected_rows(collapsed: DataFrame, table: str) -> DataFrame:
+    """Quarantined rows of a collapsed table in the REJECTED layout (table, reason, record),
+    one per input row: rejected rows with their raw row as JSON, and the extra copies of exact
+    duplicates (reason `duplicate`, the typed row as JSON)."""
+    ok = _ok()
+    record = F.when(ok, F.to_json(F.struct(*RAW_TABLES[table].names))).otherwise(F.col(RECORD))
+    copies = F.when(ok, F.col(COPIES) - 1).otherwise(F.col(COPIES)).cast("int")
+    return collapsed.filter(_rejected() | (ok & (F.col(COPIES) > 1))).select(
+        F.lit(table).alias("table"),
+        F.when(ok, F.lit("duplicate")).otherwise(F.col(STATUS)).alias("reason"),
+        F.explode(F.array_repeat(record, copies)).alias("record"))
 
 
 def valid_rows(df: DataFrame, table: str) -> DataFrame:
-    return df.filter(F.col(STATUS) == OK).select(*RAW_TABLES[table].names)
-
-
-def dedup_events(df: DataFrame) -> DataFrame:
-    """Collapse exact duplicate rows; `_copies` counts how many times each row was given.
-
-    Vector columns are grouped by their 64-bit hash (arrays as grouping keys would force a
-    slow sort-based aggregation); rows equal in every scalar column and in the vector hashes
-    are duplicates.
-    """
-    vectors = [f.name for f in df.schema.fields if f.dataType.typeName() == "array"]
-    keys = [F.col(c) for c in df.columns if c not in vectors]
-    keys += [F.xxhash64(c).alias(f"_h_{c}") for c in vectors]
-    out = df.groupBy(*keys).agg(*[F.first(c).alias(c) for c in vectors],
-                                F.count(F.lit(1)).alias("_copies"))
-    return out.select(*df.columns, "_copies")
-
-
-def duplicate_rows(deduped: DataFrame, table: str) -> DataFrame:
-    """The extra copies of duplicated rows, in the REJECTED layout (one row per extra copy)."""
-    cols = [c for c in deduped.columns if c != "_copies"]
-    return deduped.filter(F.col("_copies") > 1).select(
-        F.lit(table).alias("table"), F.lit("duplicate").alias("reason"),
-        F.explode(F.array_repeat(F.to_json(F.struct(*cols)),
-                                 (F.col("_copies") - 1).cast("int"))).alias("record"))
+    return df.filter(_ok()).select(*RAW_TABLES[table].names)
 
 
 def dedup_profiles(df: DataFrame, table: str) -> DataFrame:

@@ -61,8 +61,9 @@ def _statuses(spark, folder, table, known=None, window=WINDOW):
     return validate.classify(df, table, window, CFG, known)
 
 
-def _counts(df):
-    return validate.status_counts({"t": df}, WINDOW.last_day_start_ms)["t"]
+def _counts(df, table):
+    return validate.status_counts({"t": validate.collapse(df, table)},
+                                  WINDOW.last_day_start_ms)["t"]
 
 
 def test_every_gift_rejection_reason(spark, tmp_path):
@@ -90,7 +91,7 @@ def test_every_gift_rejection_reason(spark, tmp_path):
     pd.DataFrame(rows, columns=RAW_TABLES["gift"].names).to_csv(raw / "gift.csv", index=False)
     known = {"user_id": spark.createDataFrame(pd.DataFrame({"user_id": [1]})),
              "streamer_id": spark.createDataFrame(pd.DataFrame({"streamer_id": [10]}))}
-    df = _statuses(spark, raw, "gift", known)
+    df = validate.collapse(_statuses(spark, raw, "gift", known), "gift")
     counts = validate.status_counts({"gift": df}, WINDOW.last_day_start_ms)["gift"]
     want = Counter(reason for _, reason in cases)
     assert {k: v for k, v in counts.items() if not k.startswith("_")} == dict(want)
@@ -108,15 +109,17 @@ def test_duplicates_and_click_and_profile_reasons(spark, tmp_path):
     users = pd.concat([t["user"], t["user"].iloc[[2]].assign(gender="other")], ignore_index=True)
     raw = write_raw(tmp_path / "raw", {"gift": gift, "click": click, "user": users})
 
-    deduped = validate.dedup_events(validate.valid_rows(_statuses(spark, raw, "gift"), "gift"))
-    dup = validate.duplicate_rows(deduped, "gift").toPandas()
+    collapsed = validate.collapse(_statuses(spark, raw, "gift"), "gift")
+    dup = validate.rejected_rows(collapsed, "gift").toPandas()
     assert len(dup) == 3 and set(dup.reason) == {"duplicate"}
-    assert deduped.count() == len(t["gift"])
+    assert validate.valid_rows(collapsed, "gift").count() == len(t["gift"])
+    counts = validate.status_counts({"gift": collapsed}, WINDOW.last_day_start_ms)["gift"]
+    assert counts[OK] == len(t["gift"]) and counts["duplicate"] == 3
 
-    assert _counts(_statuses(spark, raw, "click"))["negative_watch_live_time"] == 1
+    assert _counts(_statuses(spark, raw, "click"), "click")["negative_watch_live_time"] == 1
 
     prof = validate.dedup_profiles(_statuses(spark, raw, "user", window=None), "user")
-    counts = _counts(prof)
+    counts = _counts(prof, "user")
     assert counts == {OK: 8, "duplicate_id": 1}
 
 
@@ -130,7 +133,7 @@ def test_segment_vectors_of_wrong_length_or_not_finite_are_rejected(spark, tmp_p
     raw = tmp_path / "raw"
     raw.mkdir()
     pd.DataFrame([{**good, **c} for c, _ in cases]).to_csv(raw / "segments.csv", index=False)
-    counts = _counts(_statuses(spark, raw, "segments"))
+    counts = _counts(_statuses(spark, raw, "segments"), "segments")
     assert counts == dict(Counter(r for _, r in cases))
 
     vec = pa.list_(pa.float32())
@@ -140,5 +143,5 @@ def test_segment_vectors_of_wrong_length_or_not_finite_are_rejected(spark, tmp_p
                       "comment_emb": pa.array([None, None], vec)})
     pq.write_table(table, raw / "segments.parquet")
     (raw / "segments.csv").unlink()
-    counts = _counts(_statuses(spark, raw, "segments"))
+    counts = _counts(_statuses(spark, raw, "segments"), "segments")
     assert counts == {OK: 1, "bad_image_emb": 1}
