@@ -6,9 +6,12 @@ For each scale: generate a synthetic Parquet dataset (graphbuild.synthetic, the 
 child processes (a) the Spark build on local[2] (JVM start timed apart and excluded) and
 (b) the DuckDB reference (2 threads) doing the same work: validation, dedup, gift/watch edges,
 id maps, node statistics, pooled segment vectors, capped Swing s2s and cosine u2u top-K.
-Writes docs/benchmarks/build.md.
+Writes docs/benchmarks/build.md, with every scale measured so far in --work (results.json):
+a later run with `--scales 10M` adds 10M to the 1M and 3M already there.
+While each engine runs, the CPU time of every other process on the machine is measured too,
+so a shared machine shows in the results.
 
-    .venv/bin/python bench/bench_build.py [--scales 1M,3M,10M] [--work DIR]
+    .venv/bin/python bench/bench_build.py [--scales 1M,3M,10M] [--work DIR] [--note TEXT]
 """
 from __future__ import annotations
 
@@ -17,10 +20,12 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import click
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,7 +42,8 @@ t0 = time.perf_counter()
 from graphbuild.config import BuildConfig
 from graphbuild.job import run_build
 from graphbuild.spark import get_spark
-spark = get_spark("local[2]", extra_conf={"spark.ui.enabled": "false"})
+spark = get_spark("local[2]", extra_conf={"spark.ui.enabled": "false",
+                                         "spark.ui.showConsoleProgress": "false"})
 spark.sparkContext.setLogLevel("ERROR")
 jvm = time.perf_counter() - t0
 cfg = BuildConfig(window_days=15, shuffle_partitions=int(sys.argv[3]))
@@ -182,14 +188,50 @@ def duckdb_reference(raw: Path, out: Path) -> dict:
     return {"validation": counts, "gift_edges": q("SELECT count(*) FROM gid").fetchone()[0]}
 
 
+def _busy_cpu_s() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
+
+
 def _run_child(args: list[str]) -> dict:
+    """Run one engine in a child process; add its wall time, its own CPU seconds (process
+    tree), the CPU seconds of all other processes meanwhile, and the 1-min load average."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    busy0, t0 = _busy_cpu_s(), time.perf_counter()
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    own: dict[int, float] = {}             # CPU seconds of each process of the child's tree
+    loads = []
+    root = psutil.Process(proc.pid)
+    out: list[str] = []
+    err: list[str] = []
+    readers = [threading.Thread(target=lambda f, b: b.extend(f), args=(f, b), daemon=True)
+               for f, b in ((proc.stdout, out), (proc.stderr, err))]
+    for r in readers:
+        r.start()
+    while proc.poll() is None:
+        try:
+            for p in [root, *root.children(recursive=True)]:
+                try:
+                    c = p.cpu_times()
+                    own[p.pid] = c.user + c.system
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+        loads.append(os.getloadavg()[0])
+        time.sleep(2)
+    for r in readers:
+        r.join()
+    wall, busy = time.perf_counter() - t0, _busy_cpu_s() - busy0
+    lines = [ln for ln in "".join(out).splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"child {args[:2]} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][7:])
+        raise RuntimeError(f"child {args[:2]} failed:\n{''.join(err)[-3000:]}")
+    own_s = sum(own.values())
+    return dict(json.loads(lines[-1][7:]), wall_s=wall, own_cpu_s=own_s,
+                other_cpu_s=max(0.0, busy - own_s),
+                load_mean=sum(loads) / len(loads) if loads else 0.0,
+                load_max=max(loads, default=0.0))
 
 
 def run_scale(name: str, work: Path, shuffle_partitions: int) -> dict:
@@ -211,37 +253,112 @@ def run_scale(name: str, work: Path, shuffle_partitions: int) -> dict:
                        "print('RESULT ' + json.dumps(dict(r, build_s=time.perf_counter() - t)))",
                        str(raw), str(work / f"duck-{name}")])
     return {"scale": name, "gift_events": manifest["row_counts"]["gift"], "events": events,
-            "spark": spark, "duckdb": duck}
+            "rows": manifest["row_counts"], "spark": spark, "duckdb": duck,
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def write_doc(results: list[dict], path: Path) -> None:
+def _fit(results: list[dict], engine: str) -> tuple[float, float]:
+    """Least-squares line seconds = a + b * events through the measured scales."""
+    xs = [r["events"] for r in results]
+    ys = [r[engine]["build_s"] for r in results]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - b * mx, b
+
+
+def write_doc(results: list[dict], path: Path, command: str, note: str) -> None:
+    cores, mem = os.cpu_count(), psutil.virtual_memory().total / 2**30
     lines = [
         "# Graph build (Spark) vs the same transforms in DuckDB",
         "",
-        f"Machine: {os.cpu_count()} cores, {platform.platform()}; shared with other engineers' "
-        "jobs while measured, so absolute times are noisy (both engines ran in the same run, "
-        "one after the other). Spark: local[2], JVM start excluded. DuckDB: 2 threads.",
-        "Events = gift + click + comment + like rows read (synthetic data, lean ratios: "
-        "5 clicks, 1 comment, 1 like per gift; 15 days; segments and profiles besides).",
+        f"Produced by `bench/bench_build.py` (last scale finished {results[-1]['finished']}). "
+        f"Machine: {cores} cores, {mem:.0f} GiB RAM, {platform.platform()}. "
+        "Spark: `graphbuild.job.run_build` on local[2], 8 shuffle partitions, JVM start "
+        "excluded. DuckDB: `bench/bench_build.py:duckdb_reference`, 2 threads. At each scale "
+        "both engines read the same generated Parquet files, one after the other in the same run.",
+        "Data: `graphbuild.synthetic.generate` (the code behind `cli.py generate`), 15 days, lean "
+        "ratios (5 clicks, 1 comment, 1 like per gift); window = all 15 days. Events = gift + "
+        "click + comment + like rows read (segments, rooms and profiles besides).",
         "",
-        "| scale | gift events | all events | Spark build s | DuckDB s | Spark / DuckDB | "
-        "Spark events/s | DuckDB events/s | gift edges | s2s | u2u |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scale | gift events | all events | Spark s | DuckDB s | Spark / DuckDB | "
+        "Spark events/s | DuckDB events/s | Spark s per M events | DuckDB s per M events |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        s, d = r["spark"], r["duckdb"]
+        s, d, m = r["spark"], r["duckdb"], r["events"] / 1e6
         lines.append(
             f"| {r['scale']} | {r['gift_events']:,} | {r['events']:,} | {s['build_s']:.0f} | "
             f"{d['build_s']:.0f} | {s['build_s'] / d['build_s']:.2f}x | "
             f"{r['events'] / s['build_s']:,.0f} | {r['events'] / d['build_s']:,.0f} | "
-            f"{s['counts']['edges']['gift']:,} | {s['counts']['edges']['s2s']:,} | "
-            f"{s['counts']['edges']['u2u']:,} |")
-    lines += ["", "Spark time per step (s):", ""]
+            f"{s['build_s'] / m:.1f} | {d['build_s'] / m:.1f} |")
+    lines += ["", "**Growth with size.** Seconds per million events stay constant when time is "
+              "linear in events."]
+    if len(results) > 1:
+        first = results[0]
+        for engine in ("spark", "duckdb"):
+            per_m = [r[engine]["build_s"] / r["events"] * 1e6 for r in results]
+            steps = ", ".join(f"{r['scale']} {p / per_m[0]:.2f}" for r, p in
+                              zip(results[1:], per_m[1:]))
+            lines.append(f"- {engine}: s per M events relative to {first['scale']}: {steps} "
+                         "(1.00 = linear, above = worse than linear).")
+        if "10M" not in {r["scale"] for r in results}:
+            ev = 8 * SCALES["10M"][2]        # lean ratios: 8 events per gift
+            fits = {e: _fit(results, e) for e in ("spark", "duckdb")}
+            est = {e: a + b * ev for e, (a, b) in fits.items()}
+            lines += ["", f"**10M not measured. Extrapolation, not a measurement:** a straight "
+                      f"line (seconds = a + b * events) through the measured scales gives, for "
+                      f"10M gifts (~{ev / 1e6:.0f}M events): Spark {est['spark']:.0f} s, "
+                      f"DuckDB {est['duckdb']:.0f} s, ratio "
+                      f"{est['spark'] / est['duckdb']:.2f}x."]
+    lines += ["", "**Shared machine.** CPU seconds used meanwhile by every other process on "
+              f"the machine (out of {cores} cores x wall time), and the 1-min load average "
+              f"(sampled every 2 s; the engine alone keeps it near 2):", "",
+              "| scale | engine | wall s | own CPU s | other processes' CPU s | "
+              "load avg mean / max |", "|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"- {r['scale']}: " + ", ".join(
-            f"{k} {v:.0f}" for k, v in r["spark"]["steps"].items()))
-    lines += ["", "Reproduce: `.venv/bin/python bench/bench_build.py --scales 1M,3M` "
-              "(add `10M` for the 10M-gift run)."]
+        for engine in ("spark", "duckdb"):
+            e = r[engine]
+            lines.append(f"| {r['scale']} | {engine} | {e['wall_s']:.0f} | "
+                         f"{e['own_cpu_s']:.0f} | {e['other_cpu_s']:.0f} "
+                         f"({e['other_cpu_s'] / (cores * e['wall_s']):.0%}) | "
+                         f"{e['load_mean']:.1f} / {e['load_max']:.1f} |")
+    if note:
+        lines += ["", note]
+    step_names = list(results[0]["spark"]["steps"])
+    lines += ["", "Spark time per step (s):", "",
+              "| step | " + " | ".join(r["scale"] for r in results) + " |",
+              "|---|" + "---|" * len(results)]
+    for k in step_names:
+        lines.append(f"| {k} | " + " | ".join(f"{r['spark']['steps'].get(k, 0):.0f}"
+                                                for r in results) + " |")
+    lines += ["", "Outputs:", ""]
+    for r in results:
+        c = r["spark"]["counts"]
+        lines.append(f"- {r['scale']}: {c['nodes']['user']:,} users, "
+                     f"{c['nodes']['streamer']:,} streamers; edges " + ", ".join(
+                         f"{k} {v:,}" for k, v in c["edges"].items())
+                     + f"; {c['rejected']:,} rejected rows (Spark); gift edges "
+                     f"{r['duckdb']['gift_edges']:,} (DuckDB)")
+    lines += [
+        "",
+        "What the DuckDB reference does (same data, same files): the same validation checks "
+        "(ids, timestamps, prices, vector length / NaN, unknown ids against the profiles, "
+        "window), exact-duplicate collapse (GROUP BY ALL), rejected rows to Parquet, gift and "
+        "watch edges with decay weights, id maps (row_number by raw id), user and streamer "
+        "statistics with days active, recency-weighted pooled segment vectors, capped edges "
+        "(50 per user, 200 per streamer), Swing s2s and cosine u2u top-20, all written to "
+        "Parquet. It does not encode the one-hot profile features nor keep ids stable against "
+        "a previous date (both cheap).",
+        "",
+        "How Spark validates: each raw table is read, typed and classified once (the joins "
+        "against the profile ids included) into one collapsed table per input "
+        "(`graphbuild.validate.collapse`: ok rows deduplicated with a copy count, rejected "
+        "rows as raw JSON, skipped rows as a count); status counts, duplicates, valid rows and "
+        "the rejected table are read from it. Segment vectors are deduplicated by a 64-bit "
+        "hash (arrays as grouping keys forced a sort-based aggregation).",
+        "",
+        f"Reproduce (rewrites this file with every scale in the work folder):\n\n    {command}",
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
@@ -250,21 +367,26 @@ def write_doc(results: list[dict], path: Path) -> None:
 @click.option("--scales", default="1M,3M", show_default=True)
 @click.option("--work", default="/tmp/gie-bench-build", show_default=True)
 @click.option("--shuffle-partitions", default=8, show_default=True)
+@click.option("--note", default="", help="free text for the doc, e.g. what else ran meanwhile")
 @click.option("--out", default=str(ROOT / "docs" / "benchmarks" / "build.md"), show_default=True)
-def main(scales: str, work: str, shuffle_partitions: int, out: str) -> None:
+def main(scales: str, work: str, shuffle_partitions: int, note: str, out: str) -> None:
     from gie.logs import setup_logging
 
     setup_logging()
     work_dir = Path(work)
     work_dir.mkdir(parents=True, exist_ok=True)
-    results = []
+    saved = work_dir / "results.json"
+    done = {r["scale"]: r for r in json.loads(saved.read_text())} if saved.is_file() else {}
     for name in scales.split(","):
         t = time.perf_counter()
-        results.append(run_scale(name, work_dir, shuffle_partitions))
-        print(json.dumps(results[-1]), flush=True)
+        done[name] = run_scale(name, work_dir, shuffle_partitions)
+        print(json.dumps(done[name]), flush=True)
         print(f"scale {name} done in {time.perf_counter() - t:.0f}s", flush=True)
-        (work_dir / "results.json").write_text(json.dumps(results, indent=1))
-    write_doc(results, Path(out))
+        saved.write_text(json.dumps(list(done.values()), indent=1))
+    results = sorted(done.values(), key=lambda r: r["events"])
+    command = (".venv/bin/python bench/bench_build.py --scales "
+               + ",".join(r["scale"] for r in results) + f" --work {work}")
+    write_doc(results, Path(out), command, note)
 
 
 if __name__ == "__main__":
