@@ -36,6 +36,9 @@ def main() -> int:
     ap.add_argument("--sizes", default="100k,1M")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the figures and outputs of stages an interrupted run finished "
+                         "(bench/out/stage-<size>-<stage>.json); marked in the table")
     args = ap.parse_args()
     out = Path(args.out)
     py = [sys.executable, str(ROOT / "cli.py")]
@@ -63,12 +66,18 @@ def main() -> int:
         for stage, cmd in stages.items():
             if stage == "generate" and (raw / "manifest.json").exists():
                 continue
+            record = out / f"stage-{name}-{stage}.json"
+            if args.reuse and record.exists():   # measured by an earlier, interrupted run
+                row["stages"][stage] = {**json.loads(record.read_text()), "reused": True}
+                print(name, stage, "reused", row["stages"][stage], flush=True)
+                continue
             m = measure(cmd, cwd=str(ROOT), env=dict(os.environ))
             row["stages"][stage] = {"wall_s": round(m.wall_s, 1),
                                     "peak_rss_mb": round(m.peak_rss_mb), "rc": m.returncode}
             print(name, stage, row["stages"][stage], flush=True)
             if m.returncode != 0:
                 break
+            record.write_text(json.dumps(row["stages"][stage]))
         row["quality"] = quality(work / "reports" / f"dt={date}" / "metrics.json")
         results.append(row)
 
@@ -107,7 +116,8 @@ def write_markdown(results: list[dict], sizes: str, epochs: int) -> None:
     for r in results:
         for st, v in r["stages"].items():
             lines.append(f"| {r['size']} | {r['users']} | {r['streamers']} | {st} | "
-                         f"{v['wall_s']} | {v['peak_rss_mb']} |")
+                         f"{v['wall_s']}{' (earlier run)' if v.get('reused') else ''} | "
+                         f"{v['peak_rss_mb']} |")
     lines += ["", "Quality of the same runs (`evaluate`, next-day gifts):", "",
               "| size | " + " | ".join(QUALITY.values()) + " |",
               "|---|" + "---|" * len(QUALITY)]

@@ -36,6 +36,7 @@ from gie.train.config import TrainConfig  # noqa: E402
 from gie.train.data import GIFT, edge_loader  # noqa: E402
 from gie.train.history import LayerHistory  # noqa: E402
 from gie.train.objective import amount_weights  # noqa: E402
+from gie.train.optim import GIEOptimizer  # noqa: E402
 from gie.train.run import seed_all, train_epoch  # noqa: E402
 from graphbuild.dgl_graph import CANONICAL  # noqa: E402
 
@@ -163,7 +164,7 @@ def run_size(n_users: int, n_streamers: int, cfg: TrainConfig, device, ks,
         seed_all(0)
         run_cfg = cfg.model_copy(update=update)
         model = GIEModel(spec).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt = GIEOptimizer(model, cfg.lr)
         ours_epoch(g, model, opt, run_cfg, device, 1)
         secs, n = min(ours_epoch(g, model, opt, run_cfg, device, e) for e in MEASURED)
         rows.append({"loop": f"gie, {mode}", "seconds": secs, "edges": n})

@@ -84,7 +84,9 @@ class GIEModel(nn.Module):
         self.spec = spec
         h, out = spec.hidden_dim, spec.embed_dim
         self.user_proj = nn.Linear(spec.user_dim, h)
-        self.user_id = nn.Embedding(spec.num_users, h) if spec.user_id_embedding else None
+        # sparse: a batch's gradient holds only its users' rows (gie/train/optim.py)
+        self.user_id = nn.Embedding(spec.num_users, h, sparse=True) \
+            if spec.user_id_embedding else None
         if self.user_id is not None:
             nn.init.normal_(self.user_id.weight, std=0.02)
         self.streamer_fusion = MFQFusion(spec.modality_dims, spec.streamer_dim, h,

@@ -69,7 +69,7 @@ def unpublish(out: Path, keep_checkpoints: bool) -> None:
             (out / "checkpoints" / f"epoch-{e:04d}.pt").unlink()
 
 
-def restore(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, spec: dict,
+def restore(path: Path, model: torch.nn.Module, opt, spec: dict,
             idmap: dict) -> dict:
     """Load model and optimizer from checkpoint `path`; returns the saved training state."""
     ck = load(path)
@@ -81,6 +81,10 @@ def restore(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, spec
     except RuntimeError as e:                 # same settings, older model layout
         raise BadInputError(f"cannot resume from {path}: its weights do not fit this "
                             "version's model; rerun without --resume") from e
-    opt.load_state_dict(ck["optimizer"])
+    try:
+        opt.load_state_dict(ck["optimizer"])
+    except (ValueError, KeyError) as e:       # written by an older version's optimizer
+        raise BadInputError(f"cannot resume from {path}: its optimizer state does not fit "
+                            f"this version ({e}); rerun without --resume") from e
     log.info("resuming after epoch %d from %s", ck["state"]["epoch"], path)
     return ck["state"]

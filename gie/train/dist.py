@@ -34,6 +34,7 @@ from gie.train import checkpoint, ddp
 from gie.train.config import TrainConfig
 from gie.train.data import GIFT, link_options, neighbour_sampler
 from gie.train.objective import amount_weights
+from gie.train.optim import GIEOptimizer
 from gie.train.partition import PART_META
 from gie.train.run import seed_all, train_epoch
 from gie.train.warm import MODEL_FILE, load_warm_start
@@ -86,7 +87,7 @@ def _train(part_config: Path, meta: dict, out: Path, cfg: TrainConfig, seed: int
     raw_ids = _raw_ids_by_node_id(g)
     warm = load_warm_start(model, warm_start, raw_ids, str(part_config)) if warm_start else None
     model.to(ctx.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = GIEOptimizer(model, cfg.lr, cfg.weight_decay)
     state = {"epoch": 0, "history": [], "resumed_from": None}
     last = checkpoint.resume_point(out, resume)
     if last is not None:

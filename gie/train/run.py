@@ -36,6 +36,7 @@ from gie.train.history import LayerHistory
 from gie.train.inference import full_inference
 from gie.train.metrics import known_pairs, rank_metrics
 from gie.train.objective import amount_weights, contrastive_loss, link_loss
+from gie.train.optim import GIEOptimizer
 from gie.train.warm import MODEL_FILE, load_warm_start
 from graphbuild.dataset import GraphData, load_graph
 from graphbuild.dgl_graph import holdout_mask, id_map_version, modality_dims, to_dgl
@@ -59,7 +60,7 @@ def model_spec(data: GraphData, g: dgl.DGLGraph, cfg: TrainConfig) -> ModelSpec:
         dropout=cfg.dropout, user_id_embedding=cfg.user_id_embedding)
 
 
-def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: torch.optim.Optimizer,
+def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: GIEOptimizer,
                 cfg: TrainConfig, ctx: ddp.Ctx, epoch: int, max_steps: int | None = None,
                 history: LayerHistory | None = None) -> dict:
     """One pass over the loader (at most `max_steps` batches: DDP ranks must agree).
@@ -178,7 +179,7 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
     model.fit_scaling(g_full.nodes["user"].data["feat"], g_full.nodes["streamer"].data["feat"])
     warm = load_warm_start(model, warm_start, data.raw_ids, str(graph)) if warm_start else None
     model.to(ctx.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = GIEOptimizer(model, cfg.lr, cfg.weight_decay)
 
     ckdir = out / "checkpoints"
     state = {"epoch": 0, "best_auc": None, "best_epoch": 0, "bad_epochs": 0, "history": [],
