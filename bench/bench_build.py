@@ -35,6 +35,7 @@ DATE = "2025-05-15"                       # the last generated day; window = all
 SCALES = {"1M": (200_000, 20_000, 1_000_000), "3M": (600_000, 40_000, 3_000_000),
           "10M": (2_000_000, 100_000, 10_000_000)}
 LEAN = {"click_ratio": 5.0, "comment_ratio": 1.0, "like_ratio": 1.0}
+DUCKDB_MEMORY = "6GB"     # the default, 80% of RAM, was OOM-killed at 10M on a shared 23 GB host
 
 SPARK_CHILD = """
 import json, sys, time
@@ -53,6 +54,14 @@ print("RESULT " + json.dumps({"jvm_s": jvm, "build_s": time.perf_counter() - t1,
                               "steps": meta["timings_s"], "counts": meta["counts"],
                               "rows_read": meta["validation"]["rows_read"]}))
 """ % DATE
+DUCKDB_CHILD = """
+import json, sys, time
+from pathlib import Path
+from bench.bench_build import duckdb_reference
+t = time.perf_counter()
+r = duckdb_reference(Path(sys.argv[1]), Path(sys.argv[2]))
+print("RESULT " + json.dumps(dict(r, build_s=time.perf_counter() - t)))
+"""
 
 
 def duckdb_reference(raw: Path, out: Path) -> dict:
@@ -66,7 +75,8 @@ def duckdb_reference(raw: Path, out: Path) -> dict:
     hl = 7.0 * 86_400_000
     out.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
-    con.execute("SET threads = 2; SET preserve_insertion_order = false")
+    con.execute("SET threads = 2; SET preserve_insertion_order = false; "
+                f"SET memory_limit = '{DUCKDB_MEMORY}'; SET temp_directory = '{out}/spill'")
     q = con.execute
     q(f"CREATE TEMP TABLE pu AS SELECT * FROM read_parquet('{raw}/user.parquet') "
       "WHERE user_id >= 0 QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY gender, "
@@ -234,7 +244,10 @@ def _run_child(args: list[str]) -> dict:
                 load_max=max(loads, default=0.0))
 
 
-def run_scale(name: str, work: Path, shuffle_partitions: int) -> dict:
+def run_scale(name: str, work: Path, shuffle_partitions: int, engines: list[str],
+              save) -> None:
+    """Generate scale `name` unless there, run each engine on it; save(info, engine, result)
+    right after each, so a failure in one engine does not lose the other's result."""
     users, streamers, gifts = SCALES[name]
     raw = work / f"raw-{name}"
     if not (raw / "_SUCCESS").is_file():
@@ -244,17 +257,14 @@ def run_scale(name: str, work: Path, shuffle_partitions: int) -> dict:
     manifest = json.loads((raw / "manifest.json").read_text())
     events = sum(n for t, n in manifest["row_counts"].items()
                  if t in ("gift", "click", "comment", "like"))
-    out = work / f"graph-{name}"
-    subprocess.run(["rm", "-rf", str(out), str(work / f"duck-{name}")], check=True)
-    spark = _run_child(["-c", SPARK_CHILD, str(raw), str(out), str(shuffle_partitions)])
-    duck = _run_child(["-c", "import json, sys, time\nfrom pathlib import Path\n"
-                       "from bench.bench_build import duckdb_reference\nt = time.perf_counter()\n"
-                       "r = duckdb_reference(Path(sys.argv[1]), Path(sys.argv[2]))\n"
-                       "print('RESULT ' + json.dumps(dict(r, build_s=time.perf_counter() - t)))",
-                       str(raw), str(work / f"duck-{name}")])
-    return {"scale": name, "gift_events": manifest["row_counts"]["gift"], "events": events,
-            "rows": manifest["row_counts"], "spark": spark, "duckdb": duck,
-            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    info = {"scale": name, "gift_events": manifest["row_counts"]["gift"], "events": events,
+            "rows": manifest["row_counts"]}
+    children = {"spark": (work / f"graph-{name}", SPARK_CHILD),
+                "duckdb": (work / f"duck-{name}", DUCKDB_CHILD)}
+    for engine in engines:
+        out, code = children[engine]
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+        save(info, engine, _run_child(["-c", code, str(raw), str(out), str(shuffle_partitions)]))
 
 
 def _fit(results: list[dict], engine: str) -> tuple[float, float]:
@@ -319,9 +329,10 @@ def write_doc(results: list[dict], path: Path, command: str, note: str) -> None:
     for r in results:
         for engine in ("spark", "duckdb"):
             e = r[engine]
-            lines.append(f"| {r['scale']} | {engine} | {e['wall_s']:.0f} | "
-                         f"{e['own_cpu_s']:.0f} | {e['other_cpu_s']:.0f} "
-                         f"({e['other_cpu_s'] / (cores * e['wall_s']):.0%}) | "
+            other = "n/a" if e.get("other_cpu_s") is None else (
+                f"{e['other_cpu_s']:.0f} ({e['other_cpu_s'] / (cores * e['wall_s']):.0%})")
+            own = "n/a" if e.get("own_cpu_s") is None else f"{e['own_cpu_s']:.0f}"
+            lines.append(f"| {r['scale']} | {engine} | {e['wall_s']:.0f} | {own} | {other} | "
                          f"{e['load_mean']:.1f} / {e['load_max']:.1f} |")
     if note:
         lines += ["", note]
@@ -366,11 +377,14 @@ def write_doc(results: list[dict], path: Path, command: str, note: str) -> None:
 
 @click.command()
 @click.option("--scales", default="1M,3M", show_default=True)
+@click.option("--engines", default="spark,duckdb", show_default=True,
+              help="run only these; a scale keeps the other engine's last result")
 @click.option("--work", default="/tmp/gie-bench-build", show_default=True)
 @click.option("--shuffle-partitions", default=8, show_default=True)
 @click.option("--note", default="", help="free text for the doc, e.g. what else ran meanwhile")
 @click.option("--out", default=str(ROOT / "docs" / "benchmarks" / "build.md"), show_default=True)
-def main(scales: str, work: str, shuffle_partitions: int, note: str, out: str) -> None:
+def main(scales: str, engines: str, work: str, shuffle_partitions: int, note: str,
+         out: str) -> None:
     from gie.logs import setup_logging
 
     setup_logging()
@@ -378,13 +392,19 @@ def main(scales: str, work: str, shuffle_partitions: int, note: str, out: str) -
     work_dir.mkdir(parents=True, exist_ok=True)
     saved = work_dir / "results.json"
     done = {r["scale"]: r for r in json.loads(saved.read_text())} if saved.is_file() else {}
+
+    def save(info: dict, engine: str, result: dict) -> None:
+        done.setdefault(info["scale"], {}).update(
+            info, **{engine: result}, finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        print(json.dumps({"scale": info["scale"], engine: result}), flush=True)
+        saved.write_text(json.dumps(list(done.values()), indent=1))
+
     for name in filter(None, scales.split(",")):    # --scales "": only rewrite the doc
         t = time.perf_counter()
-        done[name] = run_scale(name, work_dir, shuffle_partitions)
-        print(json.dumps(done[name]), flush=True)
+        run_scale(name, work_dir, shuffle_partitions, engines.split(","), save)
         print(f"scale {name} done in {time.perf_counter() - t:.0f}s", flush=True)
-        saved.write_text(json.dumps(list(done.values()), indent=1))
-    results = sorted(done.values(), key=lambda r: r["events"])
+    results = sorted((r for r in done.values() if "spark" in r and "duckdb" in r),
+                     key=lambda r: r["events"])
     command = (".venv/bin/python bench/bench_build.py --scales "
                + ",".join(r["scale"] for r in results) + f" --work {work}")
     write_doc(results, Path(out), command, note)
