@@ -36,6 +36,7 @@ SCALES = {"1M": (200_000, 20_000, 1_000_000), "3M": (600_000, 40_000, 3_000_000)
           "10M": (2_000_000, 100_000, 10_000_000)}
 LEAN = {"click_ratio": 5.0, "comment_ratio": 1.0, "like_ratio": 1.0}
 DUCKDB_MEMORY = "6GB"     # the default, 80% of RAM, was OOM-killed at 10M on a shared 23 GB host
+SPARK_MEMORY = "6g"       # the same budget for Spark's driver JVM (local mode runs the tasks)
 
 SPARK_CHILD = """
 import json, sys, time
@@ -44,7 +45,8 @@ from graphbuild.config import BuildConfig
 from graphbuild.job import run_build
 from graphbuild.spark import get_spark
 spark = get_spark("local[2]", extra_conf={"spark.ui.enabled": "false",
-                                         "spark.ui.showConsoleProgress": "false"})
+                                         "spark.ui.showConsoleProgress": "false",
+                                         "spark.driver.memory": "%s"})
 spark.sparkContext.setLogLevel("ERROR")
 jvm = time.perf_counter() - t0
 cfg = BuildConfig(window_days=15, shuffle_partitions=int(sys.argv[3]))
@@ -53,7 +55,7 @@ meta = run_build(sys.argv[1], sys.argv[2], "%s", cfg, spark=spark)
 print("RESULT " + json.dumps({"jvm_s": jvm, "build_s": time.perf_counter() - t1,
                               "steps": meta["timings_s"], "counts": meta["counts"],
                               "rows_read": meta["validation"]["rows_read"]}))
-""" % DATE
+""" % (SPARK_MEMORY, DATE)
 DUCKDB_CHILD = """
 import json, sys, time
 from pathlib import Path
@@ -76,6 +78,7 @@ def duckdb_reference(raw: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     con.execute("SET threads = 2; SET preserve_insertion_order = false; "
+                "SET enable_progress_bar = false; "
                 f"SET memory_limit = '{DUCKDB_MEMORY}'; SET temp_directory = '{out}/spill'")
     q = con.execute
     q(f"CREATE TEMP TABLE pu AS SELECT * FROM read_parquet('{raw}/user.parquet') "
@@ -118,13 +121,17 @@ def duckdb_reference(raw: Path, out: Path) -> dict:
           f"WHERE status NOT IN ('ok', 'out_of_window')) TO '{out}/rejected_{table}.parquet'")
 
     decay = f"pow(2.0, -({w.end_ms} - timestamp) / {hl})"
+    # active days as a bitmask per edge (day 0 = the last), as graphbuild.transforms does
+    mask = f"bit_or(1::BIGINT << (({w.end_ms - 1} - timestamp) // 86400000)::INT)"
     q(f"""CREATE TEMP TABLE gift_e AS SELECT user_id, streamer_id,
           sum(gift_price)::DOUBLE AS total_price, count(*) AS cnt, min(timestamp) AS first_ts,
-          max(timestamp) AS last_ts, sum({decay}) AS weight FROM gift_v GROUP BY 1, 2""")
+          max(timestamp) AS last_ts, sum({decay}) AS weight, {mask} AS days
+          FROM gift_v GROUP BY 1, 2""")
     q(f"""CREATE TEMP TABLE watch_e AS SELECT user_id, streamer_id,
           sum((kind = 'click')::INT) AS n_clicks, sum((kind = 'comment')::INT) AS n_comments,
           sum((kind = 'like')::INT) AS n_likes, sum(watch_ms) AS watch_ms,
-          max(timestamp) AS last_ts, sum(kw * {decay}) AS weight FROM (
+          min(timestamp) AS first_ts, max(timestamp) AS last_ts, sum(kw * {decay}) AS weight,
+          {mask} AS days FROM (
             SELECT user_id, streamer_id, timestamp, 'click' AS kind,
                    coalesce(watch_live_time, 0) AS watch_ms, 1.0 AS kw FROM click_v
             UNION ALL SELECT user_id, streamer_id, timestamp, 'comment', 0, 2.0 FROM comment_v
@@ -133,10 +140,9 @@ def duckdb_reference(raw: Path, out: Path) -> dict:
     for t, col in (("u", "user_id"), ("s", "streamer_id")):
         q(f"""CREATE TEMP TABLE {t}map AS SELECT row_number() OVER (ORDER BY {col}) - 1
               AS node_id, {col} FROM (SELECT {col} FROM gift_e UNION SELECT {col} FROM watch_e)""")
-    q("""CREATE TEMP TABLE days AS SELECT user_id, count(DISTINCT timestamp // 86400000) AS d
-         FROM (SELECT user_id, timestamp FROM gift_v UNION ALL SELECT user_id, timestamp
-               FROM click_v UNION ALL SELECT user_id, timestamp FROM comment_v
-               UNION ALL SELECT user_id, timestamp FROM like_v) GROUP BY 1""")
+    q("""CREATE TEMP TABLE days AS SELECT user_id, bit_count(bit_or(days)) AS d
+         FROM (SELECT user_id, days FROM gift_e UNION ALL SELECT user_id, days FROM watch_e)
+         GROUP BY 1""")
     q(f"""COPY (SELECT m.node_id, m.user_id, coalesce(g.n, 0) AS n_gifts,
                 coalesce(g.spend, 0) AS total_spend, coalesce(w.c, 0) AS n_clicks,
                 coalesce(d.d, 0) AS days_active, p.gender, p.age, p.country,
@@ -163,11 +169,12 @@ def duckdb_reference(raw: Path, out: Path) -> dict:
                                  sum(total_price) r FROM gift_e GROUP BY 1) g USING (streamer_id)
           {' '.join(pooled)}) TO '{out}/nodes_streamer.parquet'""")
     q("""CREATE TEMP TABLE gid AS SELECT u.node_id AS src, s.node_id AS dst, g.* EXCLUDE
-         (user_id, streamer_id) FROM gift_e g JOIN umap u USING (user_id)
+         (user_id, streamer_id, days) FROM gift_e g JOIN umap u USING (user_id)
          JOIN smap s USING (streamer_id)""")
     q(f"COPY gid TO '{out}/edges_gift.parquet'")
-    q(f"""COPY (SELECT u.node_id AS src, s.node_id AS dst, w.* EXCLUDE (user_id, streamer_id)
-          FROM watch_e w JOIN umap u USING (user_id) JOIN smap s USING (streamer_id))
+    q(f"""COPY (SELECT u.node_id AS src, s.node_id AS dst,
+          w.* EXCLUDE (user_id, streamer_id, days) FROM watch_e w
+          JOIN umap u USING (user_id) JOIN smap s USING (streamer_id))
           TO '{out}/edges_watch.parquet'""")
     q("""CREATE TEMP TABLE capped AS SELECT src, dst FROM (SELECT src, dst,
            row_number() OVER (PARTITION BY src ORDER BY weight DESC, dst) AS ru,

@@ -30,4 +30,8 @@ class BuildConfig(BaseModel):
         default_factory=lambda: {"click": 1.0, "comment": 2.0, "like": 1.0},
         description="per-event weight of the watch edge (before time decay)")
     shuffle_partitions: int = Field(8, ge=1)
+    broadcast_max_rows: int = Field(
+        5_000_000, ge=0, description="joins whose small side (profile ids, id maps, user pairs "
+                                     "sharing 2+ streamers) has at most this many rows are "
+                                     "broadcast, so the large side is not shuffled")
 

@@ -32,19 +32,33 @@ def fit_vocabularies(profiles: DataFrame | None, columns: list[str], slots: int,
     return vocab
 
 
-def one_hot(col: str, values: list[str], slots: int) -> Column:
-    """`slots` floats: position of the value in `values`, else the last ('other'); null -> 0s."""
-    pos = F.array_position(F.array(*[F.lit(v) for v in values]), F.col(col).cast("string")) \
-        if values else F.lit(0)
-    idx = F.when(F.col(col).isNull(), F.lit(-1)).when(pos == 0, F.lit(slots - 1)) \
-        .otherwise(pos - 1)
+def slot_columns(vocab: dict[str, list[str]], slots: int) -> list[Column]:
+    """`_slot_<column>`: the one-hot position of each profile value, its place in the
+    vocabulary, else the last ('other'); null for a null value (all zeros).
+
+    Computed on the profile table, before it is joined to the nodes: inlined into every
+    one-hot position of the vector instead, it made the generated code too large to compile
+    and node writing several times slower."""
+    out = []
+    for c, values in vocab.items():
+        pos = F.array_position(F.array(*[F.lit(v) for v in values]), F.col(c).cast("string")) \
+            if values else F.lit(0)
+        out.append(F.when(pos == 0, F.lit(slots - 1)).otherwise(pos - 1).cast("int")
+                   .alias(f"_slot_{c}"))
+    return out
+
+
+def one_hot(index: Column, slots: int) -> Column:
+    """`slots` floats with 1.0 at `index` (all zeros for null). `index` must be a column,
+    not an expression: it is read once per position."""
     return F.transform(F.sequence(F.lit(0), F.lit(slots - 1)),
-                       lambda i: F.when(i == idx, 1.0).otherwise(0.0))
+                       lambda i: F.when(i == index, 1.0).otherwise(0.0))
 
 
 def feature_vector(vocab: dict[str, list[str]], slots: int, numeric: list[str]) -> Column:
-    """One-hot blocks in vocabulary order, then log1p of each numeric column, as array<float>."""
-    parts = [one_hot(c, v, slots) for c, v in vocab.items()]
+    """One-hot blocks in vocabulary order (from the slot_columns), then log1p of each numeric
+    column, as array<float>."""
+    parts = [one_hot(F.col(f"_slot_{c}"), slots) for c in vocab]
     parts.append(F.array(*[F.log1p(F.greatest(F.col(c).cast("double"), F.lit(0.0)))
                            for c in numeric]))
     return F.concat(*parts).cast(ArrayType(FloatType(), True))

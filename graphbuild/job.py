@@ -89,8 +89,11 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
         for table in validate.PROFILE_TABLES:
             if table in sources:
                 collapsed[table] = _collapsed(spark, sources[table], window, cfg, {}, work)
-    known = {f"{t}_id": validate.valid_rows(collapsed[t], t).select(f"{t}_id")
-             for t in validate.PROFILE_TABLES if t in collapsed}
+    known = {}
+    for t in validate.PROFILE_TABLES:
+        if t in collapsed:
+            ids = validate.valid_rows(collapsed[t], t).select(f"{t}_id")
+            known[f"{t}_id"] = _small(ids, ids.count(), cfg)
     with timer.step("validate_events"):
         for table in EVENT_TABLES:
             if table in sources:
@@ -171,15 +174,15 @@ def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, st
            timer: Timer) -> dict:
     work = stage / "_work"           # intermediate tables, removed before publishing
     valid, summary = _validated(spark, sources, window, date, cfg, stage, work, timer)
-    end, hl = window.end_ms, cfg.half_life_days
+    end, hl, days = window.end_ms, cfg.half_life_days, cfg.window_days
 
     with timer.step("edges"):
-        gift = materialize(spark, transforms.gift_edges(valid["gift"], end, hl),
+        gift = materialize(spark, transforms.gift_edges(valid["gift"], end, hl, days),
                            work / "gift_edges")
         events = transforms.watch_events({t: valid[t] for t in ("click", "comment", "like")
                                           if t in valid})
         watch = None if events is None else materialize(spark, transforms.watch_edges(
-            events, end, hl, cfg.watch_weights), work / "watch_edges")
+            events, end, hl, cfg.watch_weights, days), work / "watch_edges")
 
     with timer.step("id_maps"):
         maps = {}
@@ -203,30 +206,36 @@ def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, st
         vocab = {t: features.fit_vocabularies(valid.get(t), PROFILE_CATEGORICAL[t],
                                               cfg.vocab_slots, encoders.get(t))
                  for t in ("user", "streamer")}
-        users = _user_nodes(maps["user"], valid, gift, watch, events, vocab["user"], cfg)
-        streamers = _streamer_nodes(maps["streamer"], valid, gift, watch, events,
-                                    vocab["streamer"], window, cfg)
+        users = _user_nodes(maps["user"], valid, gift, watch, vocab["user"], cfg)
+        streamers = _streamer_nodes(maps["streamer"], valid, gift, watch, vocab["streamer"],
+                                    window, cfg)
         write_table(users, stage / "nodes" / "user", GRAPH_NODES["user"])
         write_table(streamers, stage / "nodes" / "streamer", GRAPH_NODES["streamer"])
         enc = {"vocab_slots": cfg.vocab_slots, **vocab}
         write_json_atomic(stage / "encoders.json", enc)
 
     with timer.step("write_edges"):
-        write_table(idmap.to_node_ids(gift, maps["user"], maps["streamer"]),
-                    stage / "edges" / "gift", GRAPH_EDGES["gift"][2])
-        if watch is not None:
-            write_table(idmap.to_node_ids(watch, maps["user"], maps["streamer"]),
-                        stage / "edges" / "watch", GRAPH_EDGES["watch"][2])
+        small = {t: _small(m, sum(active.values()), cfg) for t, m in maps.items()}
+        for name, edges in (("gift", gift), ("watch", watch)):
+            if edges is not None:
+                write_table(idmap.to_node_ids(edges, small["user"], small["streamer"]),
+                            stage / "edges" / name, GRAPH_EDGES[name][2])
 
     with timer.step("similarity"):
         gift_ids = spark.read.parquet(str(stage / "edges" / "gift"))
-        capped = materialize(spark, transforms.cap_edges(
-            gift_ids, cfg.max_items_per_user, cfg.max_users_per_item), work / "capped")
-        s2s = (transforms.swing(capped, cfg.swing_alpha) if cfg.similarity == "swing"
-               else transforms.item_cosine(capped))
+        capped = materialize(spark, transforms.with_degree(transforms.cap_edges(
+            gift_ids, cfg.max_items_per_user, cfg.max_users_per_item)), work / "capped")
+        pairs = transforms.user_pairs(capped)
+        co = materialize(spark, transforms.co_counts(pairs), work / "co_counts")
+        if cfg.similarity == "swing":
+            multi = co.filter(F.col("co") >= 2).count()
+            s2s = transforms.swing(pairs, co, cfg.swing_alpha,
+                                   broadcast=multi <= cfg.broadcast_max_rows)
+        else:
+            s2s = transforms.item_cosine(capped)
         write_table(transforms.top_k(s2s, cfg.s2s_topk), stage / "edges" / "s2s",
                     GRAPH_EDGES["s2s"][2])
-        write_table(transforms.top_k(transforms.user_cosine(capped), cfg.u2u_topk),
+        write_table(transforms.top_k(transforms.user_cosine(co), cfg.u2u_topk),
                     stage / "edges" / "u2u", GRAPH_EDGES["u2u"][2])
 
     with timer.step("count_outputs"):
@@ -258,30 +267,35 @@ def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, st
     }
 
 
-def _user_nodes(ids, valid, gift, watch, events, vocab, cfg: BuildConfig) -> DataFrame:
-    day_events = valid["gift"].select("user_id", "timestamp")
-    if events is not None:
-        day_events = day_events.unionByName(events.select("user_id", "timestamp"))
-    stats = transforms.user_activity(gift, watch, transforms.days_active(day_events))
-    out = ids.join(stats, "user_id", "left")
-    if "user" in valid:
-        out = out.join(valid["user"].select("user_id", *vocab), "user_id", "left")
-    else:
-        out = out.select("*", *[F.lit(None).cast("string").alias(c) for c in vocab])
-    out = out.select("node_id", "user_id", "active", *[
+def _small(df: DataFrame, rows: int, cfg: BuildConfig) -> DataFrame:
+    """`df` marked for broadcast when its `rows` are few enough (the other side of the join
+    then is not shuffled)."""
+    return F.broadcast(df) if rows <= cfg.broadcast_max_rows else df
+
+
+def _user_nodes(ids, valid, gift, watch, vocab, cfg: BuildConfig) -> DataFrame:
+    stats = transforms.user_activity(gift, watch, cfg.window_days)
+    out = ids.join(stats, "user_id", "left").select("node_id", "user_id", "active", *[
         F.coalesce(F.col(c), F.lit(0)).cast(t).alias(c)
-        for c, t in transforms.USER_STATS.items()], *vocab)
+        for c, t in transforms.USER_STATS.items()])
+    out = _with_profiles(out, valid.get("user"), "user_id", vocab, cfg)
     return out.withColumn("features", features.feature_vector(vocab, cfg.vocab_slots,
                                                               USER_NUMERIC))
 
 
-def _streamer_nodes(ids, valid, gift, watch, events, vocab, window, cfg: BuildConfig):
-    seen = gift.groupBy("streamer_id").agg(F.min("first_ts").alias("ts"))
-    if events is not None:
-        seen = seen.unionByName(events.groupBy("streamer_id").agg(F.min("timestamp").alias("ts")))
-    seen = seen.groupBy("streamer_id").agg(F.min("ts").alias("window_first_ts"))
-    out = ids.join(transforms.streamer_activity(gift, watch), "streamer_id", "left") \
-        .join(seen, "streamer_id", "left")
+def _with_profiles(nodes: DataFrame, profiles: DataFrame | None, key: str,
+                   vocab: dict[str, list[str]], cfg: BuildConfig) -> DataFrame:
+    """Nodes with their profile columns and one-hot slots (features.slot_columns); nulls
+    without a profile."""
+    if profiles is None:
+        return nodes.select("*", *[F.lit(None).cast("string").alias(c) for c in vocab],
+                            *[F.lit(None).cast("int").alias(f"_slot_{c}") for c in vocab])
+    profiles = profiles.select(key, *vocab, *features.slot_columns(vocab, cfg.vocab_slots))
+    return nodes.join(profiles, key, "left")
+
+
+def _streamer_nodes(ids, valid, gift, watch, vocab, window, cfg: BuildConfig):
+    out = ids.join(transforms.streamer_activity(gift, watch), "streamer_id", "left")
     if "first_seen_ts" not in ids.columns:
         out = out.withColumn("first_seen_ts", F.lit(None).cast("long"))
     out = out.withColumn("first_seen_ts",
@@ -290,22 +304,20 @@ def _streamer_nodes(ids, valid, gift, watch, events, vocab, window, cfg: BuildCo
              if "room" in valid else None)
     out = out.join(lives, "streamer_id", "left") if lives is not None else out.withColumn(
         "n_lives", F.lit(0))
-    for m in MODALITIES:
-        col, dim = f"{m}_emb", cfg.modality_dims[m]
-        if "segments" in valid:
-            out = out.join(transforms.pool_segments(valid["segments"], m, window.end_ms,
-                                                    cfg.half_life_days), "streamer_id", "left")
-        else:
+    dims = {m: cfg.modality_dims[m] for m in MODALITIES}
+    if "segments" in valid:
+        out = out.join(transforms.pool_segments(valid["segments"], dims, window.end_ms,
+                                                cfg.half_life_days), "streamer_id", "left")
+    for m, dim in dims.items():
+        col = f"{m}_emb"
+        if "segments" not in valid:
             out = out.withColumn(col, F.lit(None).cast("array<float>"))
         out = out.withColumn(f"has_{m}", F.col(col).isNotNull()).withColumn(
             col, F.coalesce(F.col(col), F.array_repeat(F.lit(0.0).cast("float"), dim)))
-    if "streamer" in valid:
-        out = out.join(valid["streamer"].select("streamer_id", *vocab), "streamer_id", "left")
-    else:
-        out = out.select("*", *[F.lit(None).cast("string").alias(c) for c in vocab])
     stats = list(transforms.STREAMER_STATS) + ["n_lives"]
     out = out.select("node_id", "streamer_id", "active", "first_seen_ts",
                      *[F.coalesce(F.col(c), F.lit(0)).alias(c) for c in stats],
-                     *[c for m in MODALITIES for c in (f"{m}_emb", f"has_{m}")], *vocab)
+                     *[c for m in MODALITIES for c in (f"{m}_emb", f"has_{m}")])
+    out = _with_profiles(out, valid.get("streamer"), "streamer_id", vocab, cfg)
     return out.withColumn("features", features.feature_vector(vocab, cfg.vocab_slots,
                                                               STREAMER_NUMERIC))

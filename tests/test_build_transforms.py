@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from graphbuild import features, idmap, transforms
-from tests.build_raw import DAY_MS, END_MS, base_tables
+from tests.build_raw import DAY_MS, DIMS, END_MS, base_tables
 
 HL = 7.0
 
@@ -65,12 +65,10 @@ def test_watch_edges_and_activity_match_pandas(spark, tables):
         np.testing.assert_array_equal(got[c].to_numpy(), want[c].to_numpy(), err_msg=c)
     np.testing.assert_allclose(got.weight, want.weight, rtol=1e-12)
 
-    gift = transforms.gift_edges(spark.createDataFrame(tables["gift"]), END_MS, HL)
+    gift = transforms.gift_edges(spark.createDataFrame(tables["gift"]), END_MS, HL, 14)
     watch = spark.createDataFrame(got)
-    days_events = spark.createDataFrame(pd.concat(
-        [tables["gift"][["user_id", "timestamp"]], ev[["user_id", "timestamp"]]]))
-    act = _sorted(transforms.user_activity(gift, watch, transforms.days_active(days_events))
-                  .toPandas(), ["user_id"]).set_index("user_id")
+    act = _sorted(transforms.user_activity(gift, watch, 14).toPandas(),
+                  ["user_id"]).set_index("user_id")
     g = tables["gift"]
     assert act.loc[1, "n_gifts"] == (g.user_id == 1).sum() == 4
     assert act.loc[1, "total_spend"] == g[g.user_id == 1].gift_price.sum()
@@ -78,9 +76,17 @@ def test_watch_edges_and_activity_match_pandas(spark, tables):
     all_ev = pd.concat([g[["user_id", "timestamp"]], ev[["user_id", "timestamp"]]])
     want_days = all_ev.assign(d=all_ev.timestamp // DAY_MS).groupby("user_id").d.nunique()
     np.testing.assert_array_equal(act.days_active.to_numpy(), want_days.sort_index().to_numpy())
+    assert want_days.max() > 1
+    # masks of more than one word (a 100-day window) count the same days
+    long = transforms.user_activity(transforms.gift_edges(spark.createDataFrame(g), END_MS, HL,
+                                                          100), None, 100).toPandas()
+    want_g = g.assign(d=g.timestamp // DAY_MS).groupby("user_id").d.nunique()
+    assert dict(zip(long.user_id, long.days_active)) == want_g.to_dict()
     st = transforms.streamer_activity(gift, watch).toPandas().set_index("streamer_id")
     assert st.loc[10, "n_gifters"] == g[g.streamer_id == 10].user_id.nunique()
     assert st.loc[10, "n_clicks"] == (tables["click"].streamer_id == 10).sum()
+    first = pd.concat([g, ev]).groupby("streamer_id").timestamp.min()
+    assert st.window_first_ts.to_dict() == first.to_dict()
 
 
 def _swing_reference(edges: list[tuple[int, int]], alpha: float) -> dict[tuple[int, int], float]:
@@ -105,10 +111,14 @@ def _random_edges(rng, n_users=30, n_items=12, per_user=4):
 
 def test_swing_and_top_k_match_bruteforce(spark):
     edges = _random_edges(np.random.default_rng(1))
-    capped = transforms.cap_edges(spark.createDataFrame(edges), 100, 100)
+    capped = transforms.with_degree(transforms.cap_edges(spark.createDataFrame(edges), 100, 100))
     assert capped.count() == len(edges)              # caps above the degrees keep everything
     want = _swing_reference(list(zip(edges.src, edges.dst)), alpha=1.0)
-    got = transforms.swing(capped, 1.0).toPandas()
+    pairs = transforms.user_pairs(capped)
+    co = transforms.co_counts(pairs)
+    got = transforms.swing(pairs, co, 1.0).toPandas()
+    broadcast = transforms.swing(pairs, co, 1.0, broadcast=True).toPandas()
+    assert {(r.src, r.dst): r.score for r in broadcast.itertuples()} == pytest.approx(want)
     assert {(r.src, r.dst): r.score for r in got.itertuples()} == pytest.approx(want)
 
     top = transforms.top_k(spark.createDataFrame(got), 3).toPandas()
@@ -135,7 +145,8 @@ def test_cosines_match_numpy(spark):
     df = spark.createDataFrame(edges)
     m = np.zeros((15, 8))
     m[edges.src, edges.dst] = 1.0
-    for got, mat in ((transforms.user_cosine(df).toPandas(), m),
+    co = transforms.co_counts(transforms.user_pairs(transforms.with_degree(df)))
+    for got, mat in ((transforms.user_cosine(co).toPandas(), m),
                      (transforms.item_cosine(df).toPandas(), m.T)):
         norms = np.sqrt(mat.sum(1))
         sim = (mat @ mat.T) / np.outer(norms, norms)
@@ -146,14 +157,15 @@ def test_cosines_match_numpy(spark):
 
 def test_pooled_segments_are_recency_weighted_means(spark, tables):
     seg = tables["segments"]
-    got = transforms.pool_segments(spark.createDataFrame(seg), "image", END_MS, HL).toPandas()
+    dims = {m: DIMS[m] for m in ("image", "speech")}
+    got = transforms.pool_segments(spark.createDataFrame(seg), dims, END_MS, HL).toPandas()
     got = got.set_index("streamer_id")
-    for s, grp in seg.groupby("streamer_id"):
-        w = 2.0 ** (-(END_MS - grp.timestamp.to_numpy()) / (HL * DAY_MS))
-        want = (np.stack(grp.image_emb.to_numpy()) * w[:, None]).sum(0) / w.sum()
-        np.testing.assert_allclose(got.loc[s, "image_emb"], want, rtol=1e-5)
-    speech = transforms.pool_segments(spark.createDataFrame(seg), "speech", END_MS, HL)
-    assert 11 not in set(speech.toPandas().streamer_id)   # all its speech vectors are null
+    for m in dims:
+        for s, grp in seg[seg[f"{m}_emb"].notna()].groupby("streamer_id"):
+            w = 2.0 ** (-(END_MS - grp.timestamp.to_numpy()) / (HL * DAY_MS))
+            want = (np.stack(grp[f"{m}_emb"].to_numpy()) * w[:, None]).sum(0) / w.sum()
+            np.testing.assert_allclose(got.loc[s, f"{m}_emb"], want, rtol=1e-5)
+    assert got.loc[11, "speech_emb"] is None            # all its speech vectors are null
 
 
 def test_ids_are_stable_and_appended_in_raw_id_order(spark):
@@ -175,7 +187,8 @@ def test_vocabularies_append_and_keep_width(spark):
     v2 = features.fit_vocabularies(p2, ["g", "h"], slots=3, previous=v1)
     assert v2 == {"g": ["b", "a"], "h": ["x", "z"]}       # full: c goes to 'other'
     p2 = p2.withColumn("n", p2.g.isNull().cast("long") * 3)
-    rows = p2.select(features.feature_vector(v2, 3, ["n"]).alias("f")).toPandas().f
+    rows = p2.select("*", *features.slot_columns(v2, 3)).select(
+        features.feature_vector(v2, 3, ["n"]).alias("f")).toPandas().f
     got = np.stack(rows.to_numpy())
     assert got.shape == (3, 7) == (3, len(features.feature_names(v2, 3, ["n"])))
     np.testing.assert_allclose(got, [[0, 0, 1, 0, 0, 1, 0],        # c -> other, y -> other

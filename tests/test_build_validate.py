@@ -129,7 +129,8 @@ def test_segment_vectors_of_wrong_length_or_not_finite_are_rejected(spark, tmp_p
     cases = [({}, OK), ({"image_emb": "1 2 3"}, "bad_image_emb"),
              ({"speech_emb": "1 nan"}, "bad_speech_emb"), ({"comment_emb": "inf 0"},
                                                            "bad_comment_emb"),
-             ({"image_emb": "1 2 x 4"}, "bad_image_emb")]
+             ({"image_emb": "1 2 x 4"}, "bad_image_emb"), ({"comment_emb": "0 -inf"},
+                                                          "bad_comment_emb")]
     raw = tmp_path / "raw"
     raw.mkdir()
     pd.DataFrame([{**good, **c} for c, _ in cases]).to_csv(raw / "segments.csv", index=False)
