@@ -290,8 +290,10 @@ def write_doc(results: list[dict], path: Path, command: str, note: str) -> None:
         "",
         f"Produced by `bench/bench_build.py` (last scale finished {results[-1]['finished']}). "
         f"Machine: {cores} cores, {mem:.0f} GiB RAM, {platform.platform()}. "
-        "Spark: `graphbuild.job.run_build` on local[2], 8 shuffle partitions, JVM start "
-        "excluded. DuckDB: `bench/bench_build.py:duckdb_reference`, 2 threads. At each scale "
+        "Spark: `graphbuild.job.run_build` on local[2], 8 shuffle partitions, "
+        f"{SPARK_MEMORY} driver memory, JVM start excluded. DuckDB: "
+        f"`bench/bench_build.py:duckdb_reference`, 2 threads, {DUCKDB_MEMORY} memory limit "
+        "(spilling to disk beyond). At each scale "
         "both engines read the same generated Parquet files, one after the other in the same run.",
         "Data: `graphbuild.synthetic.generate` (the code behind `cli.py generate`), 15 days, lean "
         "ratios (5 clicks, 1 comment, 1 like per gift); window = all 15 days. Events = gift + "
@@ -364,7 +366,8 @@ def write_doc(results: list[dict], path: Path, command: str, note: str) -> None:
         "(ids, timestamps, prices, vector length / NaN, unknown ids against the profiles, "
         "window), exact-duplicate collapse (GROUP BY ALL), rejected rows to Parquet, gift and "
         "watch edges with decay weights, id maps (row_number by raw id), user and streamer "
-        "statistics with days active, recency-weighted pooled segment vectors, capped edges "
+        "statistics with days active (from per-edge day bitmasks, as the Spark job), "
+        "recency-weighted pooled segment vectors, capped edges "
         "(50 per user, 200 per streamer), Swing s2s and cosine u2u top-20, all written to "
         "Parquet. It does not encode the one-hot profile features nor keep ids stable against "
         "a previous date (both cheap).",
@@ -383,7 +386,7 @@ def write_doc(results: list[dict], path: Path, command: str, note: str) -> None:
 
 
 @click.command()
-@click.option("--scales", default="1M,3M", show_default=True)
+@click.option("--scales", default="1M,3M,10M", show_default=True)
 @click.option("--engines", default="spark,duckdb", show_default=True,
               help="run only these; a scale keeps the other engine's last result")
 @click.option("--work", default="/tmp/gie-bench-build", show_default=True)
