@@ -215,7 +215,7 @@ def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, st
         write_json_atomic(stage / "encoders.json", enc)
 
     with timer.step("write_edges"):
-        small = {t: _small(m, sum(active.values()), cfg) for t, m in maps.items()}
+        small = {t: _small(m, m.count(), cfg) for t, m in maps.items()}
         for name, edges in (("gift", gift), ("watch", watch)):
             if edges is not None:
                 write_table(idmap.to_node_ids(edges, small["user"], small["streamer"]),

@@ -230,7 +230,10 @@ def item_cosine(capped: DataFrame) -> DataFrame:
 
 
 def top_k(pairs: DataFrame, k: int) -> DataFrame:
-    """The k best dst per src by score (ties by dst id), with rank 1 = best."""
-    order = Window.partitionBy("src").orderBy(F.desc("score"), F.asc("dst"))
+    """The k best dst per src by score (ties by dst id), with rank 1 = best.
+
+    Scores are compared to 1e-9: sums of the same terms in another order (another join
+    strategy, another shuffle) differ in the last bits, and must not reorder the ranks."""
+    order = Window.partitionBy("src").orderBy(F.round("score", 9).desc(), F.asc("dst"))
     return (pairs.withColumn("rank", F.row_number().over(order)).filter(F.col("rank") <= k)
             .select("src", "dst", "score", F.col("rank").cast("int")))

@@ -91,6 +91,7 @@ def test_graph_matches_contract_and_pandas(built):
 
 @pytest.mark.slow
 def test_csv_part_files_give_the_same_graph(built, spark):
+    """CSV part files, and sort-merge joins instead of broadcasts, give the same graph."""
     tmp, tables, _, g = built
     raw = write_raw(tmp / "raw_csv", tables, "csv")
     gift = pd.read_csv(raw / "gift.csv")
@@ -98,7 +99,12 @@ def test_csv_part_files_give_the_same_graph(built, spark):
     (raw / "gift").mkdir()
     gift.iloc[:7].to_csv(raw / "gift" / "part-0.csv", index=False)
     gift.iloc[7:].to_csv(raw / "gift" / "part-1.csv", index=False)
-    run_build(raw, tmp / "graph_csv", DATE, CFG, spark=spark)
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    try:
+        run_build(raw, tmp / "graph_csv", DATE,
+                  CFG.model_copy(update={"broadcast_max_rows": 0}), spark=spark)
+    finally:
+        spark.conf.unset("spark.sql.autoBroadcastJoinThreshold")
     c = load_graph(dated(tmp / "graph_csv", DATE))
     for t in GRAPH_NODES:
         np.testing.assert_array_equal(c.raw_ids[t], g.raw_ids[t])
