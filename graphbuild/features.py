@@ -36,9 +36,8 @@ def slot_columns(vocab: dict[str, list[str]], slots: int) -> list[Column]:
     """`_slot_<column>`: the one-hot position of each profile value, its place in the
     vocabulary, else the last ('other'); null for a null value (all zeros).
 
-    Computed on the profile table, before it is joined to the nodes: inlined into every
-    one-hot position of the vector instead, it made the generated code too large to compile
-    and node writing several times slower."""
+    Computed once per row on the profile table, before it is joined to the nodes: inside the
+    one-hot lambda it was looked up again for every position, in interpreted code."""
     out = []
     for c, values in vocab.items():
         pos = F.array_position(F.array(*[F.lit(v) for v in values]), F.col(c).cast("string")) \
