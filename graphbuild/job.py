@@ -225,17 +225,18 @@ def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, st
         gift_ids = spark.read.parquet(str(stage / "edges" / "gift"))
         capped = materialize(spark, transforms.with_degree(transforms.cap_edges(
             gift_ids, cfg.max_items_per_user, cfg.max_users_per_item)), work / "capped")
-        pairs = transforms.user_pairs(capped)
-        co = materialize(spark, transforms.co_counts(pairs), work / "co_counts")
+        neighbours = materialize(spark, transforms.user_neighbours(capped, cfg.u2u_topk),
+                                 work / "user_neighbours")
         if cfg.similarity == "swing":
-            multi = co.filter(F.col("co") >= 2).count()
-            s2s = transforms.swing(pairs, co, cfg.swing_alpha,
-                                   broadcast=multi <= cfg.broadcast_max_rows)
+            shared = transforms.shared_pairs(neighbours)
+            s2s = transforms.swing(transforms.user_pairs(capped), shared, cfg.swing_alpha,
+                                   broadcast=shared.count() <= cfg.broadcast_max_rows)
         else:
             s2s = transforms.item_cosine(capped)
         write_table(transforms.top_k(s2s, cfg.s2s_topk), stage / "edges" / "s2s",
                     GRAPH_EDGES["s2s"][2])
-        write_table(transforms.top_k(transforms.user_cosine(co), cfg.u2u_topk),
+        write_table(neighbours.filter(F.col("rank") <= cfg.u2u_topk)
+                    .select("src", "dst", "score", "rank"),
                     stage / "edges" / "u2u", GRAPH_EDGES["u2u"][2])
 
     with timer.step("count_outputs"):

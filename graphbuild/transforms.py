@@ -170,31 +170,49 @@ def with_degree(capped: DataFrame) -> DataFrame:
 
 
 def user_pairs(capped: DataFrame) -> DataFrame:
-    """(u, v, i, du, dv) for every unordered user pair u < v who both gifted streamer i, with
-    the users' capped degrees (`capped` from with_degree)."""
+    """(u, v, i) for every unordered user pair u < v who both gifted streamer i."""
     a, b = capped.alias("a"), capped.alias("b")
     return a.join(b, F.col("a.dst") == F.col("b.dst")).filter(F.col("a.src") < F.col("b.src")) \
-        .select(F.col("a.src").alias("u"), F.col("b.src").alias("v"), F.col("a.dst").alias("i"),
-                F.col("a.deg").alias("du"), F.col("b.deg").alias("dv"))
+        .select(F.col("a.src").alias("u"), F.col("b.src").alias("v"), F.col("a.dst").alias("i"))
 
 
-def co_counts(pairs: DataFrame) -> DataFrame:
-    """(u, v, co, du, dv): how many streamers each user pair co-gifted."""
-    return pairs.groupBy("u", "v").agg(F.count(F.lit(1)).alias("co"), F.first("du").alias("du"),
-                                       F.first("dv").alias("dv"))
+def user_neighbours(capped: DataFrame, k: int) -> DataFrame:
+    """(src, dst, co, score, rank) for ordered user pairs who co-gifted: co = |I_u & I_v|,
+    score = cosine co / sqrt(|I_u| |I_v|) (`capped` from with_degree), rank per src as top_k.
+    Keeps each user's k best (the u2u edges) and, once with src < dst, every pair sharing two
+    or more streamers (what Swing needs, see shared_pairs).
+
+    The pairs, the largest table of the build (128M at 10M gifts), are shuffled once, by src:
+    the count per pair and the ranking per src then need no further shuffle."""
+    a, b = capped.alias("a"), capped.alias("b")
+    directed = a.join(b, F.col("a.dst") == F.col("b.dst")).filter(F.col("a.src") != F.col("b.src"))
+    co = directed.select(F.col("a.src").alias("src"), F.col("b.src").alias("dst"),
+                         F.col("a.deg").alias("du"), F.col("b.deg").alias("dv")) \
+        .repartition("src").groupBy("src", "dst", "du", "dv").agg(F.count(F.lit(1)).alias("co"))
+    scored = co.select("src", "dst", "co",
+                       (F.col("co") / F.sqrt(F.col("du") * F.col("dv"))).alias("score"))
+    return _ranked(scored).filter((F.col("rank") <= k) | _shared())
 
 
-def swing(pairs: DataFrame, co: DataFrame, alpha: float, broadcast: bool = False) -> DataFrame:
+def _shared() -> Column:
+    return (F.col("co") >= 2) & (F.col("src") < F.col("dst"))
+
+
+def shared_pairs(neighbours: DataFrame) -> DataFrame:
+    """(u, v, co) for the unordered user pairs sharing two or more streamers, from
+    user_neighbours: about 1.3% of all co-gifting pairs at 10M gifts."""
+    return neighbours.filter(_shared()).select(
+        F.col("src").alias("u"), F.col("dst").alias("v"), "co")
+
+
+def swing(pairs: DataFrame, shared: DataFrame, alpha: float, broadcast: bool = False) -> DataFrame:
     """Swing streamer-streamer scores: for each unordered user pair (u, v) who both gifted i and
     j, add 1 / (alpha + |I_u & I_v|). Returns (src=i, dst=j, score), both directions.
 
-    Only pairs sharing two or more streamers contribute, usually a small share of all pairs
-    (about 1.3% at 10M gifts): they are selected first from the co-gifting counts, and may be
-    broadcast so that the pairs themselves are never shuffled."""
-    multi = co.filter(F.col("co") >= 2).select(
-        "u", "v", (1.0 / (F.lit(alpha) + F.col("co"))).alias("w"))
-    weighted = pairs.select("u", "v", "i").join(F.broadcast(multi) if broadcast else multi,
-                                                ["u", "v"])
+    Only pairs sharing two or more streamers contribute (`shared`, from shared_pairs); they may
+    be broadcast so that the (user pair, streamer) rows themselves are never shuffled."""
+    weights = shared.select("u", "v", (1.0 / (F.lit(alpha) + F.col("co"))).alias("w"))
+    weighted = pairs.join(F.broadcast(weights) if broadcast else weights, ["u", "v"])
     x, y = weighted.alias("x"), weighted.alias("y")
     return (x.join(y, (F.col("x.u") == F.col("y.u")) & (F.col("x.v") == F.col("y.v"))
                    & (F.col("x.i") != F.col("y.i")))
@@ -206,12 +224,6 @@ def _both_ways(scored: DataFrame) -> DataFrame:
     """(p, q, score) with p < q -> (src, dst, score) in both directions."""
     return scored.select(F.col("p").alias("src"), F.col("q").alias("dst"), "score").unionByName(
         scored.select(F.col("q").alias("src"), F.col("p").alias("dst"), "score"))
-
-
-def user_cosine(co: DataFrame) -> DataFrame:
-    """User-user cosine over shared gifted streamers, from co_counts: (src, dst, score)."""
-    return _both_ways(co.select(F.col("u").alias("p"), F.col("v").alias("q"),
-                                (F.col("co") / F.sqrt(F.col("du") * F.col("dv"))).alias("score")))
 
 
 def item_cosine(capped: DataFrame) -> DataFrame:
@@ -229,11 +241,15 @@ def item_cosine(capped: DataFrame) -> DataFrame:
                               .alias("score")))
 
 
-def top_k(pairs: DataFrame, k: int) -> DataFrame:
-    """The k best dst per src by score (ties by dst id), with rank 1 = best.
+def _ranked(pairs: DataFrame) -> DataFrame:
+    """`rank` per src, 1 = best score, ties by the smaller dst.
 
     Scores are compared to 1e-9: sums of the same terms in another order (another join
     strategy, another shuffle) differ in the last bits, and must not reorder the ranks."""
     order = Window.partitionBy("src").orderBy(F.round("score", 9).desc(), F.asc("dst"))
-    return (pairs.withColumn("rank", F.row_number().over(order)).filter(F.col("rank") <= k)
-            .select("src", "dst", "score", F.col("rank").cast("int")))
+    return pairs.withColumn("rank", F.row_number().over(order))
+
+
+def top_k(pairs: DataFrame, k: int) -> DataFrame:
+    """The k best dst per src by score (ties by dst id), with rank 1 = best."""
+    return _ranked(pairs).filter(F.col("rank") <= k).select("src", "dst", "score", "rank")

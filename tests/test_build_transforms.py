@@ -115,14 +115,16 @@ def test_swing_and_top_k_match_bruteforce(spark):
     assert capped.count() == len(edges)              # caps above the degrees keep everything
     want = _swing_reference(list(zip(edges.src, edges.dst)), alpha=1.0)
     pairs = transforms.user_pairs(capped)
-    co = transforms.co_counts(pairs)
-    got = transforms.swing(pairs, co, 1.0).toPandas()
-    broadcast = transforms.swing(pairs, co, 1.0, broadcast=True).toPandas()
+    # k=1 keeps the best neighbour of each user, and beyond it the pairs Swing needs
+    shared = transforms.shared_pairs(transforms.user_neighbours(capped, 1))
+    got = transforms.swing(pairs, shared, 1.0).toPandas()
+    broadcast = transforms.swing(pairs, shared, 1.0, broadcast=True).toPandas()
     assert {(r.src, r.dst): r.score for r in broadcast.itertuples()} == pytest.approx(want)
     assert {(r.src, r.dst): r.score for r in got.itertuples()} == pytest.approx(want)
 
     top = transforms.top_k(spark.createDataFrame(got), 3).toPandas()
-    ref = got.sort_values(["src", "score", "dst"], ascending=[True, False, True])
+    ref = got.assign(tied=got.score.round(9))      # sums in another order tie to 1e-9
+    ref = ref.sort_values(["src", "tied", "dst"], ascending=[True, False, True])
     ref = ref.groupby("src").head(3).assign(rank=lambda d: d.groupby("src").cumcount() + 1)
     merged = top.merge(ref, on=["src", "dst"], suffixes=("", "_ref"))
     assert len(merged) == len(top) == len(ref)
@@ -145,14 +147,31 @@ def test_cosines_match_numpy(spark):
     df = spark.createDataFrame(edges)
     m = np.zeros((15, 8))
     m[edges.src, edges.dst] = 1.0
-    co = transforms.co_counts(transforms.user_pairs(transforms.with_degree(df)))
-    for got, mat in ((transforms.user_cosine(co).toPandas(), m),
+    users = transforms.user_neighbours(transforms.with_degree(df), 15).toPandas()  # all pairs
+    overlap = m @ m.T
+    assert all(r.co == overlap[r.src, r.dst] for r in users.itertuples())
+    for got, mat in ((users, m),
                      (transforms.item_cosine(df).toPandas(), m.T)):
         norms = np.sqrt(mat.sum(1))
         sim = (mat @ mat.T) / np.outer(norms, norms)
         np.fill_diagonal(sim, 0)
         want = {(a, b): sim[a, b] for a, b in zip(*np.nonzero(sim))}
         assert {(r.src, r.dst): r.score for r in got.itertuples()} == pytest.approx(want)
+
+
+def test_user_neighbours_keep_the_top_k_and_the_pairs_swing_needs(spark):
+    edges = _random_edges(np.random.default_rng(3), n_users=25, n_items=6)
+    capped = transforms.with_degree(spark.createDataFrame(edges))
+    every = transforms.user_neighbours(capped, 100).toPandas()
+    got = transforms.user_neighbours(capped, 2).toPandas()
+    best = transforms.top_k(spark.createDataFrame(every[["src", "dst", "score"]]), 2).toPandas()
+    top = got[got["rank"] <= 2]
+    assert set(zip(top.src, top.dst, top["rank"])) == set(zip(best.src, best.dst, best["rank"]))
+    rest = got[got["rank"] > 2]
+    want = every[(every["rank"] > 2) & (every.co >= 2) & (every.src < every.dst)]
+    assert len(rest) and set(zip(rest.src, rest.dst)) == set(zip(want.src, want.dst))
+    shared = transforms.shared_pairs(spark.createDataFrame(got)).toPandas()
+    assert len(shared) == ((every.co >= 2) & (every.src < every.dst)).sum()
 
 
 def test_pooled_segments_are_recency_weighted_means(spark, tables):
