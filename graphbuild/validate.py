@@ -16,6 +16,7 @@ from pyspark.sql.types import ArrayType, FloatType
 
 from graphbuild.config import BuildConfig
 from graphbuild.schema import MODALITIES, RAW_ID_COLUMN, RAW_TABLES
+from graphbuild.transforms import grouped_after_shuffle
 
 DAY_MS = 86_400_000
 MIN_TS = 946_684_800_000      # 2000-01-01: earlier timestamps are impossible for these logs
@@ -149,8 +150,8 @@ def collapse(df: DataFrame, table: str) -> DataFrame:
     ok rows keep their typed columns, so exact duplicates collapse into one row (the dedup);
     rejected rows keep only their raw row as JSON (`_record`); skipped rows only their status.
     Counts, valid rows and quarantined rows are all read from this table, so each raw table is
-    read and classified once. Vector columns are grouped by their 64-bit hash (arrays as
-    grouping keys would force a slow sort-based aggregation).
+    read and classified once. Vector columns are grouped by their 64-bit hash: one long per
+    vector in every key instead of all its floats.
     """
     names = RAW_TABLES[table].names
     ok = _ok()
@@ -158,8 +159,9 @@ def collapse(df: DataFrame, table: str) -> DataFrame:
     keys = [F.col(STATUS), F.when(_rejected(), F.to_json(F.col(RAW))).alias(RECORD)]
     keys += [F.when(ok, F.col(c)).alias(c) for c in names if c not in vectors]
     keys += [F.when(ok, F.xxhash64(c)).alias(f"_h_{c}") for c in vectors]
-    out = df.groupBy(*keys).agg(*[F.first(F.when(ok, F.col(c))).alias(c) for c in vectors],
-                                F.count(F.lit(1)).alias(COPIES))
+    keyed = df.select(*keys, *[F.when(ok, F.col(c)).alias(c) for c in vectors])
+    out = grouped_after_shuffle(keyed, [k for k in keyed.columns if k not in vectors]).agg(
+        *[F.first(c).alias(c) for c in vectors], F.count(F.lit(1)).alias(COPIES))
     return out.select(*names, STATUS, RECORD, COPIES)
 
 
