@@ -376,8 +376,11 @@ def write_doc(results: list[dict], path: Path, command: str, note: str) -> None:
         "against the profile ids included) into one collapsed table per input "
         "(`graphbuild.validate.collapse`: ok rows deduplicated with a copy count, rejected "
         "rows as raw JSON, skipped rows as a count); status counts, duplicates, valid rows and "
-        "the rejected table are read from it. Segment vectors are deduplicated by a 64-bit "
-        "hash (arrays as grouping keys forced a sort-based aggregation).",
+        "the rejected table are read from it. Segment vectors are deduplicated by their 64-bit "
+        "hash (one long per vector in each key). That collapse and the gift and watch edges "
+        "shuffle rows by their grouping keys first (`transforms.grouped_after_shuffle`), so "
+        "Spark aggregates once, after the shuffle: their groups are tiny, and the partial "
+        "aggregation before the shuffle reduced few rows and spilled.",
         "",
         f"Reproduce (rewrites this file with every scale in the work folder):\n\n    {command}",
     ]
