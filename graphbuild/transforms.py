@@ -178,11 +178,18 @@ def with_degree(capped: DataFrame) -> DataFrame:
                          .alias("deg"))
 
 
+def _co_gifting(capped: DataFrame, both_ways: bool) -> DataFrame:
+    """Capped edges `a` and `b` of two different users to the same streamer: every user pair
+    once (a.src < b.src), or in both directions."""
+    a, b = capped.alias("a"), capped.alias("b")
+    other = F.col("a.src") != F.col("b.src") if both_ways else F.col("a.src") < F.col("b.src")
+    return a.join(b, F.col("a.dst") == F.col("b.dst")).filter(other)
+
+
 def user_pairs(capped: DataFrame) -> DataFrame:
     """(u, v, i) for every unordered user pair u < v who both gifted streamer i."""
-    a, b = capped.alias("a"), capped.alias("b")
-    return a.join(b, F.col("a.dst") == F.col("b.dst")).filter(F.col("a.src") < F.col("b.src")) \
-        .select(F.col("a.src").alias("u"), F.col("b.src").alias("v"), F.col("a.dst").alias("i"))
+    return _co_gifting(capped, both_ways=False).select(
+        F.col("a.src").alias("u"), F.col("b.src").alias("v"), F.col("a.dst").alias("i"))
 
 
 def user_neighbours(capped: DataFrame, k: int) -> DataFrame:
@@ -191,13 +198,14 @@ def user_neighbours(capped: DataFrame, k: int) -> DataFrame:
     Keeps each user's k best (the u2u edges) and, once with src < dst, every pair sharing two
     or more streamers (what Swing needs, see shared_pairs).
 
-    The pairs, the largest table of the build (128M at 10M gifts), are shuffled once, by src:
-    the count per pair and the ranking per src then need no further shuffle."""
-    a, b = capped.alias("a"), capped.alias("b")
-    directed = a.join(b, F.col("a.dst") == F.col("b.dst")).filter(F.col("a.src") != F.col("b.src"))
-    co = directed.select(F.col("a.src").alias("src"), F.col("b.src").alias("dst"),
-                         F.col("a.deg").alias("du"), F.col("b.deg").alias("dv")) \
-        .repartition("src").groupBy("src", "dst", "du", "dv").agg(F.count(F.lit(1)).alias("co"))
+    The pairs, the largest table of the build (128M at 10M gifts), are shuffled once, by src
+    alone (not by every grouping key, as in grouped_after_shuffle): the count per pair and the
+    ranking per src then need no further shuffle."""
+    pairs = _co_gifting(capped, both_ways=True).select(
+        F.col("a.src").alias("src"), F.col("b.src").alias("dst"),
+        F.col("a.deg").alias("du"), F.col("b.deg").alias("dv"))
+    co = pairs.repartition("src").groupBy("src", "dst", "du", "dv").agg(
+        F.count(F.lit(1)).alias("co"))
     scored = co.select("src", "dst", "co",
                        (F.col("co") / F.sqrt(F.col("du") * F.col("dv"))).alias("score"))
     return _ranked(scored).filter((F.col("rank") <= k) | _shared())
