@@ -89,7 +89,7 @@ def main() -> int:
 
 QUALITY = {  # report key -> column title
     "retrieval.overall.merged.recall@50": "merged R@50",
-    "retrieval.explore.merged.recall@50": "explore merged R@50",
+    "retrieval.explore.explore.recall@50": "explore R@50",
     "targets.explore_recall.best_baseline_value": "explore best baseline R@50",
     "link_prediction.all.auc": "next-day link AUC",
     "downstream.history_only.auc": "DIN AUC history only",

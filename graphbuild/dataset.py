@@ -130,3 +130,12 @@ def load_graph(path: str | Path, edge_types: tuple[str, ...] | None = None) -> G
             n: table.column(n).to_numpy() for n in schema.names if n not in ("src", "dst")})
 
     return GraphData(path, metadata, raw_ids, features, columns, modalities, modality_mask, edges)
+
+
+def to_node_ids(raw_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Map raw ids to node ids through the graph's id map; -1 where unknown."""
+    if len(raw_ids) == 0:
+        return np.full(len(values), -1, dtype=np.int64)
+    order = np.argsort(raw_ids, kind="stable")
+    pos = np.clip(np.searchsorted(raw_ids[order], values), 0, len(raw_ids) - 1)
+    return np.where(raw_ids[order][pos] == values, order[pos], -1).astype(np.int64)

@@ -167,19 +167,32 @@ def embedding_schema(node_type: str) -> pa.Schema:
 # ---------------------------------------------------------------------------------------------
 # Bundle: <bundle>/dt=YYYY-MM-DD/expansions/{user,streamer}/
 # ---------------------------------------------------------------------------------------------
-BUNDLE_SCHEMA_VERSION = 1
+BUNDLE_SCHEMA_VERSION = 2
 METAPATHS = {
     "user": ("U-S", "U-U-S", "U-S-S"),
     "streamer": ("S-U", "S-S-U", "S-U-U"),
 }
-MERGED = "merged"
+"""The paper's six metapaths (docs/BUNDLE.md "Scoring")."""
+SOURCES = {
+    "user": METAPATHS["user"] + ("U-W-S", "U-W-S-S", "U-knn-S", "U-s2s-S"),
+    "streamer": METAPATHS["streamer"] + ("S-W-U", "S-S-W-U", "S-knn-U", "S-u2u-U"),
+}
+"""Every candidate source published as a sequence: the six metapaths, the watched-never-gifted
+hops (W), the cross-type embedding hop (knn) and the similar hop over the build's edges alone."""
+PRIORS = {"user": ("POP", "NEW"), "streamer": ("ACT",)}
+"""Candidate sources of the fused ranking only (one list for every node, so not published):
+popular streamers, fresh streamers, the most active gifters."""
+MERGED, EXPLORE = "merged", "explore"
+FUSED = (MERGED, EXPLORE)
+SEQUENCES = {t: SOURCES[t] + FUSED for t in SOURCES}
 
 
 def expansion_schema(node_type: str) -> pa.Schema:
     return pa.schema([
         (RAW_ID_COLUMN[node_type], pa.int64()),
-        ("metapath", pa.string()),
+        ("metapath", pa.string()),            # a source of SOURCES, or merged / explore
         ("targets", pa.list_(pa.int64())),    # raw ids, best first
         ("scores", pa.list_(pa.float32())),
         ("via", pa.list_(pa.int64())),        # raw id of the node each target came through
+        ("source", pa.list_(pa.string())),    # the source that ranked each target best
     ])

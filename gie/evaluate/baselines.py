@@ -1,13 +1,20 @@
-"""What GIE must beat, computed from the same graph window: four ways to rank streamers.
+"""What GIE must beat, computed from the same graph window, independently of gie.expand.
 
+Streamers for a user:
 - popularity: streamers by number of gifts received in the window, the same list for all;
 - history: the user's own gifted streamers by time-decayed weight (the `U-S` path alone);
 - swing: item-to-item co-gifting (Swing, Wang et al. 2020) over the gift edges, computed here
   independently of the build's s2s edges; a user's score for s is sum_s' w(u,s') swing(s', s);
 - emb_knn: exact inner product of the user's embedding with every streamer's, no graph hops.
-Every ranker is a function from a batch of user node ids to dense scores over all streamers
+Users for a streamer (who gifts it next):
+- active_gifters: users by number of gifts sent in the window, the same list for all;
+- history: the streamer's own gifters by time-decayed weight (its most active gifters);
+- user_cf: user-to-user co-gifting, score(s, u) = sum over s's gifters v of w(v, s) cos(v, u),
+  the cosine over gifted-streamer sets (v != u);
+- emb_knn: the streamer's embedding against every user's.
+Every ranker is a function from a batch of source node ids to dense scores over all targets
 (-inf = not a candidate); `top_k_lists` turns it into ranked lists, optionally without the
-user's history (the fair comparison for exploration).
+source's history (the fair comparison for exploration).
 """
 from __future__ import annotations
 
@@ -78,6 +85,8 @@ def _sparse_scores(m: sp.csr_matrix) -> ScoreFn:
 
 
 def history_scores(weights: sp.csr_matrix) -> ScoreFn:
+    """Rows of `weights` as scores: a user's gifted streamers, or (weights.T) a streamer's
+    gifters, by gift weight."""
     return _sparse_scores(weights)
 
 
@@ -85,15 +94,40 @@ def swing_scores(weights: sp.csr_matrix, similarity: sp.csr_matrix) -> ScoreFn:
     return _sparse_scores((weights @ similarity).tocsr())
 
 
-def embedding_scores(user_emb: np.ndarray, streamer_emb: np.ndarray) -> ScoreFn:
-    return lambda users: (user_emb[users] @ streamer_emb.T).astype(np.float64)
+def embedding_scores(source_emb: np.ndarray, target_emb: np.ndarray) -> ScoreFn:
+    return lambda sources: (source_emb[sources] @ target_emb.T).astype(np.float64)
+
+
+def active_gifter_scores(graph: GraphData) -> ScoreFn:
+    gift = graph.edges["gift"]
+    counts = np.bincount(gift.src, weights=gift.data["count"],
+                         minlength=graph.num_nodes("user")).astype(np.float64)
+    counts[counts == 0] = -np.inf
+    return lambda streamers: np.broadcast_to(counts, (len(streamers), len(counts))).copy()
+
+
+def user_cf_scores(weights: sp.csr_matrix) -> ScoreFn:
+    """score(s, u) = sum_v w(v, s) cos(v, u) over gifted-streamer sets, v != u."""
+    binary = weights.copy().tocsr()
+    binary.data[:] = 1.0
+    norms = np.sqrt(np.asarray(binary.sum(axis=1)).ravel())
+    unit = sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ binary      # users x streamers
+    by_streamer = weights.T.tocsr()                                       # streamers x users
+
+    def score(streamers: np.ndarray) -> np.ndarray:
+        rows = by_streamer[streamers]
+        # The v = u term is w(u, s) * cos(u, u) = w(u, s): removed.
+        dense = ((rows @ unit) @ unit.T).toarray() - rows.toarray()
+        dense[dense <= 1e-9] = -np.inf
+        return dense
+    return score
 
 
 def top_k_lists(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int,
                 exclude: sp.csr_matrix | None = None, batch_cells: int = 1 << 24) -> list[np.ndarray]:
-    """Top-k streamer node ids per user (best first; ties by lower id). Users < 0 (unknown to
-    the graph) get an empty list. `exclude` (users x streamers, non-zero = excluded) removes
-    e.g. the history before the cut."""
+    """Top-k target node ids per source (best first; ties by lower id); sources < 0 (unknown
+    to the graph) get an empty list. Written for users and streamers, and vice versa.
+    `exclude` (sources x targets, non-zero = excluded) removes e.g. the history before the cut."""
     lists: list[np.ndarray] = [np.empty(0, np.int64)] * len(users)
     known = np.flatnonzero(users >= 0)
     batch = max(1, batch_cells // max(n_streamers, 1))

@@ -38,8 +38,8 @@ def evaluate(raw, work, date, ks, config_path, overrides):
     metrics = run(raw, work, date, cfg.evaluate, seed=cfg.seed)
     t = metrics["targets"]["explore_recall"]
     ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}x"
-    click.echo(f"report: {work}/reports/dt={date}  exploration Recall@{t['k']} merged "
-               f"{t['merged']:.4f} vs {t['best_baseline']} {t['best_baseline_value']:.4f} "
+    click.echo(f"report: {work}/reports/dt={date}  exploration Recall@{t['k']} {t['sequence']} "
+               f"{t['value']:.4f} vs {t['best_baseline']} {t['best_baseline_value']:.4f} "
                f"({ratio})  regressions: {len(metrics['regressions'])}")
     for r in metrics["regressions"]:
         click.echo(f"  REGRESSION {r['metric']}: {r['previous']:.4f} -> {r['current']:.4f}")

@@ -18,6 +18,7 @@ import pyarrow.dataset as pads
 
 from gie.errors import BadInputError
 from gie.layout import parse_date
+from graphbuild.dataset import to_node_ids  # noqa: F401 (re-exported for evaluation)
 from graphbuild.schema import RAW_TABLES
 
 DAY_MS = 86_400_000
@@ -106,12 +107,3 @@ def next_day_available(raw: str | Path, date: str) -> bool:
     """True when the raw gift table has at least one event on the day after `date`."""
     gifts = read_days(raw, "gift", next_date(date), 1, columns=["timestamp"])
     return bool(len(gifts))
-
-
-def to_node_ids(raw_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Map raw ids to node ids through the graph's id map; -1 where unknown."""
-    if len(raw_ids) == 0:
-        return np.full(len(values), -1, dtype=np.int64)
-    order = np.argsort(raw_ids, kind="stable")
-    pos = np.clip(np.searchsorted(raw_ids[order], values), 0, len(raw_ids) - 1)
-    return np.where(raw_ids[order][pos] == values, order[pos], -1).astype(np.int64)

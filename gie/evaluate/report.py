@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from gie.layout import WorkLayout, dates_under  # noqa: E402
 from gie.publish import is_published, write_json_atomic  # noqa: E402
-from graphbuild.schema import MERGED  # noqa: E402
+from graphbuild.schema import EXPLORE, MERGED  # noqa: E402
 
 SEGMENT_TITLES = {
     "overall": "All next-day gifted streamers",
@@ -30,6 +30,7 @@ def headline_keys(metrics: dict) -> list[str]:
     """Dotted paths of the figures watched for regressions."""
     ks = metrics["config"]["ks"]
     keys = [f"retrieval.{seg}.{MERGED}.recall@{k}" for seg in ("overall", "explore") for k in ks]
+    keys += [f"retrieval.explore.{EXPLORE}.recall@{k}" for k in ks]
     keys += [f"retrieval.overall.{MERGED}.coverage", "link_prediction.all.auc",
              "link_prediction.all.mrr", "downstream.with_gie.auc"]
     return keys
@@ -133,8 +134,86 @@ def plot_downstream(downstream: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def render_markdown(metrics: dict, previous: dict | None, plots: list[str]) -> str:
+STREAMER_SEGMENT_TITLES = {
+    "overall": "Streamer side: all next-day gifters of each streamer",
+    "explore": "Streamer side: first-time gifters (the streamer's past gifters removed)",
+}
+
+
+def _target_lines(t: dict) -> list[str]:
+    def status(met):
+        return "n/a" if met is None else "met" if met else "MISSED"
+
+    lines = []
+    for name, title in (("explore_recall", "Never-gifted streamers"),
+                        ("new_streamer_recall", "New streamers")):
+        v = t[name]
+        ratio = "n/a" if v["ratio"] is None else f"{v['ratio']:.2f}x"
+        lines.append(f"- {title}, Recall@{v['k']}: {v['sequence']} {v['value']:.4f} vs best "
+                     f"baseline {v['best_baseline']} {v['best_baseline_value']:.4f} = {ratio} "
+                     f"(target {v['target_ratio']}x: {status(v['met'])})")
+    worst = min(t["merged_recall"]["per_k"].items(),
+                key=lambda kv: kv[1]["merged"] - kv[1]["best_baseline_value"], default=None)
+    if worst:
+        k, v = worst
+        lines.append(f"- merged Recall@K >= best baseline at every K <= 50: "
+                     f"{status(t['merged_recall']['met'])} (closest at K={k}: "
+                     f"{v['merged']:.4f} vs {v['best_baseline']} {v['best_baseline_value']:.4f})")
+    f = t["fused_vs_sources"]
+    lines.append(f"- Fused ranking >= best single source on its held-out label nodes: "
+                 f"{status(f['met'])}" + ("" if f["learned"] else " (first night: fixed weights)"))
+    if "downstream_auc" in t:
+        d = t["downstream_auc"]
+        lines.append(f"- Downstream AUC margin {d['margin']:+.4f} vs seed spread {d['spread']:.4f} "
+                     f"({status(d['met'])})")
+    e = t["embeddings_vs_popularity"]
+    lines.append(f"- Embedding kNN above popularity on never-gifted streamers: {e['emb_knn']:.4f} "
+                 f"vs {e['popularity']:.4f} ({status(e['met'])})")
+    return lines
+
+
+def _fusion_lines(fusion: dict | None) -> list[str]:
+    if not fusion:
+        return ["", "## Fused ranking", "", "The bundle has no fused sequences."]
+    lines = ["", "## Fused ranking", ""]
+    if not fusion["learned"]:
+        lines.append(f"Fixed weights: {fusion.get('reason')}.")
+        return lines
+    frm = fusion.get("learned_from") or {}
+    lines += [f"Learned from the night of {frm.get('date')} against the gifts after it "
+              f"({frm.get('label_pairs')} pairs). Held-out Recall of the label nodes:", "",
+              "| sequence | scored by | fused | best source | fixed weights |", "|---|---|---|---|---|"]
+    for name, v in fusion.items():
+        if isinstance(v, dict) and "kind" in v:
+            scored = v["kind"] + (f" ({v['source']})" if v.get("source") else "")
+            lines.append(f"| {name} | {scored} | {_fmt(v['held_out_fused'])} | "
+                         f"{v.get('best_source')} {_fmt(v['held_out_best_source'])} | "
+                         f"{_fmt(v['held_out_fixed_weights'])} |")
+    return lines
+
+
+def _retrieval_lines(metrics: dict, previous: dict | None, key: str, methods_key: str,
+                     titles: dict, who: str) -> list[str]:
     ks = metrics["config"]["ks"]
+    methods = metrics[methods_key]["gie"] + metrics[methods_key]["baselines"]
+    lines = []
+    for seg, title in titles.items():
+        block = metrics[key][seg]
+        count = block[methods[0]]["users"] if methods else 0
+        cols = [f"{m}@{k}" for k in ks for m in ("hit_rate", "recall", "ndcg")]
+        extra = ["coverage"] if seg == "overall" else []
+        lines += ["", f"## Retrieval: {title}", "", f"{count} {who}.", "",
+                  "| method | " + " | ".join(cols + extra) + " |",
+                  "|---" * (1 + len(cols) + len(extra)) + "|"]
+        for m in methods:
+            kind = "" if m in metrics[methods_key]["gie"] else " (baseline)"
+            cells = [_fmt(block[m].get(c), lookup(previous, f"{key}.{seg}.{m}.{c}"))
+                     for c in cols + extra]
+            lines.append(f"| {m}{kind} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_markdown(metrics: dict, previous: dict | None, plots: list[str]) -> str:
     prev_note = f" Values in parentheses: report of {metrics['previous_date']}." if previous else ""
     lines = [f"# GIE evaluation: bundle {metrics['date']}, labels {metrics['label_date']}", "",
              f"Code {metrics['code_version']}, seed {metrics['seed']}, "
@@ -147,32 +226,23 @@ def render_markdown(metrics: dict, previous: dict | None, plots: list[str]) -> s
         lines += [f"| {r['metric']} | {r['previous']:.4f} | {r['current']:.4f} | {r['drop']:.1%} |"
                   for r in metrics["regressions"]]
         lines.append("")
-    lines += ["## Targets", ""]
-    t = metrics["targets"]["explore_recall"]
-    ratio = "infinitely better" if t["ratio"] is None else f"{t['ratio']:.2f}x"
-    lines.append(f"- Exploration Recall@{t['k']}: merged {t['merged']:.4f} vs best baseline "
-                 f"{t['best_baseline']} {t['best_baseline_value']:.4f} = {ratio} "
-                 f"(target 2x: {'met' if t['met'] else 'MISSED'})")
-    if "downstream_auc" in metrics["targets"]:
-        d = metrics["targets"]["downstream_auc"]
-        lines.append(f"- Downstream AUC margin {d['margin']:+.4f} vs seed spread {d['spread']:.4f} "
-                     f"({'met' if d['met'] else 'MISSED'})")
+    lines += ["## Targets", ""] + _target_lines(metrics["targets"])
     lines += ["", "## Counts", ""] + [f"- {k}: {v}" for k, v in metrics["counts"].items()]
-
-    for seg, title in SEGMENT_TITLES.items():
-        block = metrics["retrieval"][seg]
-        users = block[MERGED]["users"]
-        cols = [f"{m}@{k}" for k in ks for m in ("hit_rate", "recall", "ndcg")]
-        extra = ["coverage"] if seg == "overall" else []
-        lines += ["", f"## Retrieval: {title}", "", f"{users} users.", "",
-                  "| method | " + " | ".join(cols + extra) + " |",
-                  "|---" * (1 + len(cols) + len(extra)) + "|"]
-        for m in _methods(metrics):
-            kind = "" if m in metrics["methods"]["gie"] else " (baseline)"
-            cells = [_fmt(block[m].get(c), lookup(previous, f"retrieval.{seg}.{m}.{c}"))
-                     for c in cols + extra]
-            lines.append(f"| {m}{kind} | " + " | ".join(cells) + " |")
-
+    oracle = metrics.get("oracle")
+    if oracle:
+        k = metrics["targets"]["explore_recall"]["k"]
+        value = metrics["targets"]["explore_recall"]["value"]
+        ceiling = oracle[f"recall@{k}"]
+        share = f", {value / ceiling:.0%} of it reached" if ceiling > 0 else ""
+        lines += ["", "## Oracle ceiling (generated data)", "",
+                  f"An oracle that knows the planted truth ({oracle['method']}) reaches "
+                  f"exploration Recall@{k} = {ceiling:.4f} over {oracle['users']} users"
+                  f"{share}."]
+    lines += _fusion_lines(metrics.get("fusion"))
+    lines += _retrieval_lines(metrics, previous, "retrieval", "methods", SEGMENT_TITLES, "users")
+    if metrics.get("streamer_retrieval"):
+        lines += _retrieval_lines(metrics, previous, "streamer_retrieval", "streamer_methods",
+                                  STREAMER_SEGMENT_TITLES, "streamers")
     lines += ["", "## Link prediction on next-day gift edges (embeddings)", "",
               "| edges | count | AUC | MRR |", "|---|---|---|---|"]
     for name, lp in metrics["link_prediction"].items():

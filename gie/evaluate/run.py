@@ -6,6 +6,7 @@ published atomically. Definitions of every figure: docs/EVALUATION.md.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -25,34 +26,39 @@ from gie.evaluate.downstream import run_downstream
 from gie.evaluate.metrics import RankingMetrics, link_prediction
 from gie.evaluate.rawdata import (DAY_MS, day_start_ms, has_table, next_date, next_day_available,
                                   read_days, to_node_ids)
+from gie.evaluate.oracle import explore_ceiling
 from gie.evaluate.report import find_regressions, previous_metrics, write_report
+from gie.evaluate.targets import fusion_summary, targets
 from gie.layout import WorkLayout, parse_date
 from gie.publish import is_published, staged_output
 from graphbuild.dataset import GraphData, load_graph
-from graphbuild.schema import MERGED, METAPATHS, expansion_schema
+from graphbuild.schema import MERGED, SEQUENCES, expansion_schema
 
 log = logging.getLogger(__name__)
-REPORT_SCHEMA_VERSION = 1
-BASELINES = ("popularity", "history", "swing", "emb_knn")
-SEGMENTS = ("overall", "explore", "new_streamers")
+REPORT_SCHEMA_VERSION = 2
+BASELINES = {"user": ("popularity", "history", "swing", "emb_knn"),
+             "streamer": ("active_gifters", "history", "user_cf", "emb_knn")}
+SEGMENTS = {"user": ("overall", "explore", "new_streamers"), "streamer": ("overall", "explore")}
 
 
-def read_expansions(bundle: Path) -> dict[str, dict[int, list[int]]]:
-    """metapath -> user raw id -> target streamer raw ids (best first)."""
-    folder = bundle / "expansions" / "user"
-    schema = expansion_schema("user")
+def read_expansions(bundle: Path, node_type: str = "user") -> dict[str, dict[int, list[int]]]:
+    """metapath -> source raw id -> target raw ids (best first)."""
+    folder = bundle / "expansions" / node_type
+    schema = expansion_schema(node_type)
+    key = schema.names[0]
     try:
         table = pads.dataset(folder, format="parquet").to_table()
     except (pa.ArrowInvalid, OSError, FileNotFoundError) as e:
         raise BadInputError(f"cannot read expansions {folder}: {e}") from e
-    missing = [n for n in ("user_id", "metapath", "targets") if n not in table.column_names]
+    missing = [n for n in (key, "metapath", "targets") if n not in table.column_names]
     if missing:
         raise BadInputError(f"expansions {folder} lack columns {missing} (schema: {schema.names})")
     out: dict[str, dict[int, list[int]]] = {}
-    cols = table.select(["user_id", "metapath", "targets"]).to_pydict()
-    for u, mp, targets in zip(cols["user_id"], cols["metapath"], cols["targets"]):
-        if mp not in (*METAPATHS["user"], MERGED):
-            raise BadInputError(f"expansions {folder}: unknown metapath {mp!r} for user {u}")
+    cols = table.select([key, "metapath", "targets"]).to_pydict()
+    for u, mp, targets in zip(cols[key], cols["metapath"], cols["targets"]):
+        if mp not in SEQUENCES[node_type]:
+            raise BadInputError(f"expansions {folder}: unknown metapath {mp!r} for "
+                                f"{node_type} {u}")
         out.setdefault(mp, {})[u] = targets or []
     return out
 
@@ -72,23 +78,25 @@ def next_day_labels(raw: str, date: str, graph: GraphData) -> tuple[dict[int, se
     return labels, counts
 
 
-def _score_lists(lists: dict[str, list[list[int]]], users: list[int], labels: dict[int, set[int]],
-                 history: dict[int, set[int]], new: set[int], ks: list[int]) -> dict:
-    """Per segment and method: ranking metrics averaged over users, plus coverage."""
+def _score_lists(lists: dict[str, list[list[int]]], sources: list[int],
+                 labels: dict[int, set[int]], history: dict[int, set[int]],
+                 segments: tuple[str, ...], new: set[int], ks: list[int]) -> dict:
+    """Per segment and method: ranking metrics averaged over sources, plus coverage."""
     kmax = max(ks)
-    out: dict = {seg: {} for seg in SEGMENTS}
-    for method, per_user in tqdm(lists.items(), desc="retrieval metrics", leave=False):
-        acc = {seg: RankingMetrics(ks) for seg in SEGMENTS}
+    out: dict = {seg: {} for seg in segments}
+    for method, per_source in tqdm(lists.items(), desc="retrieval metrics", leave=False):
+        acc = {seg: RankingMetrics(ks) for seg in segments}
         covered = 0
-        for u, ranked in zip(users, per_user):
+        for u, ranked in zip(sources, per_source):
             rel, hist = labels[u], history.get(u, set())
             covered += bool(len(ranked))
             acc["overall"].update(ranked, rel)
             acc["explore"].update([s for s in ranked if s not in hist][:kmax], rel - hist)
-            acc["new_streamers"].update(ranked, rel & new)
-        for seg in SEGMENTS:
+            if "new_streamers" in acc:
+                acc["new_streamers"].update(ranked, rel & new)
+        for seg in segments:
             out[seg][method] = acc[seg].compute()
-        out["overall"][method]["coverage"] = covered / len(users) if users else 0.0
+        out["overall"][method]["coverage"] = covered / len(sources) if sources else 0.0
     return out
 
 
@@ -112,21 +120,44 @@ def _link_prediction(graph: GraphData, labels: dict[int, set[int]], user_emb: np
             "new_edges": link_prediction(pos_score[is_new], neg_score[is_new])}
 
 
-def _baseline_lists(graph: GraphData, weights, user_emb: np.ndarray, streamer_emb: np.ndarray,
-                    user_nodes: np.ndarray, depth: int, cfg: EvalConfig) -> dict[str, list[list[int]]]:
-    """Raw streamer ids per user for every baseline, `depth` deep: max(K) plus the longest
+def _baseline_lists(rankers: dict[str, bl.ScoreFn], target_ids: np.ndarray,
+                    source_nodes: np.ndarray, depth: int) -> dict[str, list[list[int]]]:
+    """Raw target ids per source for every baseline, `depth` deep: max(K) plus the longest
     history, so that the exploration cut (history removed) still has max(K) entries."""
-    similarity = bl.swing_similarity(weights, cfg.swing_alpha, cfg.swing_max_items_per_user,
-                                     cfg.swing_max_users_per_item)
-    rankers = {"popularity": bl.popularity_scores(graph), "history": bl.history_scores(weights),
-               "swing": bl.swing_scores(weights, similarity),
-               "emb_knn": bl.embedding_scores(user_emb, streamer_emb)}
-    s_ids = graph.raw_ids["streamer"]
     out = {}
-    for name in BASELINES:
-        ranked = bl.top_k_lists(rankers[name], user_nodes, depth, len(s_ids))
-        out[name] = [s_ids[r].tolist() for r in ranked]
-        log.info("baseline %s: %d users ranked", name, sum(bool(len(r)) for r in ranked))
+    for name, score in rankers.items():
+        ranked = bl.top_k_lists(score, source_nodes, depth, len(target_ids))
+        out[name] = [target_ids[r].tolist() for r in ranked]
+        log.info("baseline %s: %d ranked", name, sum(bool(len(r)) for r in ranked))
+    return out
+
+
+def _side(graph: GraphData, expansions: dict, labels: dict[int, set[int]], ntype: str,
+          rankers: dict[str, bl.ScoreFn], history_matrix, new: set[int], cfg: EvalConfig) -> dict:
+    """Retrieval metrics of one side: every published sequence beside the baselines."""
+    other = "streamer" if ntype == "user" else "user"
+    sources = sorted(labels)
+    nodes = to_node_ids(graph.raw_ids[ntype], np.array(sources, np.int64))
+    target_ids = graph.raw_ids[other]
+    history = {int(graph.raw_ids[ntype][n]): set(target_ids[history_matrix[n].indices].tolist())
+               for n in nodes[nodes >= 0]}
+    lists = {mp: [expansions[mp].get(u, []) for u in sources]
+             for mp in SEQUENCES[ntype] if mp in expansions}
+    depth = max(cfg.ks) + max((len(h) for h in history.values()), default=0)
+    lists.update(_baseline_lists(rankers, target_ids, nodes, depth))
+    return {"retrieval": _score_lists(lists, sources, labels, history, SEGMENTS[ntype], new,
+                                      cfg.ks),
+            "methods": {"gie": [m for m in lists if m not in BASELINES[ntype]],
+                        "baselines": list(BASELINES[ntype])},
+            "history": history}
+
+
+def _streamer_labels(labels: dict[int, set[int]]) -> dict[int, set[int]]:
+    """Streamer raw id -> users who gifted it on D+1 (known users only)."""
+    out: dict[int, set[int]] = {}
+    for u, streamers in labels.items():
+        for s in streamers:
+            out.setdefault(s, set()).add(u)
     return out
 
 
@@ -145,6 +176,8 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
     t = time.time()
     graph = load_graph(layout.graph(date), edge_types=("gift",))
     expansions = read_expansions(bundle)
+    if MERGED not in expansions:
+        raise BadInputError(f"expansions in {bundle} have no {MERGED!r} sequences")
     u_raw, user_emb = read_embeddings(bundle / "embeddings", "user", graph.num_nodes("user"))
     s_raw, streamer_emb = read_embeddings(bundle / "embeddings", "streamer",
                                           graph.num_nodes("streamer"))
@@ -153,34 +186,36 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
         raise BadInputError(f"embeddings in {bundle} do not match the id map of "
                             f"{layout.graph(date)} (different raw ids per node id)")
     labels, counts = next_day_labels(str(raw), date, graph)
+    bundle_meta = _read_json(bundle / "metadata.json")
     timings["load"] = time.time() - t
     log.info("evaluating %s on %s: %s", date, next_date(date), counts)
 
     t = time.time()
-    users = sorted(labels)
-    user_nodes = to_node_ids(graph.raw_ids["user"], np.array(users, np.int64))
     weights = bl.gift_weights(graph)
     s_ids = graph.raw_ids["streamer"]
-    history = {int(graph.raw_ids["user"][n]): set(s_ids[weights[n].indices].tolist())
-               for n in user_nodes[user_nodes >= 0]}
     horizon = day_start_ms(date) + DAY_MS
     first_seen = graph.node_columns["streamer"]["first_seen_ts"]
     new = set(s_ids[first_seen >= horizon - cfg.new_streamer_days * DAY_MS].tolist())
-
-    kmax = max(cfg.ks)
-    lists: dict[str, list[list[int]]] = {
-        mp: [expansions[mp].get(u, []) for u in users]
-        for mp in (*METAPATHS["user"], MERGED) if mp in expansions}
-    if MERGED not in lists:
-        raise BadInputError(f"expansions in {bundle} have no {MERGED!r} sequences")
-    lists.update(_baseline_lists(graph, weights, user_emb, streamer_emb, user_nodes,
-                                 kmax + max((len(h) for h in history.values()), default=0), cfg))
-    timings["baselines"] = time.time() - t
+    swing = bl.swing_similarity(weights, cfg.swing_alpha, cfg.swing_max_items_per_user,
+                                cfg.swing_max_users_per_item)
+    users = _side(graph, expansions, labels, "user", {
+        "popularity": bl.popularity_scores(graph), "history": bl.history_scores(weights),
+        "swing": bl.swing_scores(weights, swing),
+        "emb_knn": bl.embedding_scores(user_emb, streamer_emb)}, weights, new, cfg)
+    streamer_expansions = read_expansions(bundle, "streamer") \
+        if (bundle / "expansions" / "streamer").is_dir() else {}
+    streamers = _side(graph, streamer_expansions, _streamer_labels(labels), "streamer", {
+        "active_gifters": bl.active_gifter_scores(graph),
+        "history": bl.history_scores(weights.T.tocsr()),
+        "user_cf": bl.user_cf_scores(weights),
+        "emb_knn": bl.embedding_scores(streamer_emb, user_emb)}, weights.T.tocsr(), set(), cfg)
+    timings["baselines_and_metrics"] = time.time() - t
 
     t = time.time()
-    retrieval = _score_lists(lists, users, labels, history, new, cfg.ks)
+    k = 50 if 50 in cfg.ks else max(cfg.ks)
+    oracle = explore_ceiling(raw, date, labels, users["history"], k)
     lp = _link_prediction(graph, labels, user_emb, streamer_emb, cfg.lp_negatives, seed)
-    timings["metrics"] = time.time() - t
+    timings["oracle_and_link_prediction"] = time.time() - t
 
     t = time.time()
     if not cfg.downstream.enabled:
@@ -196,11 +231,14 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
         "code_version": gie.__version__, "seed": seed, "config": dump_config(cfg),
         "inputs": {"graph": str(layout.graph(date)), "bundle": str(bundle), "raw": str(raw)},
         "counts": {**counts, "new_streamers": len(new),
-                   "users_with_history": sum(bool(h) for h in history.values())},
-        "methods": {"gie": [m for m in lists if m not in BASELINES], "baselines": list(BASELINES)},
-        "retrieval": retrieval, "link_prediction": lp, "downstream": downstream,
-        "targets": _targets(retrieval, downstream, 50 if 50 in cfg.ks else kmax),
+                   "users_with_history": sum(bool(h) for h in users["history"].values()),
+                   "evaluated_streamers": len(streamers["history"])},
+        "methods": users["methods"], "retrieval": users["retrieval"],
+        "streamer_methods": streamers["methods"], "streamer_retrieval": streamers["retrieval"],
+        "oracle": oracle, "fusion": fusion_summary(bundle_meta.get("fusion")),
+        "link_prediction": lp, "downstream": downstream,
     }
+    metrics["targets"] = targets(metrics, k)
     prev_date, prev = previous_metrics(layout, date)
     metrics["previous_date"] = prev_date
     metrics["regressions"] = find_regressions(metrics, prev, cfg.regression_tolerance)
@@ -216,18 +254,8 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
     return metrics
 
 
-def _targets(retrieval: dict, downstream: dict, k: int) -> dict:
-    """The two acceptance targets of docs/EVALUATION.md, as measured in this run."""
-    key = f"recall@{k}"
-    explore = retrieval["explore"]
-    best = max(BASELINES, key=lambda b: explore[b][key])
-    base, gie_value = explore[best][key], explore[MERGED][key]
-    ratio = gie_value / base if base > 0 else None
-    out = {"explore_recall": {"k": k, "merged": gie_value, "best_baseline": best,
-                              "best_baseline_value": base, "ratio": ratio,
-                              "met": bool(gie_value >= 2.0 * base and gie_value > 0)}}
-    if "auc_margin" in downstream:
-        out["downstream_auc"] = {"margin": downstream["auc_margin"],
-                                 "spread": downstream["auc_spread"],
-                                 "met": downstream["margin_exceeds_spread"]}
-    return out
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

@@ -149,6 +149,9 @@ def batch_table(node_type: str, rows: np.ndarray, raw_src: np.ndarray, raw_tgt: 
             "targets": pa.ListArray.from_arrays(offsets, pa.array(raw_tgt[c.target], pa.int64())),
             "scores": pa.ListArray.from_arrays(offsets, pa.array(c.score, pa.float32())),
             "via": pa.ListArray.from_arrays(offsets, pa.array(c.via, pa.int64())),
+            "source": pa.ListArray.from_arrays(offsets, pa.array(
+                c.source if c.source is not None else np.full(len(c.row), mp, object),
+                pa.string())),
         }))
     table = pa.concat_tables(tables).sort_by([("_node", "ascending"), ("_mp", "ascending")])
     return table.select(expansion_schema(node_type).names).cast(expansion_schema(node_type))

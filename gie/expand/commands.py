@@ -18,17 +18,26 @@ from gie.cliopts import config_option, set_option
 @click.option("--topk", type=click.IntRange(1), default=None, help="per-sequence cap")
 @click.option("--shard", default=None, metavar="I/N",
               help="expand nodes with node_id % N == I (default: RANK/WORLD_SIZE under torchrun)")
+@click.option("--prev-graph", type=click.Path(file_okay=False), default=None,
+              help="the previous night's graph: the fused ranking learns from it")
+@click.option("--prev-embeddings", type=click.Path(file_okay=False), default=None,
+              help="the embeddings trained on --prev-graph")
 @config_option
 @set_option
-def expand(graph, embeddings, out, topk, shard, config_path, overrides):
-    """Expand behaviour sequences along metapaths, build Faiss indexes, publish the bundle."""
+def expand(graph, embeddings, out, topk, shard, prev_graph, prev_embeddings, config_path,
+           overrides):
+    """Expand behaviour sequences along metapaths, fuse them, build Faiss indexes, publish."""
     from gie.config import load_config
     from gie.expand.run import expand as run
 
+    if (prev_graph is None) != (prev_embeddings is None):
+        raise click.UsageError("give both --prev-graph and --prev-embeddings, or neither")
     cfg = load_config(config_path, overrides)
     if topk is not None:
         cfg.expand.topk = topk
-    meta = run(graph, embeddings, out, cfg.expand, seed=cfg.seed, shard=shard)
+    learn_from = (prev_graph, prev_embeddings) if prev_graph else None
+    meta = run(graph, embeddings, out, cfg.expand, seed=cfg.seed, shard=shard,
+               learn_from=learn_from)
     click.echo(json.dumps(meta.get("counts", meta), sort_keys=True))
 
 

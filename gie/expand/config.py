@@ -1,13 +1,17 @@
 """Settings of the expansion and index stage (section `expand` of the pipeline config).
 
-Scoring is documented in docs/BUNDLE.md; in short every score is the probability of a weighted
-walk along the metapath, so scores of different metapaths are comparable and can be summed.
+Scoring is documented in docs/BUNDLE.md. In short: every source (metapath walk, kNN hop or
+prior) proposes candidates with its own score; the fused sequences `merged` and `explore` rank
+the union of all sources' candidates with a learning-to-rank model fitted every night on the
+previous night's sources against the gifts that followed (fixed weights on the first night).
 """
 from __future__ import annotations
 
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from graphbuild.schema import SOURCES
 
 HopKind = Literal["graph", "knn", "both"]
 
@@ -18,8 +22,10 @@ class MetapathConfig(BaseModel):
     enabled: bool = True
     fanout: tuple[int, int] = Field((20, 20), description="neighbours kept per node at hop 1, 2")
     topk: Optional[int] = Field(None, ge=1, description="cap of this sequence (default: expand.topk)")
-    hop: HopKind = Field("both", description="the 'similar' hop: u2u/s2s edges, Faiss kNN, or both")
-    weight: float = Field(1.0, ge=0, description="weight of this metapath in `merged`")
+    hop: HopKind = Field("both", description="the 'similar' hop: u2u/s2s edges, Faiss kNN, or "
+                                             "both (U-s2s-S and S-u2u-U: always the edges)")
+    weight: float = Field(1.0, ge=0, description="weight of this source in the fixed-weight "
+                                                 "fusion (first night, docs/BUNDLE.md)")
 
     @model_validator(mode="after")
     def _positive_fanout(self) -> "MetapathConfig":
@@ -29,7 +35,7 @@ class MetapathConfig(BaseModel):
 
 
 def _default_metapaths() -> dict[str, MetapathConfig]:
-    return {name: MetapathConfig() for name in ("U-S", "U-U-S", "U-S-S", "S-U", "S-S-U", "S-U-U")}
+    return {name: MetapathConfig() for t in ("user", "streamer") for name in SOURCES[t]}
 
 
 class IndexConfig(BaseModel):
@@ -48,6 +54,44 @@ class IndexConfig(BaseModel):
     use_gpu: bool = Field(True, description="use GPUs when a GPU build of Faiss sees one")
 
 
+class LearnConfig(BaseModel):
+    """The nightly learning-to-rank fit (LightGBM lambdarank), see docs/BUNDLE.md "Fusion"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="learn the ranker from the previous night when one "
+                                            "exists; otherwise (and when off) fixed weights")
+    max_gap_days: int = Field(3, ge=1, description="learn only from a previous night at most "
+                                                   "this many days before")
+    valid_share: float = Field(0.2, gt=0, lt=1, description="share of label nodes held out "
+                                                            "(early stopping, fused vs sources)")
+    max_groups: int = Field(20_000, ge=10, description="label nodes used at most (sampled)")
+    rounds: int = Field(400, ge=1, description="boosting rounds at most")
+    early_stopping: int = Field(40, ge=1, description="rounds without held-out gain to stop")
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(15, ge=2)
+    min_data_in_leaf: int = Field(50, ge=1)
+    feature_fraction: float = Field(0.8, gt=0, le=1)
+    threads: int = Field(1, ge=1, description="LightGBM threads; a fit is reproduced bit for "
+                                              "bit with the same value")
+
+
+class FusionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    depth: int = Field(100, ge=1, description="best candidates of each source that enter the "
+                                              "fused ranking")
+    max_history: int = Field(20, ge=0, description="at most this many of the node's own "
+                                                   "history entries in `merged`")
+    fresh_days: int = Field(3, ge=1, description="NEW prior: streamers first seen within this "
+                                                 "many days of the window's end")
+    rrf_k: float = Field(60.0, gt=0, description="fixed weights: reciprocal-rank constant")
+    prior_weight: float = Field(0.5, ge=0, description="fixed weights: weight of each prior "
+                                                       "(POP, NEW, ACT)")
+    learn: LearnConfig = LearnConfig()
+
+
 class ExpandConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,11 +102,14 @@ class ExpandConfig(BaseModel):
     graph_weight: float = Field(0.5, ge=0, le=1,
                                 description="hop 'both': share of the graph hop (rest is kNN)")
     exclude_history: bool = Field(False, description="drop targets already in the node's history "
-                                                     "(every sequence but U-S / S-U)")
-    min_score: float = Field(0.0, ge=0, description="drop entries scoring below this")
-    batch_size: int = Field(4096, ge=1, description="source nodes expanded per vectorised batch")
+                                                     "(every walk sequence but U-S / S-U)")
+    min_score: float = Field(0.0, ge=0, description="drop walk entries scoring below this")
+    batch_size: int = Field(1024, ge=1, description="source nodes expanded per vectorised batch "
+                                                    "(the fused candidates of a batch are in "
+                                                    "memory together)")
     shard_wait_s: int = Field(3600, ge=1, description="how long shards wait for shard 0's indexes")
     index: IndexConfig = IndexConfig()
+    fusion: FusionConfig = FusionConfig()
 
     @model_validator(mode="after")
     def _complete_metapaths(self) -> "ExpandConfig":

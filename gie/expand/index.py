@@ -168,3 +168,11 @@ def save_index(built: BuiltIndex, raw_ids: np.ndarray, folder: Path, node_type: 
                              column: pa.array(raw_ids, pa.int64())}),
                    folder / f"{node_type}_ids.parquet")
     return {"file": f"index/{node_type}.faiss", "id_map": f"index/{node_type}_ids.parquet"}
+
+
+def load_index(folder: Path, node_type: str, info: dict) -> faiss.Index:
+    """A saved index (CPU), searched with the effort its build chose."""
+    index = faiss.read_index(str(folder / f"{node_type}.faiss"))
+    for name, value in (info.get("search_param") or {}).items():
+        _set_effort(index, name, value)
+    return index

@@ -116,6 +116,7 @@ class Candidates:
     target: np.ndarray       # node id
     score: np.ndarray
     via: np.ndarray          # node id of the best-contributing intermediate (or source for 1 hop)
+    source: np.ndarray | None = None   # fused sequences: name of the source behind each entry
 
 
 def one_hop(rel: Rel, rows: np.ndarray, order: RawOrder) -> Candidates:
@@ -134,8 +135,7 @@ def aggregate(row: np.ndarray, target: np.ndarray, contrib: np.ndarray, via: np.
               order: RawOrder) -> Candidates:
     """Sum contributions per (row, target); keep the via of the largest one (first on ties)."""
     if len(row) == 0:
-        empty = np.zeros(0, np.int64)
-        return Candidates(empty, empty, np.zeros(0), empty)
+        return empty()
     n = len(order.rank)
     key = row * n + order.rank[target]
     perm = np.argsort(key, kind="stable")
@@ -159,20 +159,33 @@ def drop_pairs(c: Candidates, rel: Rel, rows: np.ndarray) -> Candidates:
 
 
 def select(c: Candidates, mask: np.ndarray) -> Candidates:
-    return Candidates(c.row[mask], c.target[mask], c.score[mask], c.via[mask])
+    return Candidates(c.row[mask], c.target[mask], c.score[mask], c.via[mask],
+                      None if c.source is None else c.source[mask])
 
 
-def top_per_row(c: Candidates, k: int, min_score: float) -> Candidates:
+def top_per_row(c: Candidates, k: int, min_score: float = 0.0) -> Candidates:
     """Best first (float32 score desc, raw id asc), at most k per row, scores >= min_score.
 
-    One stable sort on (row, score) packed in an int64: the bits of a non-negative float32
-    order like its value, and candidates arrive in raw id order within a row.
+    One stable sort on (row, score) packed in an int64: the bits of a float32 made monotone
+    (negative values flipped) order like its value, and candidates arrive in raw id order
+    within a row.
     """
     c = select(c, c.score >= min_score) if min_score > 0 else c
     bits = c.score.astype(np.float32).view(np.int32).astype(np.int64)
-    perm = np.argsort((c.row << 32) | (0x7FFFFFFF - bits), kind="stable")
-    c = Candidates(c.row[perm], c.target[perm], c.score[perm], c.via[perm])
-    starts = np.flatnonzero(np.r_[True, c.row[1:] != c.row[:-1]]) if len(c.row) else np.zeros(0, int)
-    sizes = np.diff(np.r_[starts, len(c.row)])
-    rank = np.arange(len(c.row)) - np.repeat(starts, sizes)
-    return select(c, rank < k)
+    key = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + (1 << 31)     # 0 .. 2^32 - 1, monotone
+    c = select(c, np.argsort((c.row << 32) | (0xFFFFFFFF - key), kind="stable"))
+    return select(c, rank_in_row(c.row) < k)
+
+
+def rank_in_row(row: np.ndarray) -> np.ndarray:
+    """0-based position of each entry within its row (the entries of a row are contiguous)."""
+    if not len(row):
+        return np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    sizes = np.diff(np.r_[starts, len(row)])
+    return np.arange(len(row)) - np.repeat(starts, sizes)
+
+
+def empty() -> Candidates:
+    none = np.zeros(0, np.int64)
+    return Candidates(none, none, np.zeros(0), none)

@@ -8,6 +8,7 @@ gie.expand.bundle for how shards meet and publish, docs/BUNDLE.md for the output
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from pathlib import Path
@@ -21,23 +22,31 @@ from gie.config import dump_config
 from gie.embeddings import read_embeddings, write_embeddings
 from gie.errors import BadInputError
 from gie.expand import index as ix
+from gie.expand import ranker
 from gie.expand.bundle import (
     FAILED, PREPARED, ShardedStage, batch_table, file_signature, fingerprint, parse_shard,
     part_path, shard_from_env,
 )
 from gie.expand.config import ExpandConfig
-from gie.expand.metapaths import Relations, expand_batch, knn_relation
-from graphbuild.dataset import GraphData, load_graph
-from graphbuild.schema import (
-    BUNDLE_SCHEMA_VERSION, MERGED, METAPATHS, NODE_TYPES, expansion_schema,
+from gie.expand.features import GraphFeatures
+from gie.expand.fusion import Fusion, View, fixed_fusion, fuse, pooled_table
+from gie.expand.learn import learn_fusion
+from gie.expand.sources import (
+    CROSS_KNN, OTHER, Relations, enabled_sources, knn_relation, published_sequences,
+    source_candidates,
 )
+from gie.publish import write_json_atomic
+from graphbuild.dataset import GraphData, load_graph
+from graphbuild.schema import BUNDLE_SCHEMA_VERSION, FUSED, NODE_TYPES, expansion_schema
 
 log = logging.getLogger(__name__)
 KNN_STEP = {"user": "UU", "streamer": "SS"}
+DAY_MS = 86_400_000
+FUSION_FILE = "fusion.json"
 
 
 def _load_inputs(graph: Path, embeddings: Path) -> tuple[GraphData, dict]:
-    data = load_graph(graph, edge_types=("gift", "s2s", "u2u"))
+    data = load_graph(graph, edge_types=("gift", "watch", "s2s", "u2u"))
     emb = {}
     for t in NODE_TYPES:
         raw, vec = read_embeddings(embeddings, t, data.num_nodes(t))
@@ -52,42 +61,116 @@ def _load_inputs(graph: Path, embeddings: Path) -> tuple[GraphData, dict]:
     return data, emb
 
 
+def _neighbours(data: GraphData, emb: dict, cfg: ExpandConfig, seed: int, timings: dict
+                ) -> tuple[dict, dict]:
+    """Faiss index of each node type, and every node's kNN among its own type."""
+    indexes, knn = {}, {}
+    for t in NODE_TYPES:
+        t0 = time.perf_counter()
+        vectors = ix.normalise(emb[t])
+        indexes[t] = ix.build_index(vectors, cfg.index, cfg.recall_floor, seed, name=t)
+        t1 = time.perf_counter()
+        k = min(cfg.knn_k + 1, data.num_nodes(t))
+        knn[t] = ix.search(indexes[t].index, vectors, k, desc=f"kNN {t}")
+        timings[f"index_{t}"] = round(t1 - t0, 3)
+        timings[f"knn_{t}"] = round(time.perf_counter() - t1, 3)
+        log.info("kNN of %d %ss (k=%d) in %.1fs", data.num_nodes(t), t, k - 1,
+                 time.perf_counter() - t1)
+    return indexes, knn
+
+
+def _view(data: GraphData, emb: dict, indexes: dict, knn: dict, cfg: ExpandConfig) -> View:
+    """Relations, cross-type searches and features of one graph."""
+    vectors = {t: ix.normalise(emb[t]) for t in NODE_TYPES}
+    k = max([cfg.fusion.depth] + [cfg.cap(s) for s in CROSS_KNN])
+
+    def cross(ntype: str):
+        other = OTHER[ntype]
+        n = min(k, data.num_nodes(other))
+        return lambda rows: ix.search(indexes[other], vectors[ntype][rows], n)
+
+    rels = Relations(data, {KNN_STEP[t]: knn_relation(*knn[t], cfg.knn_k) for t in NODE_TYPES},
+                     cfg.graph_weight, {t: cross(t) for t in NODE_TYPES}, cfg.fusion.fresh_days)
+    return View(rels, GraphFeatures.of(data, emb))
+
+
+def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from, timings: dict
+            ) -> Fusion | None:
+    """Learn the fused ranking from the previous night, or say why fixed weights are used."""
+    if not cfg.fusion.enabled:
+        return None
+    if learn_from is None:
+        return fixed_fusion(cfg, "first night: no previous graph and model to learn from")
+    if not cfg.fusion.learn.enabled:
+        return fixed_fusion(cfg, "learning switched off (expand.fusion.learn.enabled)")
+    t0 = time.perf_counter()
+    prev, prev_emb = _load_inputs(Path(learn_from[0]), Path(learn_from[1]))
+    end, prev_end = (int(g.metadata["window"]["end_ms"]) for g in (data, prev))
+    gap = (end - prev_end) / DAY_MS
+    if gap <= 0:
+        raise BadInputError(f"previous graph {learn_from[0]} ends at or after this graph: "
+                            f"it cannot be the previous night")
+    if gap > cfg.fusion.learn.max_gap_days:
+        return fixed_fusion(cfg, f"previous night {prev.metadata.get('date')} is {gap:g} days "
+                                 f"back (max_gap_days {cfg.fusion.learn.max_gap_days})")
+    log.info("learning the fused ranking from %s (labels: gifts of the %g day(s) after it)",
+             learn_from[0], gap)
+    built, knn = _neighbours(prev, prev_emb, cfg, seed, {})
+    view = _view(prev, prev_emb, {t: b.index for t, b in built.items()}, knn, cfg)
+    fusion = learn_fusion(view, data, cfg, seed)
+    timings["learn_fusion"] = round(time.perf_counter() - t0, 3)
+    return fusion
+
+
+def _save_fusion(fusion: Fusion | None, folder: Path) -> dict | None:
+    if fusion is None:
+        return None
+    folder.mkdir(exist_ok=True)
+    desc = {**fusion.info, **{t: {k: ranker.save(s, folder, f"{t}-{k}") for k, s in by.items()}
+                              for t, by in fusion.scorers.items()}}
+    write_json_atomic(folder / FUSION_FILE, desc)
+    return desc
+
+
+def _load_fusion(folder: Path, cfg: ExpandConfig) -> Fusion | None:
+    path = folder / FUSION_FILE
+    if not path.is_file():
+        return None
+    desc = json.loads(path.read_text())
+    scorers = {t: {k: ranker.load(desc[t][k], folder, cfg.fusion.learn.threads) for k in FUSED}
+               for t in NODE_TYPES}
+    return Fusion(scorers, {k: v for k, v in desc.items() if k not in NODE_TYPES})
+
+
 def _prepare(stage: ShardedStage, data: GraphData, emb: dict, cfg: ExpandConfig,
-             seed: int) -> tuple[dict, dict]:
-    """Shard 0: indexes, embeddings copy, kNN tables. Returns (kNN results, prepared info)."""
+             seed: int, learn_from) -> tuple[dict, dict, dict]:
+    """Shard 0: indexes, embeddings copy, kNN tables, the fused ranking's scorers.
+    Returns (indexes, kNN results, prepared info)."""
     info: dict = {"index": {}, "timings_s": {}}
     (stage.path / "index").mkdir(exist_ok=True)
     work = stage.path / "_work"
     work.mkdir(exist_ok=True)
-    knn = {}
+    indexes, knn = _neighbours(data, emb, cfg, seed, info["timings_s"])
     for t in NODE_TYPES:
-        t0 = time.perf_counter()
         write_embeddings(stage.path / "embeddings" / f"{t}.parquet", t,
                          np.arange(data.num_nodes(t)), data.raw_ids[t], emb[t])
-        vectors = ix.normalise(emb[t])
-        built = ix.build_index(vectors, cfg.index, cfg.recall_floor, seed, name=t)
-        built.info.update(ix.save_index(built, data.raw_ids[t], stage.path / "index", t))
-        t1 = time.perf_counter()
-        k = min(cfg.knn_k + 1, data.num_nodes(t))
-        knn[t] = ix.search(built.index, vectors, k, desc=f"kNN {t}")
-        info["index"][t] = built.info
-        info["timings_s"][f"index_{t}"] = round(t1 - t0, 3)
-        info["timings_s"][f"knn_{t}"] = round(time.perf_counter() - t1, 3)
-        log.info("kNN of %d %ss (k=%d) in %.1fs", data.num_nodes(t), t, k - 1,
-                 time.perf_counter() - t1)
+        indexes[t].info.update(ix.save_index(indexes[t], data.raw_ids[t], stage.path / "index", t))
+        info["index"][t] = indexes[t].info
         if stage.n > 1:
             np.save(work / f"knn-{t}-sims.npy", knn[t][0])
             np.save(work / f"knn-{t}-ids.npy", knn[t][1])
-    return knn, info
+    info["fusion"] = _save_fusion(_fusion(data, cfg, seed, learn_from, info["timings_s"]),
+                                  stage.path / "ranker")
+    return indexes, knn, info
 
 
-def _expand_type(stage: ShardedStage, rels: Relations, cfg: ExpandConfig, ntype: str,
-                 raw_ids: dict) -> dict:
-    """Expand this shard's nodes of one type; returns per-metapath statistics."""
+def _expand_type(stage: ShardedStage, view: View, fusion: Fusion | None, cfg: ExpandConfig,
+                 ntype: str) -> dict:
+    """Expand this shard's nodes of one type; returns per-sequence statistics."""
+    raw_ids = view.graph.raw_ids
     nodes = np.arange(stage.shard, len(raw_ids[ntype]), stage.n, dtype=np.int64)
-    order = list(METAPATHS[ntype]) + [MERGED]
-    target = "streamer" if ntype == "user" else "user"
-    longest = max([cfg.topk] + [cfg.cap(mp) for mp in METAPATHS[ntype]])
+    order = enabled_sources(cfg, ntype) + (list(FUSED) if fusion else [])
+    longest = max([cfg.topk] + [cfg.cap(mp) for mp in order if mp not in FUSED])
     lengths = {mp: np.zeros(longest + 1, np.int64) for mp in order}
     path = part_path(stage.path, ntype, stage.shard, stage.n)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,11 +180,16 @@ def _expand_type(stage: ShardedStage, rels: Relations, cfg: ExpandConfig, ntype:
         for lo in tqdm(range(0, len(nodes), cfg.batch_size), desc=f"expand {ntype}s",
                        unit="batch", mininterval=5):
             rows = nodes[lo:lo + cfg.batch_size]
-            results = expand_batch(rels, cfg, ntype, rows, raw_ids)
+            cands = source_candidates(view.rels, cfg, ntype, rows)
+            results = published_sequences(cands, cfg)
+            if fusion is not None:
+                table = pooled_table(view, cfg, ntype, rows, cands)
+                for kind in FUSED:
+                    results[kind] = fuse(view, table, fusion.scorers[ntype][kind], kind, ntype, cfg)
             for mp, c in results.items():
                 per_row = np.bincount(np.bincount(c.row, minlength=len(rows)))
                 lengths[mp][:len(per_row)] += per_row
-            table = batch_table(ntype, rows, raw_ids[ntype], raw_ids[target], results, order)
+            table = batch_table(ntype, rows, raw_ids[ntype], raw_ids[OTHER[ntype]], results, order)
             if writer is None:
                 writer = pq.ParquetWriter(path, table.schema)
             writer.write_table(table)
@@ -150,22 +238,30 @@ def _metadata(cfg: ExpandConfig, seed: int, inputs: dict, n_shards: int, num_nod
         "inputs": inputs, "seed": seed, "shards": n_shards, "config": dump_config(cfg),
         "counts": {"nodes": num_nodes, "rows": {t: sum(s["rows"] for s in e.values())
                                                 for t, e in expansions.items()}},
-        "expansions": expansions, "index": prepared.get("index", {}), "timings_s": timings,
+        "expansions": expansions, "index": prepared.get("index", {}),
+        "fusion": prepared.get("fusion"), "timings_s": timings,
     }
 
 
 def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: ExpandConfig,
-           seed: int = 0, shard: str | tuple[int, int] | None = None) -> dict:
+           seed: int = 0, shard: str | tuple[int, int] | None = None,
+           learn_from: tuple[str | Path, str | Path] | None = None) -> dict:
     """Publish the bundle `out` (or this shard's share of it); returns the bundle metadata,
-    or this shard's statistics with published=False when other shards are still running."""
+    or this shard's statistics with published=False when other shards are still running.
+
+    `learn_from` = (graph, embeddings) of the previous night: the fused ranking is learned on
+    it against the gifts that came after it (in `graph`); without it, fixed weights.
+    """
     started = time.time()
     i, n = parse_shard(shard) or shard_from_env() or (0, 1)
     graph, embeddings, out = Path(graph), Path(embeddings), Path(out)
     data, emb = _load_inputs(graph, embeddings)
     inputs = {"graph": str(graph.resolve()), "embeddings": str(embeddings.resolve()),
-              "graph_date": data.metadata.get("date")}
+              "graph_date": data.metadata.get("date"),
+              "learn_from": [str(Path(p).resolve()) for p in learn_from] if learn_from else None}
     token = fingerprint(inputs, file_signature(embeddings), data.metadata, dump_config(cfg),
-                        seed, n, gie.__version__)
+                        seed, n, gie.__version__,
+                        [file_signature(Path(p)) for p in learn_from] if learn_from else None)
     stage = ShardedStage(out, i, n, token)
     stage.open()
     log.info("expanding shard %d/%d of %d users and %d streamers into %s", i, n,
@@ -173,20 +269,23 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
     try:
         if i == 0:
             try:
-                knn, prepared = _prepare(stage, data, emb, cfg, seed)
+                indexes, knn, prepared = _prepare(stage, data, emb, cfg, seed, learn_from)
             except Exception as e:
                 stage.mark(FAILED, {"error": f"{type(e).__name__}: {e}"})
                 raise
             stage.mark(PREPARED, prepared)
+            indexes = {t: b.index for t, b in indexes.items()}
         else:
             prepared = stage.wait_prepared(cfg.shard_wait_s)
             work = stage.path / "_work"
             knn = {t: (np.load(work / f"knn-{t}-sims.npy"), np.load(work / f"knn-{t}-ids.npy"))
                    for t in NODE_TYPES}
-        rels = Relations(data, {KNN_STEP[t]: knn_relation(*knn[t], cfg.knn_k) for t in NODE_TYPES},
-                         cfg.graph_weight)
+            indexes = {t: ix.load_index(stage.path / "index", t, prepared["index"][t])
+                       for t in NODE_TYPES}
+        view = _view(data, emb, indexes, knn, cfg)
+        fusion = _load_fusion(stage.path / "ranker", cfg)
         del knn
-        stats = {t: _expand_type(stage, rels, cfg, t, data.raw_ids) for t in NODE_TYPES}
+        stats = {t: _expand_type(stage, view, fusion, cfg, t) for t in NODE_TYPES}
         stage.mark(f"_done-{i}.json", {"shard": i, "types": stats})
         num_nodes = {t: data.num_nodes(t) for t in NODE_TYPES}
         metadata = stage.try_publish(lambda prep, done: _metadata(

@@ -245,11 +245,25 @@ def _run_train(ctx: RunContext, inputs: dict[str, Path | None]) -> dict:
                  warm_start=inputs["warm_start"])
 
 
+def _expand_inputs(ctx: RunContext) -> dict[str, Path | None]:
+    """Today's graph and model, and the previous night's, which the fused ranking learns from
+    (both must be published; otherwise the first-night fixed weights are used)."""
+    inputs = {"graph": ctx.layout.graph(ctx.date), "model": ctx.layout.model(ctx.date),
+              "prev_graph": None, "prev_model": None}
+    prev_graph = newest_before(ctx.layout.work / "graph", ctx.date)
+    prev_model = newest_before(ctx.layout.work / "model", ctx.date)
+    if prev_graph is not None and prev_model is not None and prev_graph.name == prev_model.name:
+        inputs.update(prev_graph=prev_graph, prev_model=prev_model)
+    return inputs
+
+
 def _run_expand(ctx: RunContext, inputs: dict[str, Path | None]) -> dict:
     from gie.expand.run import expand
 
+    learn_from = (inputs["prev_graph"], inputs["prev_model"] / "embeddings") \
+        if inputs["prev_graph"] is not None else None
     return expand(inputs["graph"], inputs["model"] / "embeddings", ctx.layout.bundle(ctx.date),
-                  ctx.cfg.expand, seed=ctx.cfg.seed)
+                  ctx.cfg.expand, seed=ctx.cfg.seed, learn_from=learn_from)
 
 
 def _evaluate_skip(ctx: RunContext) -> str | None:
@@ -273,8 +287,7 @@ STAGES: tuple[Stage, ...] = (
           _run_build),
     Stage("train", lambda c: c.layout.model(c.date), lambda cfg: cfg.train, _train_inputs,
           _run_train),
-    Stage("expand", lambda c: c.layout.bundle(c.date), lambda cfg: cfg.expand,
-          lambda c: {"graph": c.layout.graph(c.date), "model": c.layout.model(c.date)},
+    Stage("expand", lambda c: c.layout.bundle(c.date), lambda cfg: cfg.expand, _expand_inputs,
           _run_expand),
     Stage("evaluate", lambda c: c.layout.report(c.date), lambda cfg: cfg.evaluate,
           lambda c: {"raw": c.raw, "graph": c.layout.graph(c.date),

@@ -35,7 +35,7 @@ from gie.train.fused_cache import FusedCache
 from gie.train.history import LayerHistory
 from gie.train.inference import full_inference
 from gie.train.metrics import known_pairs, rank_metrics
-from gie.train.objective import amount_weights, contrastive_loss, link_loss
+from gie.train.objective import amount_weights, contrastive_loss, link_loss, sampling_log_q
 from gie.train.optim import GIEOptimizer
 from gie.train.warm import MODEL_FILE, load_warm_start
 from graphbuild.dataset import GraphData, load_graph
@@ -62,10 +62,11 @@ def model_spec(data: GraphData, g: dgl.DGLGraph, cfg: TrainConfig) -> ModelSpec:
 
 def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: GIEOptimizer,
                 cfg: TrainConfig, ctx: ddp.Ctx, epoch: int, max_steps: int | None = None,
-                history: LayerHistory | None = None) -> dict:
+                history: LayerHistory | None = None, log_q: torch.Tensor | None = None) -> dict:
     """One pass over the loader (at most `max_steps` batches: DDP ranks must agree).
     `g` is a DGLGraph or a DistGraph; `edge_weight(gift edge ids)` gives the loss weights.
-    With `history` the loader samples one hop (`edge_loader(..., one_hop=True)`)."""
+    With `history` the loader samples one hop (`edge_loader(..., one_hop=True)`).
+    `log_q` (per streamer node id) corrects the in-batch negatives' popularity."""
     net.train()
     model = net.module if isinstance(net, DistributedDataParallel) else net
     mods, views = list(spec.modality_dims), 2 if cfg.contrastive_weight > 0 else 0
@@ -96,7 +97,9 @@ def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: GIE
         negatives = (torch.arange(len(h["streamer"]), device=ctx.device) if cfg.in_batch_negatives
                      else batch[2].edges(etype=GIFT)[1].unique())
         w = edge_weight(pair.edges[GIFT].data[dgl.EID].cpu()).to(ctx.device)
-        loss = link_loss(h["user"], h["streamer"], src, dst, negatives, w, cfg.temperature)
+        local_q = None if log_q is None else \
+            log_q[pair.nodes["streamer"].data[dgl.NID].cpu()].to(ctx.device)
+        loss = link_loss(h["user"], h["streamer"], src, dst, negatives, w, cfg.temperature, local_q)
         if views:
             loss = loss + cfg.contrastive_weight * contrastive_loss(
                 outs[1], outs[2], cfg.contrastive_temperature)
@@ -194,6 +197,8 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
 
     net = DistributedDataParallel(model, find_unused_parameters=True) if ctx.distributed else model
     weights = amount_weights(g_train.edges[GIFT].data["amount"], cfg.amount_weighting)
+    log_q = sampling_log_q(g_train.in_degrees(etype=GIFT), cfg.batch_size, cfg.num_negatives) \
+        if cfg.logq_correction and cfg.in_batch_negatives else None
     use_history = cfg.layer_history_refreshes > 0 and len(cfg.fanouts) > 1
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         seed_all(seed, epoch)
@@ -205,7 +210,7 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
         history = LayerHistory(g_train, len(loader), cfg.layer_history_refreshes,
                                cfg.infer_batch_size, ctx.device) if use_history else None
         stats = train_epoch(net, spec, loader, g_train, weights.__getitem__, opt, cfg, ctx, epoch,
-                            history=history)
+                            history=history, log_q=log_q)
         valid = validate(model, g_train, data, holdout, cfg, ctx.device, seed) \
             if ctx.is_main else None
         auc, has_valid = ddp.broadcast(ctx, [valid["auc"] if valid else -1.0, float(bool(valid))])

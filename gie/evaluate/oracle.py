@@ -1,0 +1,57 @@
+"""Ceiling of exploration Recall@K on generated data: an oracle that knows the planted truth.
+
+The oracle ranks, for each next-day gifter, every streamer the user never gifted in the window
+by P(streamer's topic | user's planted topic mixture) x the streamer's planted popularity
+(with the generator's new-streamer boost), and is scored exactly like the `explore` segment.
+No learned method can be expected to beat it by much; it tells what share of the reachable
+exploration recall a method reaches. Only generated raw folders (manifest.json and truth/)
+have it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from gie.evaluate.rawdata import next_date
+
+
+def has_truth(raw: str | Path) -> bool:
+    raw = Path(raw)
+    return (raw / "manifest.json").is_file() and (raw / "truth" / "users.parquet").is_file()
+
+
+def explore_ceiling(raw: str | Path, date: str, labels: dict[int, set[int]],
+                    history: dict[int, set[int]], k: int) -> dict | None:
+    """Oracle exploration Recall@k over the users of `labels` (raw ids), or None."""
+    if not has_truth(raw):
+        return None
+    raw = Path(raw)
+    gen = json.loads((raw / "manifest.json").read_text())["config"]
+    users = pq.read_table(raw / "truth" / "users.parquet").to_pandas().set_index("user_id")
+    streamers = pq.read_table(raw / "truth" / "streamers.parquet").to_pandas()
+    topics = int(gen["topics"])
+    day = (dt.date.fromisoformat(next_date(date)) - dt.date.fromisoformat(gen["start"])).days
+    debut = streamers.debut_day.to_numpy()
+    fresh = (debut > 0) & (debut <= day) & (day - debut < gen["new_boost_days"])
+    pop = streamers.popularity.to_numpy() * np.where(fresh, gen["new_boost"], 1.0) * (debut <= day)
+    ids, s_topic = streamers.streamer_id.to_numpy(), streamers.topic.to_numpy()
+    cross = gen["cross_topic_share"]
+    recalls = []
+    for u, gifted in sorted(labels.items()):
+        seen = history.get(u, set())
+        relevant = gifted - seen
+        if not relevant or u not in users.index:
+            continue
+        row = users.loc[u]
+        mix = np.full(topics, cross / topics)
+        mix[int(row.topic)] += row.main_weight
+        mix[int(row.second_topic)] += max(0.0, 1 - cross - row.main_weight)
+        ranked = ids[np.argsort(-(mix[s_topic] * pop), kind="stable")]
+        top = [s for s in ranked[: k + len(seen)] if s not in seen][:k]
+        recalls.append(len(relevant & set(top)) / len(relevant))
+    return {"users": len(recalls), f"recall@{k}": float(np.mean(recalls)) if recalls else 0.0,
+            "method": "planted topic mixture x planted popularity (new-streamer boost)"}

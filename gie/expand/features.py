@@ -1,0 +1,202 @@
+"""Features of (node, candidate) pairs for the fused ranking, computed from one graph.
+
+A row of the feature matrix describes one candidate of one source node, as of the end of the
+graph's window: each source's score and rank for it (NaN when that source did not propose
+it), the model's embedding score, the evidence on the pair itself (gift and watch edges,
+recency), and statistics of both nodes (activity, history length, popularity, trend, age).
+Names are fixed by the sources enabled, so a ranker fitted on one night reads another's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gie.expand import relations as R
+from graphbuild.dataset import EdgeSet, GraphData
+
+DAY_MS = 86_400_000
+MINUTE_MS = 60_000
+GIFT_COLUMNS = ("gift_weight", "gift_count", "gift_price", "gift_days_since_last",
+                "gift_days_since_first")
+WATCH_COLUMNS = ("watch_weight", "watch_clicks", "watch_comments", "watch_likes",
+                 "watch_minutes", "watch_days_since_last")
+USER_COLUMNS = ("user_gifted_streamers", "user_watched_streamers", "user_gifts", "user_clicks",
+                "user_comments", "user_likes", "user_spend", "user_days_active",
+                "user_gifts_1d")
+STREAMER_COLUMNS = ("streamer_gifts", "streamer_gifters", "streamer_received",
+                    "streamer_clicks", "streamer_watchers", "streamer_age_days",
+                    "streamer_gifters_1d", "streamer_gifters_3d", "streamer_watchers_1d")
+
+
+def feature_names(sources: list[str]) -> list[str]:
+    per_source = [f"{s}.{kind}" for s in sources for kind in ("score", "rank")]
+    return [*per_source, "emb_score", *GIFT_COLUMNS, *WATCH_COLUMNS, *USER_COLUMNS,
+            *STREAMER_COLUMNS]
+
+
+class PairIndex:
+    """(user, streamer) -> row of an edge set, by binary search over sorted pair keys."""
+
+    def __init__(self, edges: EdgeSet | None, n_streamers: int):
+        self.n = n_streamers
+        if edges is None:
+            self.keys, self.rows = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        else:
+            keys = edges.src * n_streamers + edges.dst
+            self.rows = np.argsort(keys, kind="stable")
+            self.keys = keys[self.rows]
+
+    def find(self, users: np.ndarray, streamers: np.ndarray) -> np.ndarray:
+        """Edge row of each pair, -1 where there is no edge."""
+        if not len(self.keys):
+            return np.full(len(users), -1, np.int64)
+        keys = users * self.n + streamers
+        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return np.where(self.keys[pos] == keys, self.rows[pos], -1)
+
+
+def _take(values: np.ndarray, rows: np.ndarray, transform=None) -> np.ndarray:
+    """values[rows] as float32, NaN where rows < 0 (no edge)."""
+    out = np.full(len(rows), np.nan, np.float32)
+    hit = rows >= 0
+    v = np.asarray(values[rows[hit]], np.float64)
+    out[hit] = transform(v) if transform else v
+    return out
+
+
+@dataclass
+class GraphFeatures:
+    """Everything about one graph that the features read, computed once per graph."""
+
+    end_ms: int
+    gift: EdgeSet
+    watch: EdgeSet | None
+    gift_index: PairIndex
+    watch_index: PairIndex
+    user: dict[str, np.ndarray]
+    streamer: dict[str, np.ndarray]
+    emb: dict[str, np.ndarray]           # unit-length vectors per node type
+
+    @classmethod
+    def of(cls, graph: GraphData, emb: dict[str, np.ndarray]) -> "GraphFeatures":
+        end = int(graph.metadata["window"]["end_ms"])
+        nu, ns = graph.num_nodes("user"), graph.num_nodes("streamer")
+        gift, watch = graph.edges["gift"], graph.edges.get("watch")
+        uc, sc = graph.node_columns["user"], graph.node_columns["streamer"]
+
+        def count(ids, n, mask=None):
+            return np.bincount(ids if mask is None else ids[mask], minlength=n).astype(np.float32)
+
+        no_watch = np.zeros(0, np.int64)
+        w_src = watch.src if watch is not None else no_watch
+        w_dst = watch.dst if watch is not None else no_watch
+        w_last = watch.data["last_ts"] if watch is not None else no_watch
+        g_last = gift.data["last_ts"]
+        user = {
+            "user_gifted_streamers": count(gift.src, nu),
+            "user_watched_streamers": count(w_src, nu),
+            "user_gifts": uc["n_gifts"], "user_clicks": uc["n_clicks"],
+            "user_comments": uc["n_comments"], "user_likes": uc["n_likes"],
+            "user_spend": uc["total_spend"], "user_days_active": uc["days_active"],
+            "user_gifts_1d": count(gift.src, nu, g_last >= end - DAY_MS),
+        }
+        streamer = {
+            "streamer_gifts": sc["n_gifts"], "streamer_gifters": sc["n_gifters"],
+            "streamer_received": sc["total_received"], "streamer_clicks": sc["n_clicks"],
+            "streamer_watchers": count(w_dst, ns),
+            "streamer_age_days": (end - sc["first_seen_ts"]) / DAY_MS,
+            "streamer_gifters_1d": count(gift.dst, ns, g_last >= end - DAY_MS),
+            "streamer_gifters_3d": count(gift.dst, ns, g_last >= end - 3 * DAY_MS),
+            "streamer_watchers_1d": count(w_dst, ns, w_last >= end - DAY_MS),
+        }
+        unit = {}
+        for t, v in emb.items():
+            v = np.asarray(v, np.float32)
+            norm = np.linalg.norm(v, axis=1, keepdims=True)
+            unit[t] = v / np.where(norm > 0, norm, 1)
+        return cls(end, gift, watch, PairIndex(gift, ns), PairIndex(watch, ns),
+                   {k: np.asarray(v, np.float32) for k, v in user.items()},
+                   {k: np.asarray(v, np.float32) for k, v in streamer.items()}, unit)
+
+    def pair_features(self, users: np.ndarray, streamers: np.ndarray) -> dict[str, np.ndarray]:
+        """Every feature that depends on the pair or its nodes, not on the sources."""
+        days = lambda ts: (self.end_ms - ts) / DAY_MS  # noqa: E731
+        g = self.gift_index.find(users, streamers)
+        out = {"emb_score": np.einsum("nd,nd->n", self.emb["user"][users],
+                                      self.emb["streamer"][streamers]).astype(np.float32)}
+        d = self.gift.data
+        out.update(zip(GIFT_COLUMNS, (
+            _take(d["weight"], g), _take(d["count"], g), _take(d["total_price"], g),
+            _take(d["last_ts"], g, days), _take(d["first_ts"], g, days))))
+        w = self.watch_index.find(users, streamers)
+        if self.watch is not None:
+            d = self.watch.data
+            out.update(zip(WATCH_COLUMNS, (
+                _take(d["weight"], w), _take(d["n_clicks"], w), _take(d["n_comments"], w),
+                _take(d["n_likes"], w), _take(d["watch_ms"], w, lambda v: v / MINUTE_MS),
+                _take(d["last_ts"], w, days))))
+        else:
+            out.update({c: np.full(len(users), np.nan, np.float32) for c in WATCH_COLUMNS})
+        out.update({c: v[users] for c, v in self.user.items()})
+        out.update({c: v[streamers] for c, v in self.streamer.items()})
+        return out
+
+    def in_history(self, users: np.ndarray, streamers: np.ndarray) -> np.ndarray:
+        return self.gift_index.find(users, streamers) >= 0
+
+
+@dataclass
+class CandidateTable:
+    """The union of the sources' candidates of one batch, with features (rows sorted by
+    source row, then target raw id)."""
+
+    row: np.ndarray            # position of the source node in the batch
+    target: np.ndarray         # node id of the candidate
+    history: np.ndarray        # bool: the pair has a gift edge
+    X: np.ndarray              # float32 [n, len(names)]
+    names: list[str]
+    best_source: np.ndarray    # index into `sources` of the source ranking it best
+    via: np.ndarray            # raw id: the via of that source
+    sources: list[str]
+
+    def column(self, name: str) -> np.ndarray:
+        return self.X[:, self.names.index(name)]
+
+
+def candidate_table(gf: GraphFeatures, ntype: str, rows: np.ndarray,
+                    ranked: dict[str, R.Candidates], order: R.RawOrder) -> CandidateTable:
+    """`ranked`: each source's candidates, best first and cut at the fusion depth.
+
+    `order` is the raw order of the candidates' node type (targets sort by raw id in a row).
+    """
+    sources = list(ranked)
+    n = len(order.rank)
+    keys_per = [c.row * n + order.rank[c.target] for c in ranked.values()]
+    keys = np.unique(np.concatenate(keys_per)) if keys_per else np.zeros(0, np.int64)
+    row, target = keys // n, order.node[keys % n]
+    m = len(keys)
+    cols: dict[str, np.ndarray] = {}
+    best_rank = np.full(m, np.inf)
+    best_source = np.zeros(m, np.int64)
+    via = np.zeros(m, np.int64)
+    for i, (name, c) in enumerate(ranked.items()):
+        pos = np.searchsorted(keys, keys_per[i])
+        rank = R.rank_in_row(c.row).astype(np.float64) + 1
+        score, rk = np.full(m, np.nan, np.float32), np.full(m, np.nan, np.float32)
+        score[pos], rk[pos] = c.score, rank
+        cols[f"{name}.score"], cols[f"{name}.rank"] = score, rk
+        better = rank < best_rank[pos]            # first source wins ties (a fixed order)
+        best_rank[pos[better]] = rank[better]
+        best_source[pos[better]] = i
+        via[pos[better]] = c.via[better]
+    node = rows[row]
+    users, streamers = (node, target) if ntype == "user" else (target, node)
+    cols.update(gf.pair_features(users, streamers))
+    names = feature_names(sources)
+    X = np.empty((m, len(names)), np.float32)
+    for j, name in enumerate(names):
+        X[:, j] = cols[name]
+    return CandidateTable(row, target, gf.in_history(users, streamers), X, names, best_source,
+                          via, sources)
+

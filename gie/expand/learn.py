@@ -1,0 +1,88 @@
+"""The nightly fit of the fused ranking, on a time split that never sees the day after D.
+
+Features come from the previous night P (its graph and embeddings: what the pipeline knew then);
+labels are the gifts that came after P's window, read from today's graph D (a gift edge of D
+whose last gift is later than P's window end). So the ranker of night D learns "which of
+yesterday's candidates were gifted today" and is applied to today's candidates; nothing
+after D is read. Both sides are learned: users (which streamers they gift next) and
+streamers (which users gift them next), each for `merged` (every gift) and `explore`
+(first gifts: candidates without a gift edge in P).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from gie.expand.config import ExpandConfig
+from gie.expand.fusion import Fusion, View, pooled_table, fixed_weights, fusion_sources
+from gie.expand.ranker import TrainingSet, fit_scorer
+from gie.expand.sources import OTHER, source_candidates
+from graphbuild.dataset import GraphData, to_node_ids
+from graphbuild.schema import EXPLORE, MERGED, NODE_TYPES
+
+log = logging.getLogger(__name__)
+
+
+def label_pairs(prev: GraphData, today: GraphData) -> tuple[np.ndarray, np.ndarray]:
+    """(user, streamer) node ids of `prev` for every pair gifted after prev's window (per
+    today's graph); pairs with a node unknown to `prev` cannot be candidates and are left out."""
+    end = int(prev.metadata["window"]["end_ms"])
+    gift = today.edges["gift"]
+    after = gift.data["last_ts"] >= end
+    u = to_node_ids(prev.raw_ids["user"], today.raw_ids["user"][gift.src[after]])
+    s = to_node_ids(prev.raw_ids["streamer"], today.raw_ids["streamer"][gift.dst[after]])
+    known = (u >= 0) & (s >= 0)
+    return u[known], s[known]
+
+
+def training_sets(view: View, cfg: ExpandConfig, users: np.ndarray, streamers: np.ndarray,
+                  seed: int) -> dict[str, dict[str, TrainingSet]]:
+    """Per node type, the candidates of every label node (at most `max_groups`, sampled)."""
+    out = {}
+    for ntype in NODE_TYPES:
+        src, tgt = (users, streamers) if ntype == "user" else (streamers, users)
+        n_tgt = view.graph.num_nodes(OTHER[ntype])
+        label_keys = np.unique(src * n_tgt + tgt)
+        groups = np.unique(src)
+        if len(groups) > cfg.fusion.learn.max_groups:
+            rng = np.random.default_rng(seed)
+            groups = np.sort(rng.choice(groups, cfg.fusion.learn.max_groups, replace=False))
+        parts: dict[str, list] = {MERGED: [], EXPLORE: []}
+        for lo in range(0, len(groups), cfg.batch_size):
+            rows = groups[lo:lo + cfg.batch_size]
+            table = pooled_table(view, cfg, ntype, rows, source_candidates(view.rels, cfg, ntype, rows))
+            y = np.isin(rows[table.row] * n_tgt + table.target, label_keys).astype(np.float32)
+            for kind, keep in ((MERGED, slice(None)), (EXPLORE, ~table.history)):
+                parts[kind].append((table.X[keep], y[keep], table.row[keep] + lo))
+        # Labels per group, also those no source proposed (they count as misses).
+        l_src, l_tgt = label_keys // n_tgt, label_keys % n_tgt
+        users_, streamers_ = (l_src, l_tgt) if ntype == "user" else (l_tgt, l_src)
+        first = ~view.features.in_history(users_, streamers_)
+        pos = np.searchsorted(groups, l_src)
+        sampled = (pos < len(groups)) & (groups[np.minimum(pos, len(groups) - 1)] == l_src)
+        names = table.names if len(groups) else []
+        out[ntype] = {}
+        for kind, counted in ((MERGED, sampled), (EXPLORE, sampled & first)):
+            X, y, g = (np.concatenate(p) for p in zip(*parts[kind])) if parts[kind] else \
+                (np.zeros((0, len(names)), np.float32), np.zeros(0, np.float32), np.zeros(0, int))
+            n_labels = np.bincount(pos[counted], minlength=len(groups)).astype(np.float64)
+            out[ntype][kind] = TrainingSet(X, y, g, n_labels, names)
+        log.info("fusion training set (%s): %d label nodes, %d labels, %d candidates",
+                 ntype, len(groups), len(label_keys), len(out[ntype][MERGED].y))
+    return out
+
+
+def learn_fusion(prev: View, today: GraphData, cfg: ExpandConfig, seed: int) -> Fusion:
+    users, streamers = label_pairs(prev.graph, today)
+    sets = training_sets(prev, cfg, users, streamers, seed)
+    scorers = {t: {kind: fit_scorer(sets[t][kind], fusion_sources(cfg, t), fixed_weights(cfg, t),
+                                    cfg.fusion, cfg.topk, seed, f"{t} {kind}")
+                   for kind in (MERGED, EXPLORE)} for t in NODE_TYPES}
+    end_prev = int(prev.graph.metadata["window"]["end_ms"])
+    return Fusion(scorers, {
+        "learned": True, "learned_from": {
+            "graph": str(prev.graph.path), "date": prev.graph.metadata.get("date"),
+            "labels_from_ms": end_prev,
+            "labels_to_ms": int(today.metadata["window"]["end_ms"]),
+            "label_pairs": int(len(users))}})

@@ -1,0 +1,209 @@
+"""How the fused sequences score a candidate: learned (LightGBM lambdarank), one source, or
+fixed weights; and the nightly fit that chooses between them on held-out label nodes.
+
+A fit sees the candidates and features of the previous night's graph against the gifts that
+followed it (gie/expand/learn.py builds them). Label nodes are split once: the training part
+fits the model, the held-out part stops the boosting and compares the fused ranking with every
+single source by Recall@K. When the fused ranking is below the best single source there, that
+source's ranking is published instead, and the bundle says so. The model kept is refitted on
+all label nodes with the number of rounds the held-out part chose.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+
+from gie.expand.config import FusionConfig, LearnConfig
+from gie.expand.features import CandidateTable
+
+log = logging.getLogger(__name__)
+LEARNED, SOURCE, FIXED = "learned", "source", "fixed"
+MIN_TRAIN_GROUPS, MIN_VALID_GROUPS = 20, 5
+
+
+@dataclass
+class Scorer:
+    """Scores the candidates of a CandidateTable; higher is better, -inf = not ranked."""
+
+    kind: str
+    names: list[str]
+    booster: lgb.Booster | None = None
+    source: str | None = None
+    weights: dict[str, float] = field(default_factory=dict)
+    rrf_k: float = 60.0
+    threads: int = 1
+    info: dict = field(default_factory=dict)
+
+    def score(self, table: CandidateTable, mask: np.ndarray) -> np.ndarray:
+        if self.kind == LEARNED:
+            if table.names != self.names:
+                raise ValueError(f"the ranker was fitted on features {self.names}, "
+                                 f"the candidates have {table.names}")
+            if not mask.any():
+                return np.zeros(0)
+            return self.booster.predict(table.X[mask], num_threads=self.threads)
+        if self.kind == SOURCE:
+            rank = table.column(f"{self.source}.rank")[mask].astype(np.float64)
+            return np.where(np.isnan(rank), -np.inf, -rank)
+        return fixed_scores(table, mask, self.weights, self.rrf_k)
+
+    def describe(self) -> dict:
+        out = {"kind": self.kind, **self.info}
+        if self.kind == SOURCE:
+            out["source"] = self.source
+        if self.kind == FIXED:
+            out.update(weights=self.weights, rrf_k=self.rrf_k)
+        return out
+
+
+def fixed_scores(table: CandidateTable, mask: np.ndarray, weights: dict[str, float],
+                 rrf_k: float) -> np.ndarray:
+    """Weighted reciprocal-rank fusion: sum over sources of w / (rrf_k + rank)."""
+    total = np.zeros(int(mask.sum()))
+    for name, w in weights.items():
+        col = f"{name}.rank"
+        if w > 0 and col in table.names:
+            rank = table.column(col)[mask].astype(np.float64)
+            total += np.where(np.isnan(rank), 0.0, w / (rrf_k + rank))
+    return np.where(total > 0, total, -np.inf)
+
+
+def fixed_scorer(names: list[str], weights: dict[str, float], cfg: FusionConfig,
+                 info: dict) -> Scorer:
+    return Scorer(FIXED, names, weights=weights, rrf_k=cfg.rrf_k, info=info)
+
+
+# ------------------------------------------------------------------------------------------
+# The nightly fit
+# ------------------------------------------------------------------------------------------
+@dataclass
+class TrainingSet:
+    """Candidates of label nodes, grouped by node (the rows of a group are contiguous)."""
+
+    X: np.ndarray               # float32 [rows, features]
+    y: np.ndarray               # 1 = the node gifted (or was gifted by) this candidate
+    group: np.ndarray           # group index of each row, non-decreasing
+    n_labels: np.ndarray        # per group: every label, including those no source proposed
+    names: list[str]
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.n_labels)
+
+
+def _params(cfg: LearnConfig, k: int, seed: int) -> dict:
+    return {"objective": "lambdarank", "metric": "ndcg", "eval_at": [k],
+            "lambdarank_truncation_level": k, "learning_rate": cfg.learning_rate,
+            "num_leaves": cfg.num_leaves, "min_data_in_leaf": cfg.min_data_in_leaf,
+            "feature_fraction": cfg.feature_fraction, "bagging_fraction": 0.8,
+            "bagging_freq": 1, "seed": seed, "deterministic": True, "force_row_wise": True,
+            "num_threads": cfg.threads, "verbose": -1}
+
+
+def _dataset(data: TrainingSet, groups: np.ndarray, reference=None) -> lgb.Dataset:
+    """The rows of `groups` (sorted group indexes) that have a positive among candidates."""
+    rows = np.isin(data.group, groups)
+    sizes = np.bincount(data.group[rows], minlength=data.n_groups)[groups]
+    return lgb.Dataset(data.X[rows], data.y[rows], group=sizes[sizes > 0],
+                       feature_name=data.names, reference=reference, free_raw_data=False)
+
+
+def recall_at_k(data: TrainingSet, groups: np.ndarray, scores: np.ndarray, k: int) -> float:
+    """Mean over `groups` of |top-k by score ∩ labels| / |labels| (-inf = not ranked)."""
+    rows = np.flatnonzero(np.isin(data.group, groups))
+    g, s, y = data.group[rows], scores[rows], data.y[rows]
+    order = np.lexsort((np.arange(len(rows)), -s, g))
+    g, s, y = g[order], s[order], y[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.zeros(0, int)
+    rank = np.arange(len(g)) - np.repeat(starts, np.diff(np.r_[starts, len(g)]))
+    hits = np.bincount(g[(rank < k) & np.isfinite(s) & (y > 0)], minlength=data.n_groups)
+    return float(np.mean(hits[groups] / data.n_labels[groups])) if len(groups) else 0.0
+
+
+def fit_scorer(data: TrainingSet, sources: list[str], fixed: dict[str, float],
+               cfg: FusionConfig, k: int, seed: int, what: str) -> Scorer:
+    """Learn one fused ranking; fall back to the best source or fixed weights when the
+    learned one does not beat them on the held-out label nodes."""
+    lcfg = cfg.learn
+    has_pos = np.bincount(data.group, weights=data.y, minlength=data.n_groups) > 0
+    held_out = np.random.default_rng(seed).random(data.n_groups) < lcfg.valid_share
+    train = np.flatnonzero(~held_out & has_pos)
+    valid = np.flatnonzero(held_out & (data.n_labels > 0))
+    sizes = {"label_nodes": int(data.n_groups), "rows": int(len(data.y)),
+             "positives": int(data.y.sum()),
+             "labels": int(data.n_labels.sum()), "train_nodes": int(len(train)),
+             "held_out_nodes": int(len(valid))}
+    if len(train) < MIN_TRAIN_GROUPS or int((held_out & has_pos).sum()) < MIN_VALID_GROUPS:
+        reason = (f"too few label nodes to learn from ({len(train)} for training, "
+                  f"{int((held_out & has_pos).sum())} held out with a proposed label)")
+        log.warning("%s: %s; fixed weights", what, reason)
+        return fixed_scorer(data.names, fixed, cfg, {"reason": reason, **sizes})
+
+    params = _params(lcfg, k, seed)
+    dtrain = _dataset(data, train)
+    dvalid = _dataset(data, np.flatnonzero(held_out & has_pos), reference=dtrain)
+    booster = lgb.train(params, dtrain, lcfg.rounds, valid_sets=[dvalid],
+                        callbacks=[lgb.early_stopping(lcfg.early_stopping, verbose=False)])
+    rounds = max(1, booster.best_iteration or lcfg.rounds)
+
+    table = _as_table(data)
+    every = np.ones(len(data.y), bool)
+    held = {"fused": recall_at_k(data, valid, booster.predict(
+                data.X, num_iteration=rounds, num_threads=lcfg.threads), k),
+            "fixed_weights": recall_at_k(data, valid, fixed_scores(table, every, fixed, cfg.rrf_k), k)}
+    for s in sources:
+        rank = table.column(f"{s}.rank").astype(np.float64)
+        held[s] = recall_at_k(data, valid, np.where(np.isnan(rank), -np.inf, -rank), k)
+    best = max(sources, key=lambda s: (held[s], -sources.index(s)))
+    info = {"held_out": {f"recall@{k}": {m: round(v, 6) for m, v in held.items()}},
+            "best_source": best, "rounds": rounds, **sizes}
+    if held["fused"] < held[best]:
+        log.warning("%s: the learned ranking (held-out recall@%d %.4f) is below the best "
+                    "single source %s (%.4f): publishing %s's ranking", what, k, held["fused"],
+                    best, held[best], best)
+        return Scorer(SOURCE, data.names, source=best,
+                      info={**info, "reason": f"learned ranking below {best} on held-out nodes"})
+    final = lgb.train({**params, "metric": "none"}, _dataset(data, np.flatnonzero(has_pos)),
+                      rounds)
+    gain = final.feature_importance("gain")
+    info["importance_gain"] = {n: round(float(v), 3) for n, v in
+                               sorted(zip(data.names, gain), key=lambda t: -t[1]) if v > 0}
+    log.info("%s: learned ranking, held-out recall@%d %.4f vs best source %s %.4f and fixed "
+             "weights %.4f (%d rounds, %d label nodes)", what, k, held["fused"], best,
+             held[best], held["fixed_weights"], rounds, data.n_groups)
+    return Scorer(LEARNED, data.names, booster=final, threads=lcfg.threads, info=info)
+
+
+def _as_table(data: TrainingSet) -> CandidateTable:
+    """A TrainingSet seen as a CandidateTable, so scorers read its columns by name."""
+    n = len(data.y)
+    none = np.zeros(n, np.int64)
+    return CandidateTable(data.group, none, np.zeros(n, bool), data.X, data.names, none, none, [])
+
+
+# ------------------------------------------------------------------------------------------
+# Saving and loading (bundle/ranker/)
+# ------------------------------------------------------------------------------------------
+def save(scorer: Scorer, folder: Path, name: str) -> dict:
+    out = scorer.describe()
+    if scorer.kind == LEARNED:
+        path = folder / f"{name}.txt"
+        scorer.booster.save_model(str(path))
+        out["model_file"] = f"ranker/{path.name}"
+    out["features"] = scorer.names
+    return out
+
+
+def load(desc: dict, folder: Path, threads: int = 1) -> Scorer:
+    kind = desc["kind"]
+    booster = lgb.Booster(model_file=str(folder / Path(desc["model_file"]).name)) \
+        if kind == LEARNED else None
+    info = {k: v for k, v in desc.items() if k not in ("kind", "source", "weights", "rrf_k",
+                                                        "features", "model_file")}
+    return Scorer(kind, desc["features"], booster=booster, source=desc.get("source"),
+                  weights=desc.get("weights", {}), rrf_k=desc.get("rrf_k", 60.0), threads=threads,
+                  info=info)

@@ -1,0 +1,225 @@
+"""Candidate sources: metapath walks over six relations, the cross-type kNN hop, and priors.
+
+Relations (each row a probability distribution, see docs/BUNDLE.md "Scoring"):
+    US / SU  gift weight share (user -> streamer / streamer -> user)
+    UW / WU  watch weight share (clicks, comments, likes) likewise
+    UU / SS  similar users / streamers: u2u / s2s edges, Faiss kNN cosine, or both mixed
+A walk source is one or two steps (STEPS): U-U-S = UU.US, U-W-S-S = UW.SS, and so on.
+`U-knn-S` / `S-knn-U` search a node's vector in the other type's index (the model's own
+score); `POP`, `NEW` and `ACT` are priors, one list for every node (fusion only).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from gie.errors import BadInputError
+from gie.expand import relations as R
+from gie.expand.config import ExpandConfig
+from graphbuild.dataset import GraphData
+from graphbuild.schema import PRIORS, SOURCES
+
+DAY_MS = 86_400_000
+STEPS: dict[str, tuple[str, ...]] = {
+    "U-S": ("US",), "U-U-S": ("UU", "US"), "U-S-S": ("US", "SS"),
+    "U-W-S": ("UW",), "U-W-S-S": ("UW", "SS"), "U-s2s-S": ("US", "SS"),
+    "S-U": ("SU",), "S-S-U": ("SS", "SU"), "S-U-U": ("SU", "UU"),
+    "S-W-U": ("WU",), "S-S-W-U": ("SS", "WU"), "S-u2u-U": ("SU", "UU"),
+}
+CROSS_KNN = {"U-knn-S", "S-knn-U"}
+STEP_TYPES = {"US": ("user", "streamer"), "SU": ("streamer", "user"),
+              "UW": ("user", "streamer"), "WU": ("streamer", "user"),
+              "UU": ("user", "user"), "SS": ("streamer", "streamer")}
+HISTORY = {"user": "US", "streamer": "SU"}
+NEVER_GIFTED = {"U-W-S", "S-W-U"}            # watched but never gifted: history removed
+GRAPH_HOP_ONLY = {"U-s2s-S", "S-u2u-U"}      # the similar hop over the build's edges alone
+SIMILAR_EDGES = {"UU": "u2u", "SS": "s2s"}
+OTHER = {"user": "streamer", "streamer": "user"}
+
+# (similarities, node ids) [n, k] of the other type's nearest vectors for source node ids.
+CrossSearch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def knn_relation(sims: np.ndarray, ids: np.ndarray, k: int) -> R.Rel:
+    """Faiss results of every node against its own type -> similarity relation.
+
+    The node itself is dropped (or the last hit when it is absent, e.g. duplicate vectors),
+    negative cosines are clipped to 0 (dropped), and rows are normalised.
+    """
+    n = len(ids)
+    rows = np.arange(n)[:, None]
+    is_self = ids == rows
+    drop = is_self.copy()
+    drop[~is_self.any(axis=1), -1] = True
+    keep = ~drop & (ids >= 0) & (sims > 0)
+    src = np.broadcast_to(rows, ids.shape)[keep]
+    return R.normalise_rows(R.truncate(R.from_pairs(src, ids[keep], sims[keep], n, n), k))
+
+
+def _checked_weights(graph: GraphData, etype: str) -> np.ndarray:
+    edges = graph.edges[etype]
+    w = np.asarray(edges.data["weight"], np.float64)
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+    if len(bad):
+        raise BadInputError(f"{graph.path}/edges/{etype} column 'weight': {len(bad)} rows "
+                            f"are negative or not finite (first: src={edges.src[bad[0]]} "
+                            f"dst={edges.dst[bad[0]]} weight={w[bad[0]]})")
+    return w
+
+
+@dataclass
+class Relations:
+    """The relations of one graph, the 'similar' steps in each hop kind (built lazily and
+    cached), the cross-type searches and the priors."""
+
+    graph: GraphData
+    knn: dict[str, R.Rel]                 # "UU" / "SS" -> kNN relation
+    graph_weight: float
+    cross: dict[str, CrossSearch] = field(default_factory=dict)   # source node type -> search
+    fresh_days: int = 3
+    _cache: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        nu, ns = self.graph.num_nodes("user"), self.graph.num_nodes("streamer")
+        for fwd, back, etype in (("US", "SU", "gift"), ("UW", "WU", "watch")):
+            edges = self.graph.edges.get(etype)
+            if edges is None:
+                raw = R.from_pairs(np.zeros(0), np.zeros(0), np.zeros(0), nu, ns)
+            else:
+                raw = R.from_pairs(edges.src, edges.dst, _checked_weights(self.graph, etype),
+                                   nu, ns)
+            self._cache[fwd, "graph"] = R.normalise_rows(raw)
+            self._cache[back, "graph"] = R.normalise_rows(R.transpose(raw))
+
+    def get(self, step: str, hop: str = "graph") -> R.Rel:
+        if step not in SIMILAR_EDGES:
+            hop = "graph"
+        if (step, hop) not in self._cache:
+            if hop == "knn":
+                rel = self.knn[step]
+            elif hop == "graph":
+                rel = self._similar_edges(step)
+            else:
+                rel = R.mix(self.get(step, "graph"), self.get(step, "knn"), self.graph_weight)
+            self._cache[step, hop] = rel
+        return self._cache[step, hop]
+
+    def raw_order(self, ntype: str) -> R.RawOrder:
+        if ntype not in self._cache:
+            self._cache[ntype] = R.RawOrder.of(self.graph.raw_ids[ntype])
+        return self._cache[ntype]
+
+    def truncated(self, step: str, hop: str, k: int) -> R.Rel:
+        if (step, hop, k) not in self._cache:
+            self._cache[step, hop, k] = R.truncate(self.get(step, hop), k)
+        return self._cache[step, hop, k]
+
+    def prior(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(node ids best first, scores) of a prior list."""
+        if name not in self._cache:
+            self._cache[name] = self._prior(name)
+        return self._cache[name]
+
+    def _prior(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        gift = self.graph.edges["gift"]
+        if name == "POP":          # streamers by gifts received in the window
+            score = np.bincount(gift.dst, weights=gift.data["count"],
+                                minlength=self.graph.num_nodes("streamer"))
+        elif name == "ACT":        # users by gifts sent in the window
+            score = np.bincount(gift.src, weights=gift.data["count"],
+                                minlength=self.graph.num_nodes("user"))
+        elif name == "NEW":        # fresh streamers by how many users watched or gifted them
+            n = self.graph.num_nodes("streamer")
+            reach = np.bincount(gift.dst, minlength=n).astype(np.float64)
+            if "watch" in self.graph.edges:
+                reach += np.bincount(self.graph.edges["watch"].dst, minlength=n)
+            end = int(self.graph.metadata["window"]["end_ms"])
+            first = self.graph.node_columns["streamer"]["first_seen_ts"]
+            score = np.where(first >= end - self.fresh_days * DAY_MS, reach, 0.0)
+        else:
+            raise KeyError(name)
+        score = np.asarray(score, np.float64)
+        target_type = "user" if name == "ACT" else "streamer"
+        nodes = np.flatnonzero(score > 0)
+        order = np.lexsort((self.raw_order(target_type).rank[nodes], -score[nodes]))
+        return nodes[order], score[nodes[order]]
+
+    def _similar_edges(self, step: str) -> R.Rel:
+        ntype = STEP_TYPES[step][0]
+        n = self.graph.num_nodes(ntype)
+        edges = self.graph.edges.get(SIMILAR_EDGES[step])
+        if edges is None:
+            return R.from_pairs(np.zeros(0), np.zeros(0), np.zeros(0), n, n)
+        keep = edges.src != edges.dst
+        return R.normalise_rows(R.from_pairs(edges.src[keep], edges.dst[keep],
+                                             edges.data["score"][keep], n, n))
+
+
+def enabled_sources(cfg: ExpandConfig, ntype: str) -> list[str]:
+    return [s for s in SOURCES[ntype] if cfg.metapaths[s].enabled]
+
+
+def _cross_knn(rels: Relations, ntype: str, rows: np.ndarray, order: R.RawOrder) -> R.Candidates:
+    search = rels.cross.get(ntype)
+    if search is None or not len(rows):
+        return R.empty()
+    sims, ids = search(rows)
+    owner = np.broadcast_to(np.arange(len(rows))[:, None], ids.shape)
+    keep = ids >= 0
+    # Scores are cosines, possibly negative: ranked as they are, not as walk probabilities.
+    return R.aggregate(owner[keep], ids[keep], sims[keep].astype(np.float64),
+                       rows[owner[keep]], order)
+
+
+def source_candidates(rels: Relations, cfg: ExpandConfig, ntype: str, rows: np.ndarray
+                      ) -> dict[str, R.Candidates]:
+    """Every enabled source's candidates for source node ids `rows`, unsorted and uncapped.
+
+    `row` indexes `rows`; `target` is a node id of the other type; `via` is a raw id.
+    """
+    target_type = OTHER[ntype]
+    order = rels.raw_order(target_type)
+    history = rels.get(HISTORY[ntype])
+    raw_ids = rels.graph.raw_ids
+    out: dict[str, R.Candidates] = {}
+    for name in enabled_sources(cfg, ntype):
+        mcfg = cfg.metapaths[name]
+        if name in CROSS_KNN:
+            c = _cross_knn(rels, ntype, rows, order)
+            via_type = ntype
+        else:
+            steps = STEPS[name]
+            hop = "graph" if name in GRAPH_HOP_ONLY else mcfg.hop
+            if len(steps) == 1:
+                c = R.one_hop(rels.get(steps[0]), rows, order)
+            else:
+                first = rels.truncated(steps[0], hop, mcfg.fanout[0])
+                second = rels.truncated(steps[1], hop, mcfg.fanout[1])
+                c = R.two_hop(first, second, rows, order)
+            via_type = ntype if len(steps) == 1 else STEP_TYPES[steps[0]][1]
+            if name in NEVER_GIFTED or (cfg.exclude_history and len(steps) > 1):
+                c = R.drop_pairs(c, history, rows)
+        c.via = raw_ids[via_type][c.via]
+        out[name] = c
+    return out
+
+
+def prior_candidates(rels: Relations, ntype: str, rows: np.ndarray, depth: int
+                     ) -> dict[str, R.Candidates]:
+    """The same best `depth` prior entries for every row (via = the source node itself)."""
+    out = {}
+    for name in PRIORS[ntype]:
+        nodes, score = rels.prior(name)
+        nodes, score = nodes[:depth], score[:depth]
+        row = np.repeat(np.arange(len(rows)), len(nodes))
+        out[name] = R.Candidates(row, np.tile(nodes, len(rows)), np.tile(score, len(rows)),
+                                 rels.graph.raw_ids[ntype][rows[row]])
+    return out
+
+
+def published_sequences(cands: dict[str, R.Candidates], cfg: ExpandConfig
+                        ) -> dict[str, R.Candidates]:
+    """Each walk/kNN source's published sequence: best first, capped, above min_score."""
+    return {name: R.top_per_row(c, cfg.cap(name), cfg.min_score) for name, c in cands.items()}
