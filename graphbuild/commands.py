@@ -8,8 +8,11 @@ from gie.cliopts import config_option, set_option
 
 @click.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
-@click.option("--users", default=20_000, show_default=True, type=click.IntRange(1))
-@click.option("--streamers", default=2_000, show_default=True, type=click.IntRange(1))
+@click.option("--profile", type=click.Choice(["default", "long_history", "weak_clicks"]),
+              default="default", show_default=True,
+              help="shape of the data (docs/DATA_FORMAT.md); the options below override it")
+@click.option("--users", type=click.IntRange(1), default=None, help="[default: 20000]")
+@click.option("--streamers", type=click.IntRange(1), default=None, help="[default: 2000]")
 @click.option("--days", default=15, show_default=True, type=click.IntRange(1))
 @click.option("--start", default="2025-05-01", show_default=True, help="first day, YYYY-MM-DD")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -17,12 +20,13 @@ from gie.cliopts import config_option, set_option
               show_default=True)
 @click.option("--gifts-per-day", type=click.IntRange(1), default=None,
               help="target gift events per day (default: from the number of users)")
-def generate(out, users, streamers, days, start, seed, fmt, gifts_per_day):
+def generate(out, profile, users, streamers, days, start, seed, fmt, gifts_per_day):
     """Write a synthetic KuaiLive-layout dataset (plus segments and truth/)."""
     from graphbuild.synthetic import GenConfig, generate as run
 
-    cfg = GenConfig(users=users, streamers=streamers, days=days, start=start, seed=seed,
-                    format=fmt, gifts_per_day=gifts_per_day)
+    given = {"users": users, "streamers": streamers, "gifts_per_day": gifts_per_day}
+    cfg = GenConfig(profile=profile, days=days, start=start, seed=seed, format=fmt,
+                    **{k: v for k, v in given.items() if v is not None})
     run(out, cfg)
 
 

@@ -167,8 +167,8 @@ def _cross_knn(rels: Relations, ntype: str, rows: np.ndarray, order: R.RawOrder)
         return R.empty()
     sims, ids = search(rows)
     owner = np.broadcast_to(np.arange(len(rows))[:, None], ids.shape)
-    keep = ids >= 0
-    # Scores are cosines, possibly negative: ranked as they are, not as walk probabilities.
+    keep = (ids >= 0) & (sims > 0)          # as for same-type kNN: dissimilar is no candidate
+    # Scores are cosines, ranked as they are (not normalised into walk probabilities).
     return R.aggregate(owner[keep], ids[keep], sims[keep].astype(np.float64),
                        rows[owner[keep]], order)
 
@@ -189,6 +189,8 @@ def source_candidates(rels: Relations, cfg: ExpandConfig, ntype: str, rows: np.n
         if name in CROSS_KNN:
             c = _cross_knn(rels, ntype, rows, order)
             via_type = ntype
+            if cfg.exclude_history:
+                c = R.drop_pairs(c, history, rows)
         else:
             steps = STEPS[name]
             hop = "graph" if name in GRAPH_HOP_ONLY else mcfg.hop
