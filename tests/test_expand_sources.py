@@ -92,7 +92,8 @@ class Reference:
         if mp in CROSS:
             other = OTHER[ntype]
             sims = self.vec[other] @ self.vec[ntype][node]
-            k = max(self.cfg.fusion.depth, self.cfg.cap(mp))
+            k = max(self.cfg.fusion.depth, self.cfg.cap("U-knn-S"), self.cfg.cap("S-knn-U"))
+            k += len(self.history[ntype].get(node, set()))   # at least; more never matters
             order = sorted(range(len(sims)), key=lambda t: (-np.float32(sims[t]),
                                                             self.raw[other][t]))[:k]
             own = self.history[ntype].get(node, set()) if self.cfg.exclude_history else set()
@@ -154,28 +155,29 @@ class Reference:
                     end - self.cfg.fusion.fresh_days * 86_400_000
                 score = np.where(fresh, reach, 0)
             ids = raw["streamer"]
-        order = sorted(np.flatnonzero(score > 0), key=lambda t: (-score[t], ids[t]))
-        return order[: self.cfg.fusion.depth]
+        return sorted(np.flatnonzero(score > 0), key=lambda t: (-score[t], ids[t]))
 
     def fused(self, kind, ntype, node):
         """Fixed-weight fusion: sum over sources of w / (rrf_k + rank); [(target, score,
         source, allowed vias)] best first, with the history rules of each sequence."""
         cfg, f = self.cfg, self.cfg.fusion
         pool = {}
+        own = self.history[ntype].get(node, set())
         for src in [s for s in ALL[ntype] if cfg.metapaths[s].enabled] + PRIORS[ntype]:
             if src in PRIORS[ntype]:
                 lst = [(t, None, {int(self.raw[ntype][node])}) for t in self.prior(src)]
                 w = f.prior_weight
             else:
-                lst = self.ranked(src, ntype, node, f.depth)
+                lst = self.ranked(src, ntype, node, 10**9)
                 w = cfg.metapaths[src].weight
-            for rank, (t, _, vias) in enumerate(lst, start=1):
+            if src not in ("U-S", "S-U"):       # every source but the history: outside it
+                lst = [x for x in lst if x[0] not in own]
+            for rank, (t, _, vias) in enumerate(lst[: f.depth], start=1):
                 total, best = pool.get(t, (0.0, None))
                 total += w / (f.rrf_k + rank) if w > 0 else 0.0
                 if best is None or rank < best[0]:
                     best = (rank, src, vias)
                 pool[t] = (total, best)
-        own = self.history[ntype].get(node, set())
         target_raw = self.raw[OTHER[ntype]]
         items = [(t, s, b[1], b[2]) for t, (s, b) in pool.items() if s > 0
                  and not (kind == "explore" and t in own)]

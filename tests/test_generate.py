@@ -246,6 +246,53 @@ def test_profiles_carry_weak_topic_signal(db):
 
 
 # ---------------------------------------------------------------------------------------------
+# Profiles: other shapes of data
+# ---------------------------------------------------------------------------------------------
+def _profile_db(tmp_path: Path, profile: str, **over) -> duckdb.DuckDBPyConnection:
+    out = tmp_path / profile
+    generate(out, GenConfig(profile=profile, days=8, seed=1, **over))
+    con = duckdb.connect()
+    for t in ("gift", "click"):
+        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{out / t}.parquet')")
+    for t in ("users", "streamers"):
+        con.execute(f"CREATE VIEW truth_{t} AS SELECT * FROM "
+                    f"read_parquet('{out / 'truth' / t}.parquet')")
+    return con
+
+
+def test_long_history_profile_has_long_histories_and_first_gift_days(tmp_path):
+    db = _profile_db(tmp_path, "long_history", users=3_000, streamers=6_000)
+    last = 1746057600000 + 7 * 86_400_000
+    median = one(db, f"""SELECT median(n) FROM (SELECT user_id, count(DISTINCT streamer_id) n
+                         FROM gift WHERE timestamp < {last} GROUP BY ALL)""")
+    assert median >= 10            # 7 days here; 30 in the default 14-day window
+    first = one(db, f"""WITH h AS (SELECT DISTINCT user_id, streamer_id FROM gift
+                                   WHERE timestamp < {last})
+                        SELECT avg(CAST(h.user_id IS NULL AS DOUBLE)) FROM
+                        (SELECT DISTINCT user_id, streamer_id FROM gift
+                         WHERE timestamp >= {last}) n LEFT JOIN h USING (user_id, streamer_id)""")
+    assert first > 0.8
+
+
+def test_weak_clicks_profile_clicks_carry_no_topic_signal(tmp_path):
+    db = _profile_db(tmp_path, "weak_clicks", users=3_000, streamers=300)
+    in_topics = """SELECT avg(CAST(s.topic IN (u.topic, u.second_topic) AS DOUBLE))
+                   FROM {t} e JOIN truth_users u USING (user_id)
+                   JOIN truth_streamers s USING (streamer_id)"""
+    assert one(db, in_topics.format(t="gift")) > 0.75
+    # Browsing clicks (most clicks) follow popularity only: near the chance share 2/8.
+    assert one(db, in_topics.format(t="click")) < 0.4
+
+
+def test_profiles_change_only_what_they_name():
+    assert GenConfig(profile="weak_clicks").gift_rate == GenConfig().gift_rate
+    assert GenConfig(profile="long_history", users=50).users == 50
+    assert GenConfig(profile="long_history").repeat_avoidance > 0
+    with pytest.raises(ValueError):
+        GenConfig(profile="nope")
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line and failure modes
 # ---------------------------------------------------------------------------------------------
 def test_cli_writes_and_reruns_idempotently(tmp_path):

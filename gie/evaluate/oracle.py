@@ -1,8 +1,10 @@
 """Ceiling of exploration Recall@K on generated data: an oracle that knows the planted truth.
 
 The oracle ranks, for each next-day gifter, every streamer the user never gifted in the window
-by P(streamer's topic | user's planted topic mixture) x the streamer's planted popularity
-(with the generator's new-streamer boost), and is scored exactly like the `explore` segment.
+by the generator's own chance of an explored gift: P(topic | user's planted topic mixture) x
+P(live that day) x the streamer's planted popularity (with the new-streamer boost) / the
+expected popularity live in its topic (the generator picks a topic, then a live streamer of it
+by popularity). It is scored exactly like the `explore` segment.
 No learned method can be expected to beat it by much; it tells what share of the reachable
 exploration recall a method reaches. Only generated raw folders (manifest.json and truth/)
 have it.
@@ -38,7 +40,10 @@ def explore_ceiling(raw: str | Path, date: str, labels: dict[int, set[int]],
     debut = streamers.debut_day.to_numpy()
     fresh = (debut > 0) & (debut <= day) & (day - debut < gen["new_boost_days"])
     pop = streamers.popularity.to_numpy() * np.where(fresh, gen["new_boost"], 1.0) * (debut <= day)
+    live = np.where(debut == day, 1.0, gen["live_prob"]) * (debut <= day)
     ids, s_topic = streamers.streamer_id.to_numpy(), streamers.topic.to_numpy()
+    mass = np.bincount(s_topic, weights=pop * live, minlength=topics)
+    chance = live * pop / np.where(mass > 0, mass, 1.0)[s_topic]
     cross = gen["cross_topic_share"]
     recalls = []
     for u, gifted in sorted(labels.items()):
@@ -50,8 +55,8 @@ def explore_ceiling(raw: str | Path, date: str, labels: dict[int, set[int]],
         mix = np.full(topics, cross / topics)
         mix[int(row.topic)] += row.main_weight
         mix[int(row.second_topic)] += max(0.0, 1 - cross - row.main_weight)
-        ranked = ids[np.argsort(-(mix[s_topic] * pop), kind="stable")]
+        ranked = ids[np.argsort(-(mix[s_topic] * chance), kind="stable")]
         top = [s for s in ranked[: k + len(seen)] if s not in seen][:k]
         recalls.append(len(relevant & set(top)) / len(relevant))
     return {"users": len(recalls), f"recall@{k}": float(np.mean(recalls)) if recalls else 0.0,
-            "method": "planted topic mixture x planted popularity (new-streamer boost)"}
+            "method": "the generator's planted chance of an explored gift"}

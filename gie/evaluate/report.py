@@ -179,9 +179,10 @@ def _fusion_lines(fusion: dict | None) -> list[str]:
     if not fusion["learned"]:
         lines.append(f"Fixed weights: {fusion.get('reason')}.")
         return lines
-    frm = fusion.get("learned_from") or {}
-    lines += [f"Learned from the night of {frm.get('date')} against the gifts after it "
-              f"({frm.get('label_pairs')} pairs). Held-out Recall of the label nodes:", "",
+    nights = ", ".join(f"{n.get('date')} ({n.get('label_pairs')} label pairs)"
+                       for n in fusion.get("learned_from") or [])
+    lines += [f"Learned from the nights of {nights}, each against the gifts of the day after "
+              f"it; held out: {fusion.get('held_out')}. Held-out Recall:", "",
               "| sequence | scored by | fused | best source | fixed weights |", "|---|---|---|---|---|"]
     for name, v in fusion.items():
         if isinstance(v, dict) and "kind" in v:

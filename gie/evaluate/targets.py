@@ -30,7 +30,7 @@ def fusion_summary(fusion: dict | None) -> dict | None:
     if not fusion:
         return None
     out = {"learned": fusion.get("learned", False), "reason": fusion.get("reason"),
-           "learned_from": fusion.get("learned_from")}
+           "learned_from": fusion.get("learned_from"), "held_out": fusion.get("held_out")}
     for ntype in ("user", "streamer"):
         for kind, desc in (fusion.get(ntype) or {}).items():
             held = next(iter((desc.get("held_out") or {}).values()), {})

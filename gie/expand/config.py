@@ -61,8 +61,10 @@ class LearnConfig(BaseModel):
 
     enabled: bool = Field(True, description="learn the ranker from the previous night when one "
                                             "exists; otherwise (and when off) fixed weights")
-    max_gap_days: int = Field(3, ge=1, description="learn only from a previous night at most "
-                                                   "this many days before")
+    nights: int = Field(2, ge=1, description="previous nights learned from; with two or "
+                                             "more, the newest is held out to judge the fit")
+    max_gap_days: int = Field(3, ge=1, description="learn only from nights at most this many "
+                                                   "days before the next one")
     valid_share: float = Field(0.2, gt=0, lt=1, description="share of label nodes held out "
                                                             "(early stopping, fused vs sources)")
     max_groups: int = Field(20_000, ge=10, description="label nodes used at most (sampled)")
@@ -80,7 +82,7 @@ class FusionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    depth: int = Field(100, ge=1, description="best candidates of each source that enter the "
+    depth: int = Field(50, ge=1, description="best candidates of each source that enter the "
                                               "fused ranking")
     max_history: int = Field(20, ge=0, description="at most this many of the node's own "
                                                    "history entries in `merged`")

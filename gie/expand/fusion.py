@@ -15,7 +15,9 @@ from gie.expand import relations as R
 from gie.expand.config import ExpandConfig
 from gie.expand.features import CandidateTable, GraphFeatures, candidate_table, feature_names
 from gie.expand.ranker import Scorer, fixed_scorer
-from gie.expand.sources import OTHER, Relations, enabled_sources, prior_candidates
+from gie.expand.sources import (
+    HISTORY, OTHER, OWN_HISTORY, Relations, enabled_sources, prior_candidates,
+)
 from graphbuild.schema import EXPLORE, FUSED, MERGED, NODE_TYPES, PRIORS
 
 
@@ -60,10 +62,20 @@ def fixed_fusion(cfg: ExpandConfig, reason: str) -> Fusion:
 
 def pooled_table(view: View, cfg: ExpandConfig, ntype: str, rows: np.ndarray,
                 cands: dict[str, R.Candidates]) -> CandidateTable:
-    """The pooled candidates of `rows` with their features (`cands` from source_candidates)."""
+    """The pooled candidates of `rows` with their features (`cands` from source_candidates).
+
+    The history source (`U-S` / `S-U`) brings the node's own history; every other source and
+    prior brings its best `depth` candidates outside it (ranked among those), so that a long
+    history does not crowd the never-gifted candidates out of the pool.
+    """
     depth = cfg.fusion.depth
-    ranked = {name: R.top_per_row(c, depth) for name, c in cands.items()}
-    ranked.update(prior_candidates(view.rels, ntype, rows, depth))
+    history = view.rels.get(HISTORY[ntype])
+    ranked = {name: R.top_per_row(c if name == OWN_HISTORY[ntype]
+                                  else R.drop_pairs(c, history, rows), depth)
+              for name, c in cands.items()}
+    longest = int(history.row_lengths()[rows].max(initial=0))
+    ranked.update({name: R.top_per_row(R.drop_pairs(c, history, rows), depth) for name, c in
+                   prior_candidates(view.rels, ntype, rows, depth + longest).items()})
     return candidate_table(view.features, ntype, rows, ranked, view.rels.raw_order(OTHER[ntype]))
 
 

@@ -1,12 +1,13 @@
 """The nightly fit of the fused ranking, on a time split that never sees the day after D.
 
-Features come from the previous night P (its graph and embeddings: what the pipeline knew then);
-labels are the gifts that came after P's window, read from today's graph D (a gift edge of D
-whose last gift is later than P's window end). So the ranker of night D learns "which of
-yesterday's candidates were gifted today" and is applied to today's candidates; nothing
-after D is read. Both sides are learned: users (which streamers they gift next) and
-streamers (which users gift them next), each for `merged` (every gift) and `explore`
-(first gifts: candidates without a gift edge in P).
+Features come from previous nights (each night's graph and embeddings: what the pipeline knew
+then); labels are the gifts that came after each night's window, read from the next graph (a
+gift edge whose last gift is later than that night's window end): for the newest previous
+night P that is today's graph D. So the ranker of night D learns "which of a night's
+candidates were gifted the next day" and is applied to today's candidates; nothing after D is
+read. The newest night is held out to judge the fit (ranker.py). Both sides are learned: users
+(which streamers they gift next) and streamers (which users gift them next), each for `merged`
+(every gift) and `explore` (first gifts: candidates without a gift edge in that night's graph).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from gie.expand.config import ExpandConfig
 from gie.expand.fusion import Fusion, View, pooled_table, fixed_weights, fusion_sources
-from gie.expand.ranker import TrainingSet, fit_scorer
+from gie.expand.ranker import TrainingSet, concat, fit_scorer
 from gie.expand.sources import OTHER, source_candidates
 from graphbuild.dataset import GraphData, to_node_ids
 from graphbuild.schema import EXPLORE, MERGED, NODE_TYPES
@@ -73,16 +74,18 @@ def training_sets(view: View, cfg: ExpandConfig, users: np.ndarray, streamers: n
     return out
 
 
-def learn_fusion(prev: View, today: GraphData, cfg: ExpandConfig, seed: int) -> Fusion:
-    users, streamers = label_pairs(prev.graph, today)
-    sets = training_sets(prev, cfg, users, streamers, seed)
-    scorers = {t: {kind: fit_scorer(sets[t][kind], fusion_sources(cfg, t), fixed_weights(cfg, t),
-                                    cfg.fusion, cfg.topk, seed, f"{t} {kind}")
-                   for kind in (MERGED, EXPLORE)} for t in NODE_TYPES}
-    end_prev = int(prev.graph.metadata["window"]["end_ms"])
-    return Fusion(scorers, {
-        "learned": True, "learned_from": {
-            "graph": str(prev.graph.path), "date": prev.graph.metadata.get("date"),
-            "labels_from_ms": end_prev,
-            "labels_to_ms": int(today.metadata["window"]["end_ms"]),
-            "label_pairs": int(len(users))}})
+def fit_fusion(nights: list[dict[str, dict[str, TrainingSet]]], cfg: ExpandConfig, seed: int,
+               info: dict) -> Fusion:
+    """Fit every fused sequence on the training sets of several nights, newest first; the
+    newest is held out when there are older ones."""
+    scorers = {}
+    for t in NODE_TYPES:
+        scorers[t] = {}
+        for kind in (MERGED, EXPLORE):
+            sets = [n[t][kind] for n in nights]
+            for i, ts in enumerate(sets):
+                ts.held_out = np.full(ts.n_groups, i == 0 and len(sets) > 1)
+            scorers[t][kind] = fit_scorer(concat(sets), fusion_sources(cfg, t),
+                                          fixed_weights(cfg, t), cfg.fusion, cfg.topk, seed,
+                                          f"{t} {kind}")
+    return Fusion(scorers, {"learned": True, **info})

@@ -1,12 +1,13 @@
 """How the fused sequences score a candidate: learned (LightGBM lambdarank), one source, or
 fixed weights; and the nightly fit that chooses between them on held-out label nodes.
 
-A fit sees the candidates and features of the previous night's graph against the gifts that
-followed it (gie/expand/learn.py builds them). Label nodes are split once: the training part
-fits the model, the held-out part stops the boosting and compares the fused ranking with every
-single source by Recall@K. When the fused ranking is below the best single source there, that
-source's ranking is published instead, and the bundle says so. The model kept is refitted on
-all label nodes with the number of rounds the held-out part chose.
+A fit sees the candidates and features of previous nights' graphs against the gifts that
+followed each (gie/expand/learn.py builds them). The newest night is held out: the older ones
+fit the model, the held-out day stops the boosting and compares the fused ranking with every
+single source by Recall@K (with a single previous night, a share of its label nodes is held
+out instead). When the fused ranking is below the best single source there, that source's
+ranking is published instead, and the bundle says so. The model kept is refitted on all
+nights with the number of rounds the held-out day chose.
 """
 from __future__ import annotations
 
@@ -89,10 +90,20 @@ class TrainingSet:
     group: np.ndarray           # group index of each row, non-decreasing
     n_labels: np.ndarray        # per group: every label, including those no source proposed
     names: list[str]
+    held_out: np.ndarray | None = None   # per group: judges the fit instead of feeding it
 
     @property
     def n_groups(self) -> int:
         return len(self.n_labels)
+
+
+def concat(sets: list[TrainingSet]) -> TrainingSet:
+    """One training set of several nights (groups renumbered, held-out flags kept)."""
+    offsets = np.cumsum([0] + [s.n_groups for s in sets])
+    return TrainingSet(np.concatenate([s.X for s in sets]), np.concatenate([s.y for s in sets]),
+                       np.concatenate([s.group + o for s, o in zip(sets, offsets)]),
+                       np.concatenate([s.n_labels for s in sets]), sets[0].names,
+                       np.concatenate([s.held_out for s in sets]))
 
 
 def _params(cfg: LearnConfig, k: int, seed: int) -> dict:
@@ -130,7 +141,9 @@ def fit_scorer(data: TrainingSet, sources: list[str], fixed: dict[str, float],
     learned one does not beat them on the held-out label nodes."""
     lcfg = cfg.learn
     has_pos = np.bincount(data.group, weights=data.y, minlength=data.n_groups) > 0
-    held_out = np.random.default_rng(seed).random(data.n_groups) < lcfg.valid_share
+    held_out = data.held_out
+    if held_out is None or int((held_out & has_pos).sum()) < MIN_VALID_GROUPS:
+        held_out = np.random.default_rng(seed).random(data.n_groups) < lcfg.valid_share
     train = np.flatnonzero(~held_out & has_pos)
     valid = np.flatnonzero(held_out & (data.n_labels > 0))
     sizes = {"label_nodes": int(data.n_groups), "rows": int(len(data.y)),

@@ -30,9 +30,9 @@ from gie.expand.bundle import (
 from gie.expand.config import ExpandConfig
 from gie.expand.features import GraphFeatures
 from gie.expand.fusion import Fusion, View, fixed_fusion, fuse, pooled_table
-from gie.expand.learn import learn_fusion
+from gie.expand.learn import fit_fusion, label_pairs, training_sets
 from gie.expand.sources import (
-    CROSS_KNN, OTHER, Relations, enabled_sources, knn_relation, published_sequences,
+    OTHER, Relations, enabled_sources, knn_relation, published_sequences,
     source_candidates,
 )
 from gie.publish import write_json_atomic
@@ -82,42 +82,69 @@ def _neighbours(data: GraphData, emb: dict, cfg: ExpandConfig, seed: int, timing
 def _view(data: GraphData, emb: dict, indexes: dict, knn: dict, cfg: ExpandConfig) -> View:
     """Relations, cross-type searches and features of one graph."""
     vectors = {t: ix.normalise(emb[t]) for t in NODE_TYPES}
-    k = max([cfg.fusion.depth] + [cfg.cap(s) for s in CROSS_KNN])
 
     def cross(ntype: str):
-        other = OTHER[ntype]
-        n = min(k, data.num_nodes(other))
-        return lambda rows: ix.search(indexes[other], vectors[ntype][rows], n)
+        return lambda rows, k: ix.search(indexes[OTHER[ntype]], vectors[ntype][rows], k)
 
     rels = Relations(data, {KNN_STEP[t]: knn_relation(*knn[t], cfg.knn_k) for t in NODE_TYPES},
                      cfg.graph_weight, {t: cross(t) for t in NODE_TYPES}, cfg.fusion.fresh_days)
     return View(rels, GraphFeatures.of(data, emb))
 
 
-def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from, timings: dict
+def load_view(graph: Path, embeddings: Path, indexes_from: Path, cfg: ExpandConfig,
+              index_info: dict) -> View:
+    """The view `expand` worked on, rebuilt from a bundle's saved indexes (for `query`)."""
+    data, emb = _load_inputs(graph, embeddings)
+    indexes = {t: ix.load_index(indexes_from, t, index_info[t]) for t in NODE_TYPES}
+    knn = {t: ix.search(indexes[t], ix.normalise(emb[t]), min(cfg.knn_k + 1, data.num_nodes(t)))
+           for t in NODE_TYPES}
+    return _view(data, emb, indexes, knn, cfg)
+
+
+def load_fusion(bundle: Path, cfg: ExpandConfig) -> Fusion | None:
+    return _load_fusion(bundle / "ranker", cfg)
+
+
+def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, timings: dict
             ) -> Fusion | None:
-    """Learn the fused ranking from the previous night, or say why fixed weights are used."""
+    """Learn the fused ranking from previous nights, or say why fixed weights are used."""
     if not cfg.fusion.enabled:
         return None
-    if learn_from is None:
+    if not learn_from:
         return fixed_fusion(cfg, "first night: no previous graph and model to learn from")
     if not cfg.fusion.learn.enabled:
         return fixed_fusion(cfg, "learning switched off (expand.fusion.learn.enabled)")
     t0 = time.perf_counter()
-    prev, prev_emb = _load_inputs(Path(learn_from[0]), Path(learn_from[1]))
-    end, prev_end = (int(g.metadata["window"]["end_ms"]) for g in (data, prev))
-    gap = (end - prev_end) / DAY_MS
-    if gap <= 0:
-        raise BadInputError(f"previous graph {learn_from[0]} ends at or after this graph: "
-                            f"it cannot be the previous night")
-    if gap > cfg.fusion.learn.max_gap_days:
-        return fixed_fusion(cfg, f"previous night {prev.metadata.get('date')} is {gap:g} days "
-                                 f"back (max_gap_days {cfg.fusion.learn.max_gap_days})")
-    log.info("learning the fused ranking from %s (labels: gifts of the %g day(s) after it)",
-             learn_from[0], gap)
-    built, knn = _neighbours(prev, prev_emb, cfg, seed, {})
-    view = _view(prev, prev_emb, {t: b.index for t, b in built.items()}, knn, cfg)
-    fusion = learn_fusion(view, data, cfg, seed)
+    nights, used, later = [], [], data
+    for graph, embeddings in learn_from[: cfg.fusion.learn.nights]:
+        prev, prev_emb = _load_inputs(Path(graph), Path(embeddings))
+        gap = (int(later.metadata["window"]["end_ms"]) -
+               int(prev.metadata["window"]["end_ms"])) / DAY_MS
+        if gap <= 0:
+            raise BadInputError(f"previous graph {graph} ends at or after the graph after it "
+                                f"({later.path}): it cannot be an earlier night")
+        if gap > cfg.fusion.learn.max_gap_days:
+            log.warning("night %s is %g days before the next: not learned from (max_gap_days "
+                        "%d)", prev.metadata.get("date"), gap, cfg.fusion.learn.max_gap_days)
+            break
+        log.info("fused ranking: learning from %s against the gifts of the %g day(s) after it",
+                 graph, gap)
+        built, knn = _neighbours(prev, prev_emb, cfg, seed, {})
+        view = _view(prev, prev_emb, {t: b.index for t, b in built.items()}, knn, cfg)
+        users, streamers = label_pairs(prev, later)
+        nights.append(training_sets(view, cfg, users, streamers, seed + len(nights)))
+        used.append({"graph": str(graph), "date": prev.metadata.get("date"),
+                     "labels_from_ms": int(prev.metadata["window"]["end_ms"]),
+                     "labels_to_ms": int(later.metadata["window"]["end_ms"]),
+                     "label_pairs": int(len(users))})
+        later = prev
+    if not nights:
+        return fixed_fusion(cfg, f"the previous night is more than "
+                                 f"{cfg.fusion.learn.max_gap_days} days back")
+    fusion = fit_fusion(nights, cfg, seed, {"learned_from": used,
+                                            "held_out": "newest night" if len(nights) > 1
+                                            else f"{cfg.fusion.learn.valid_share:.0%} of the "
+                                                 f"label nodes"})
     timings["learn_fusion"] = round(time.perf_counter() - t0, 3)
     return fusion
 
@@ -245,12 +272,12 @@ def _metadata(cfg: ExpandConfig, seed: int, inputs: dict, n_shards: int, num_nod
 
 def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: ExpandConfig,
            seed: int = 0, shard: str | tuple[int, int] | None = None,
-           learn_from: tuple[str | Path, str | Path] | None = None) -> dict:
+           learn_from: list[tuple[str | Path, str | Path]] | None = None) -> dict:
     """Publish the bundle `out` (or this shard's share of it); returns the bundle metadata,
     or this shard's statistics with published=False when other shards are still running.
 
-    `learn_from` = (graph, embeddings) of the previous night: the fused ranking is learned on
-    it against the gifts that came after it (in `graph`); without it, fixed weights.
+    `learn_from` = [(graph, embeddings)] of previous nights, newest first: the fused ranking
+    is learned on them against the gifts that came after each; without them, fixed weights.
     """
     started = time.time()
     i, n = parse_shard(shard) or shard_from_env() or (0, 1)
@@ -258,10 +285,11 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
     data, emb = _load_inputs(graph, embeddings)
     inputs = {"graph": str(graph.resolve()), "embeddings": str(embeddings.resolve()),
               "graph_date": data.metadata.get("date"),
-              "learn_from": [str(Path(p).resolve()) for p in learn_from] if learn_from else None}
+              "learn_from": [[str(Path(p).resolve()) for p in night]
+                             for night in learn_from or []]}
     token = fingerprint(inputs, file_signature(embeddings), data.metadata, dump_config(cfg),
                         seed, n, gie.__version__,
-                        [file_signature(Path(p)) for p in learn_from] if learn_from else None)
+                        [file_signature(Path(p)) for night in learn_from or [] for p in night])
     stage = ShardedStage(out, i, n, token)
     stage.open()
     log.info("expanding shard %d/%d of %d users and %d streamers into %s", i, n,

@@ -33,13 +33,14 @@ STEP_TYPES = {"US": ("user", "streamer"), "SU": ("streamer", "user"),
               "UW": ("user", "streamer"), "WU": ("streamer", "user"),
               "UU": ("user", "user"), "SS": ("streamer", "streamer")}
 HISTORY = {"user": "US", "streamer": "SU"}
+OWN_HISTORY = {"user": "U-S", "streamer": "S-U"}      # the sources that are the history
 NEVER_GIFTED = {"U-W-S", "S-W-U"}            # watched but never gifted: history removed
 GRAPH_HOP_ONLY = {"U-s2s-S", "S-u2u-U"}      # the similar hop over the build's edges alone
 SIMILAR_EDGES = {"UU": "u2u", "SS": "s2s"}
 OTHER = {"user": "streamer", "streamer": "user"}
 
-# (similarities, node ids) [n, k] of the other type's nearest vectors for source node ids.
-CrossSearch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+# (similarities, node ids) [n, k] of the other type's k nearest vectors for source node ids.
+CrossSearch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
 def knn_relation(sims: np.ndarray, ids: np.ndarray, k: int) -> R.Rel:
@@ -161,11 +162,16 @@ def enabled_sources(cfg: ExpandConfig, ntype: str) -> list[str]:
     return [s for s in SOURCES[ntype] if cfg.metapaths[s].enabled]
 
 
-def _cross_knn(rels: Relations, ntype: str, rows: np.ndarray, order: R.RawOrder) -> R.Candidates:
+def _cross_knn(rels: Relations, cfg: ExpandConfig, ntype: str, rows: np.ndarray,
+               order: R.RawOrder) -> R.Candidates:
+    """The nearest vectors of the other type: enough of them that `fusion.depth` (and the
+    published cap) remain once the node's own history is left out."""
     search = rels.cross.get(ntype)
     if search is None or not len(rows):
         return R.empty()
-    sims, ids = search(rows)
+    longest = int(rels.get(HISTORY[ntype]).row_lengths()[rows].max(initial=0))
+    k = max(cfg.fusion.depth, *(cfg.cap(s) for s in CROSS_KNN)) + longest
+    sims, ids = search(rows, min(k, rels.graph.num_nodes(OTHER[ntype])))
     owner = np.broadcast_to(np.arange(len(rows))[:, None], ids.shape)
     keep = (ids >= 0) & (sims > 0)          # as for same-type kNN: dissimilar is no candidate
     # Scores are cosines, ranked as they are (not normalised into walk probabilities).
@@ -187,7 +193,7 @@ def source_candidates(rels: Relations, cfg: ExpandConfig, ntype: str, rows: np.n
     for name in enabled_sources(cfg, ntype):
         mcfg = cfg.metapaths[name]
         if name in CROSS_KNN:
-            c = _cross_knn(rels, ntype, rows, order)
+            c = _cross_knn(rels, cfg, ntype, rows, order)
             via_type = ntype
             if cfg.exclude_history:
                 c = R.drop_pairs(c, history, rows)

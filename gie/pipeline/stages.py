@@ -246,22 +246,24 @@ def _run_train(ctx: RunContext, inputs: dict[str, Path | None]) -> dict:
 
 
 def _expand_inputs(ctx: RunContext) -> dict[str, Path | None]:
-    """Today's graph and model, and the previous night's, which the fused ranking learns from
-    (both must be published; otherwise the first-night fixed weights are used)."""
-    inputs = {"graph": ctx.layout.graph(ctx.date), "model": ctx.layout.model(ctx.date),
-              "prev_graph": None, "prev_model": None}
-    prev_graph = newest_before(ctx.layout.work / "graph", ctx.date)
-    prev_model = newest_before(ctx.layout.work / "model", ctx.date)
-    if prev_graph is not None and prev_model is not None and prev_graph.name == prev_model.name:
-        inputs.update(prev_graph=prev_graph, prev_model=prev_model)
+    """Today's graph and model, and the previous nights' (newest first), which the fused
+    ranking learns from: dates with both a published graph and model."""
+    lay = ctx.layout
+    inputs: dict[str, Path | None] = {"graph": lay.graph(ctx.date), "model": lay.model(ctx.date)}
+    dates = [d for d in dates_under(lay.work / "graph") if d < ctx.date
+             and is_published(lay.graph(d)) and is_published(lay.model(d))]
+    for i, d in enumerate(reversed(dates[-ctx.cfg.expand.fusion.learn.nights:]), start=1):
+        inputs[f"prev_graph_{i}"], inputs[f"prev_model_{i}"] = lay.graph(d), lay.model(d)
     return inputs
 
 
 def _run_expand(ctx: RunContext, inputs: dict[str, Path | None]) -> dict:
     from gie.expand.run import expand
 
-    learn_from = (inputs["prev_graph"], inputs["prev_model"] / "embeddings") \
-        if inputs["prev_graph"] is not None else None
+    nights = sorted((k for k in inputs if k.startswith("prev_graph_")),
+                    key=lambda k: int(k.rsplit("_", 1)[1]))
+    learn_from = [(inputs[k], inputs[k.replace("graph", "model")] / "embeddings")
+                  for k in nights]
     return expand(inputs["graph"], inputs["model"] / "embeddings", ctx.layout.bundle(ctx.date),
                   ctx.cfg.expand, seed=ctx.cfg.seed, learn_from=learn_from)
 
