@@ -1,9 +1,10 @@
 """Quality of the published sequences on several shapes of data, over several seeds.
 
-For each generator profile and seed: generate the data, run the nightly chain for D-1 and D
-(so that the fused ranking of D is learned from D-1 against the gifts of D), and read the
-evaluation of D against the gifts of D+1: every source, the fused sequences and the
-baselines, the targets, and the oracle ceiling. Results: bench/out/quality.json and
+For each generator profile and seed: generate the data, run the nightly chain for D-2, D-1
+and D (so that the fused ranking of D is learned from the two previous nights, each against
+the gifts of the day after it, the newer one held out), and read the evaluation of D against
+the gifts of D+1: every source, the fused sequences and the baselines, the targets, and the
+oracle ceiling. Results: bench/out/quality.json and
 docs/benchmarks/quality.md. Example:
     .venv/bin/python bench/bench_quality.py --profiles default,long_history,weak_clicks --seeds 0,1,2
 """
@@ -52,7 +53,7 @@ def one(profile: str, seed: int, out: Path) -> dict:
         run("generate", "--out", str(raw), "--profile", profile, "--seed", str(seed),
             "--days", str(DAYS), "--start", START)
     last = dt.date.fromisoformat(START) + dt.timedelta(days=DAYS - 2)
-    for date in (last - dt.timedelta(days=1), last):
+    for date in (last - dt.timedelta(days=2), last - dt.timedelta(days=1), last):
         run("nightly", "--raw", str(raw), "--work", str(work), "--date", date.isoformat(),
             "--set", f"seed={seed}", "--set", f"nightly.evaluate={str(date == last).lower()}")
     return json.loads((work / "reports" / f"dt={last}" / "metrics.json").read_text())
@@ -93,9 +94,9 @@ def write_markdown(results: dict, path: Path, seeds: list[int]) -> None:
     f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["# Quality of the published sequences", "",
              f"Command: `.venv/bin/python bench/bench_quality.py --seeds "
-             f"{','.join(map(str, seeds))}`. Per profile and seed: generate, nightly for D-1 and "
-             f"D (the fused ranking of D is learned from D-1 against D's gifts), evaluate D on "
-             f"D+1. Explore Recall@{K}: streamers the user never gifted before, history removed "
+             f"{','.join(map(str, seeds))}`. Per profile and seed: generate, nightly for D-2, "
+             f"D-1 and D (the fused ranking of D is learned from D-2 and D-1 against the gifts "
+             f"of the day after each, D-1 held out), evaluate D on D+1. Explore Recall@{K}: streamers the user never gifted before, history removed "
              f"from every list. Means over seeds; per-seed figures in bench/out/quality.json.", "",
              "| profile | explore | best baseline | ratio (target 1.25x) | popularity | swing "
              "| emb_knn | oracle | share of oracle | new streamers ratio | merged >= baselines "

@@ -1,7 +1,8 @@
 """`make demo`: generate a small synthetic dataset and run the nightly chain on it (local, CPU).
 
-The last generated day is kept as "tomorrow": the nightly runs for the day before it, so the
-evaluation stage can score the published expansions against gifts that were never trained on.
+The last generated day is kept as "tomorrow": the nightly runs for the three days before it,
+as cron would, so that the last night's fused ranking is learned from the two nights before
+it, and the evaluation stage scores the published expansions against gifts never trained on.
 """
 from __future__ import annotations
 
@@ -40,8 +41,10 @@ def main() -> int:
         run("generate", "--out", str(raw), "--users", str(args.users),
             "--streamers", str(args.streamers), "--days", str(args.days),
             "--start", args.start, "--seed", str(args.seed))
-    run("nightly", "--raw", str(raw), "--work", str(work), "--date", date,
-        "--set", f"seed={args.seed}")
+    for back in (2, 1, 0):
+        night = (dt.date.fromisoformat(date) - dt.timedelta(days=back)).isoformat()
+        run("nightly", "--raw", str(raw), "--work", str(work), "--date", night,
+            "--set", f"seed={args.seed}", "--set", f"nightly.evaluate={str(back == 0).lower()}")
 
     report = work / "reports" / f"dt={date}" / "metrics.json"
     bundle = work / "latest"

@@ -1,45 +1,140 @@
-"""generate -> build -> train -> expand -> evaluate at tiny sizes, through the stage APIs."""
+"""generate -> three nights of build -> train -> expand (the fused ranking learned from the
+previous nights) -> evaluate, at tiny sizes, through the stage APIs; and day D+1 never
+reaches the bundle of D."""
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from gie.config import PipelineConfig
-from gie.evaluate.rawdata import next_day_available
+from gie.evaluate.rawdata import day_start_ms, next_day_available
 from gie.layout import WorkLayout
+from graphbuild.dataset import load_graph
 
-DATE = "2025-05-05"
+NIGHTS = ("2025-05-03", "2025-05-04", "2025-05-05")
+D, LABEL_DAY = NIGHTS[-1], "2025-05-06"
+CFG = {"build": {"window_days": 5}, "train": {"epochs": 1, "min_valid_auc": 0.0},
+       "evaluate": {"downstream": {"seeds": 1, "epochs": 1, "max_train_samples": 1000,
+                                   "max_test_samples": 1000}}}
 
 
-@pytest.mark.slow
-def test_chain_to_report(tmp_path, spark):
-    from gie.evaluate.run import evaluate
+def _same_bundle(a, b) -> None:
+    for ntype in ("user", "streamer"):
+        ta, tb = (pq.read_table(x / "expansions" / ntype) for x in (a, b))
+        assert ta.equals(tb), ntype
+    for f in sorted(p.name for p in (a / "ranker").iterdir()):
+        assert (a / "ranker" / f).read_bytes() == (b / "ranker" / f).read_bytes(), f
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, spark):
     from gie.expand.run import expand
     from gie.train.run import train
     from graphbuild.job import run_build
     from graphbuild.synthetic import GenConfig, generate
 
-    raw, work = tmp_path / "raw", WorkLayout(tmp_path / "work")
+    tmp = tmp_path_factory.mktemp("e2e")
+    raw, work = tmp / "raw", WorkLayout(tmp / "work")
     generate(raw, GenConfig(users=1500, streamers=150, days=6, seed=0))
-    assert next_day_available(raw, DATE) and not next_day_available(raw, "2025-05-06")
-    cfg = PipelineConfig.model_validate({
-        "build": {"window_days": 5}, "train": {"epochs": 1, "min_valid_auc": 0.0},
-        "evaluate": {"downstream": {"seeds": 1, "epochs": 1, "max_train_samples": 1000,
-                                    "max_test_samples": 1000}}})
-    run_build(raw, work.work / "graph", DATE, cfg.build, spark=spark)
-    train(work.graph(DATE), work.model(DATE), cfg.train, seed=0)
-    expand(work.graph(DATE), work.model(DATE) / "embeddings", work.bundle(DATE), cfg.expand)
-    m = evaluate(raw, work.work, DATE, cfg.evaluate, seed=0)
+    cfg = PipelineConfig.model_validate(CFG)
+    metas = {}
+    for i, date in enumerate(NIGHTS):
+        run_build(raw, work.work / "graph", date, cfg.build, spark=spark)
+        train(work.graph(date), work.model(date), cfg.train, seed=0)
+        previous = [(work.graph(d), work.model(d) / "embeddings") for d in reversed(NIGHTS[:i])]
+        metas[date] = expand(work.graph(date), work.model(date) / "embeddings",
+                             work.bundle(date), cfg.expand, learn_from=previous)
+    return raw, work, cfg, metas
 
-    saved = json.loads((work.report(DATE) / "metrics.json").read_text())
+
+@pytest.mark.slow
+def test_three_nights_learn_the_fused_ranking_and_the_report_judges_it(chain):
+    from gie.evaluate.run import evaluate
+
+    raw, work, cfg, metas = chain
+    first, second, third = (metas[d]["fusion"] for d in NIGHTS)
+    assert first["learned"] is False and "first night" in first["reason"]
+    assert first["user"]["explore"]["kind"] == "fixed"
+    assert second["learned"] and "of the label nodes" in second["held_out"]
+    assert third["learned"] and third["held_out"] == "newest night"
+    assert [n["date"] for n in third["learned_from"]] == [NIGHTS[1], NIGHTS[0]]
+    for ntype in ("user", "streamer"):
+        for kind in ("merged", "explore"):
+            desc = third[ntype][kind]
+            assert desc["kind"] in ("learned", "source", "fixed"), desc
+            if desc["kind"] != "fixed":
+                held = desc["held_out"]["recall@50"]
+                published = held["fused"] if desc["kind"] == "learned" else held[desc["source"]]
+                assert published >= held[desc["best_source"]]
+
+    assert next_day_available(raw, D)
+    m = evaluate(raw, work.work, D, cfg.evaluate, seed=0)
+    saved = json.loads((work.report(D) / "metrics.json").read_text())
     assert saved["retrieval"] == m["retrieval"]
-    assert m["counts"]["evaluated_users"] > 20
-    assert {"U-S", "U-U-S", "U-S-S", "merged"} <= set(m["methods"]["gie"])
+    assert m["counts"]["evaluated_users"] > 20 and m["counts"]["evaluated_streamers"] > 5
+    assert {"U-S", "U-U-S", "U-S-S", "U-W-S", "U-knn-S", "merged", "explore"} \
+        <= set(m["methods"]["gie"])
+    assert {"S-U", "S-W-U", "merged", "explore"} <= set(m["streamer_methods"]["gie"])
     explore, overall = m["retrieval"]["explore"], m["retrieval"]["overall"]
-    assert explore["U-S"]["recall@50"] == 0.0 < explore["merged"]["recall@50"]
-    # merged holds the own history (U-S) and more
+    assert explore["U-S"]["recall@50"] == 0.0 < explore["explore"]["recall@50"]
     assert overall["merged"]["recall@50"] >= overall["history"]["recall@50"] > 0
-    assert overall["merged"]["coverage"] > 0.5
+    assert m["oracle"]["recall@50"] > 0 and m["fusion"]["learned"]
+    assert set(m["targets"]) >= {"explore_recall", "new_streamer_recall", "merged_recall",
+                                 "fused_vs_sources", "embeddings_vs_popularity"}
+    assert m["targets"]["fused_vs_sources"]["met"] is True
     assert m["link_prediction"]["all"]["auc"] > 0.5
-    assert "with_gie" in m["downstream"], m["downstream"]
+    md = (work.report(D) / "report.md").read_text()
+    assert "## Fused ranking" in md and "Streamer side: first-time gifters" in md
+
+
+@pytest.mark.slow
+def test_explore_holds_no_history_and_merged_caps_it(chain):
+    _, work, cfg, _ = chain
+    g = load_graph(work.graph(D), edge_types=("gift",))
+    history: dict[int, set[int]] = {}
+    for u, s in zip(g.edges["gift"].src, g.edges["gift"].dst):
+        history.setdefault(int(g.raw_ids["user"][u]), set()).add(int(g.raw_ids["streamer"][s]))
+    rows = pq.read_table(work.bundle(D) / "expansions" / "user").to_pylist()
+    fused = [r for r in rows if r["metapath"] in ("merged", "explore")]
+    assert len(fused) == 2 * g.num_nodes("user")
+    for r in fused:
+        n_own = len(set(r["targets"]) & history.get(r["user_id"], set()))
+        assert n_own <= (0 if r["metapath"] == "explore" else cfg.expand.fusion.max_history)
+
+
+@pytest.mark.slow
+def test_day_after_d_never_reaches_the_bundle(chain, tmp_path, spark):
+    """Change the gifts of D+1: the graph of D, and so the bundle of D, do not change."""
+    from gie.expand.run import expand
+    from graphbuild.job import run_build
+
+    raw, work, cfg, _ = chain
+    other_raw = tmp_path / "raw"
+    shutil.copytree(raw, other_raw)
+    gifts = pq.read_table(other_raw / "gift.parquet").to_pandas()
+    after = gifts["timestamp"] >= day_start_ms(LABEL_DAY)
+    assert after.any()
+    changed = gifts[~after | (np.arange(len(gifts)) % 3 == 0)].copy()
+    changed.loc[changed["timestamp"] >= day_start_ms(LABEL_DAY), "streamer_id"] = \
+        int(gifts["streamer_id"].min())
+    changed.to_parquet(other_raw / "gift.parquet", index=False)
+
+    other = WorkLayout(tmp_path / "work")
+    shutil.copytree(work.graph(NIGHTS[1]), other.graph(NIGHTS[1]))   # the id map to extend
+    run_build(other_raw, other.work / "graph", D, cfg.build, spark=spark)
+    for part in ("nodes/user", "nodes/streamer", "edges/gift", "edges/watch", "edges/s2s",
+                 "edges/u2u"):
+        a = pads.dataset(work.graph(D) / part).to_table()
+        b = pads.dataset(other.graph(D) / part).to_table()
+        keys = [("node_id", "ascending")] if part.startswith("nodes") else \
+            [("src", "ascending"), ("dst", "ascending")]
+        assert a.sort_by(keys).equals(b.sort_by(keys)), part
+    previous = [(work.graph(d), work.model(d) / "embeddings") for d in reversed(NIGHTS[:2])]
+    expand(other.graph(D), work.model(D) / "embeddings", other.bundle(D), cfg.expand,
+           learn_from=previous)
+    _same_bundle(work.bundle(D), other.bundle(D))

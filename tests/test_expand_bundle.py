@@ -18,6 +18,7 @@ from gie.errors import BadInputError, QualityFloorError
 from gie.expand.config import ExpandConfig, IndexConfig
 from gie.expand.index import build_index, normalise, save_index
 from gie.expand.run import expand
+from graphbuild.schema import SEQUENCES
 from tests.expand_helpers import make_inputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,9 +57,12 @@ def test_bundle_layout_and_metadata(inputs, tmp_path):
         assert sorted(set(_table(b, ntype).column("metapath").to_pylist())) == sorted(
             meta["expansions"][ntype])
     on_disk = json.loads((b / "metadata.json").read_text())
-    assert on_disk["schema_version"] == 1 and on_disk["code_version"]
+    assert on_disk["schema_version"] == 2 and on_disk["code_version"]
     assert on_disk["counts"]["nodes"] == {"user": 400, "streamer": 60}
     assert on_disk["expansions"]["user"]["merged"]["coverage"] > 0.9
+    assert on_disk["expansions"]["user"]["explore"]["coverage"] > 0.9
+    assert on_disk["fusion"]["user"]["explore"]["kind"] == "fixed"         # a first night
+    assert json.loads((b / "ranker" / "fusion.json").read_text()) == on_disk["fusion"]
     assert on_disk["index"]["user"]["recall"] == 1.0 and on_disk["config"]["topk"] == 50
     assert set(on_disk["timings_s"]) >= {"index_user", "knn_user", "total_wall"}
 
@@ -167,7 +171,8 @@ def test_query_explains_one_node(inputs, tmp_path, capsys):
     assert str(row["targets"][0]) in first and f"via similar user {row['via'][0]}" in first
     assert cli.main(["query", "--bundle", str(b), "--streamer", "10003", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {r["metapath"] for r in rows} <= {"S-U", "S-S-U", "S-U-U", "merged"} and rows
+    assert {r["metapath"] for r in rows} <= set(SEQUENCES["streamer"]) and rows
+    assert {"merged", "explore"} <= {r["metapath"] for r in rows}
     assert all(len(r["targets"]) <= 5 for r in rows)
     assert cli.main(["query", "--bundle", str(b), "--user", "1000", "--metapath", "S-U"]) == 2
 

@@ -2,7 +2,7 @@
 
 A row of the feature matrix describes one candidate of one source node, as of the end of the
 graph's window: each source's score and rank for it (NaN when that source did not propose
-it), the model's embedding score, the evidence on the pair itself (gift and watch edges,
+it), how many sources proposed it and its best rank, the model's embedding score, the evidence on the pair itself (gift and watch edges,
 recency), and statistics of both nodes (activity, history length, popularity, trend, age).
 Names are fixed by the sources enabled, so a ranker fitted on one night reads another's.
 """
@@ -31,8 +31,8 @@ STREAMER_COLUMNS = ("streamer_gifts", "streamer_gifters", "streamer_received",
 
 def feature_names(sources: list[str]) -> list[str]:
     per_source = [f"{s}.{kind}" for s in sources for kind in ("score", "rank")]
-    return [*per_source, "emb_score", *GIFT_COLUMNS, *WATCH_COLUMNS, *USER_COLUMNS,
-            *STREAMER_COLUMNS]
+    return [*per_source, "n_sources", "best_rank", "emb_score", *GIFT_COLUMNS, *WATCH_COLUMNS,
+            *USER_COLUMNS, *STREAMER_COLUMNS]
 
 
 class PairIndex:
@@ -190,6 +190,8 @@ def candidate_table(gf: GraphFeatures, ntype: str, rows: np.ndarray,
         best_rank[pos[better]] = rank[better]
         best_source[pos[better]] = i
         via[pos[better]] = c.via[better]
+    cols["n_sources"] = sum((~np.isnan(cols[f"{s}.rank"])).astype(np.float32) for s in sources)
+    cols["best_rank"] = best_rank.astype(np.float32)
     node = rows[row]
     users, streamers = (node, target) if ntype == "user" else (target, node)
     cols.update(gf.pair_features(users, streamers))

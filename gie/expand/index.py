@@ -94,6 +94,22 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, desc: str | None = N
     return sims, ids
 
 
+def search_exact_scores(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: int,
+                        margin: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Search, then score the hits again pair by pair and keep the best k (ties: lower id).
+
+    Faiss computes a batch of queries with one matrix product, whose last bits depend on how
+    many queries the batch holds; scoring each (query, hit) pair on its own gives the same
+    bytes however the nodes are batched or sharded. `margin` extra hits absorb the order of
+    near-ties at the k-th place."""
+    n = min(k + margin, index.ntotal)
+    _, ids = search(index, queries, n)
+    sims = (queries[:, None, :] * vectors[np.maximum(ids, 0)]).sum(-1, dtype=np.float32)
+    sims[ids < 0] = -np.inf
+    order = np.lexsort((ids, -sims), axis=-1)[:, :k]
+    return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+
+
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     hits = sum(len(np.intersect1d(f[f >= 0], t[t >= 0])) for f, t in zip(found, truth))
     return hits / max(1, int((truth >= 0).sum()))

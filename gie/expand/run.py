@@ -84,7 +84,9 @@ def _view(data: GraphData, emb: dict, indexes: dict, knn: dict, cfg: ExpandConfi
     vectors = {t: ix.normalise(emb[t]) for t in NODE_TYPES}
 
     def cross(ntype: str):
-        return lambda rows, k: ix.search(indexes[OTHER[ntype]], vectors[ntype][rows], k)
+        other = OTHER[ntype]
+        return lambda rows, k: ix.search_exact_scores(indexes[other], vectors[other],
+                                                      vectors[ntype][rows], k)
 
     rels = Relations(data, {KNN_STEP[t]: knn_relation(*knn[t], cfg.knn_k) for t in NODE_TYPES},
                      cfg.graph_weight, {t: cross(t) for t in NODE_TYPES}, cfg.fusion.fresh_days)

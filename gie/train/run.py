@@ -197,8 +197,9 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
 
     net = DistributedDataParallel(model, find_unused_parameters=True) if ctx.distributed else model
     weights = amount_weights(g_train.edges[GIFT].data["amount"], cfg.amount_weighting)
-    log_q = sampling_log_q(g_train.in_degrees(etype=GIFT), cfg.batch_size, cfg.num_negatives) \
-        if cfg.logq_correction and cfg.in_batch_negatives else None
+    log_q = cfg.logq_correction * sampling_log_q(
+        g_train.in_degrees(etype=GIFT), cfg.batch_size, cfg.num_negatives) \
+        if cfg.logq_correction > 0 and cfg.in_batch_negatives else None
     use_history = cfg.layer_history_refreshes > 0 and len(cfg.fanouts) > 1
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         seed_all(seed, epoch)
