@@ -1,7 +1,7 @@
 """A tiny work folder for evaluation tests: graph (planted topics), bundle, raw next-day data.
 
-The bundle is hand-made: `U-S` is the user's gift history, `U-S-S` the most popular streamers
-of the user's topic it has not gifted, `merged` both. Embeddings are topic one-hots. Raw gifts
+The bundle is hand-made: `U-S` is the user's gift history, `U-S-S` (and `explore`) the most
+popular streamers of the user's topic it has not gifted, `merged` both. Embeddings are topic one-hots. Raw gifts
 and clicks of D+1 (and of the days before, for the downstream model) follow the topics, so a
 good expansion must beat the baselines on them.
 """
@@ -38,7 +38,8 @@ def write_bundle(bundle: Path, rows: list[tuple[int, str, list[int]]], user_raw:
     cols = {"user_id": [r[0] for r in rows], "metapath": [r[1] for r in rows],
             "targets": [r[2] for r in rows],
             "scores": [list(np.linspace(1, 0, len(r[2]), dtype=np.float32)) for r in rows],
-            "via": [list(r[2]) for r in rows]}
+            "via": [list(r[2]) for r in rows],
+            "source": [[r[1]] * len(r[2]) for r in rows]}
     pq.write_table(pa.Table.from_pydict(cols, schema=expansion_schema("user")),
                    folder / "part-00000.parquet")
     write_embeddings(bundle / "embeddings" / "user.parquet", "user", np.arange(len(user_raw)),
@@ -70,7 +71,8 @@ def make_work(tmp: Path, n_users: int = 300, n_streamers: int = 40, seed: int = 
         same = [s for s in np.argsort(-popularity, kind="stable") if s_topic[s] == u_topic[u]
                 and s not in hist]
         uss = same[:8]
-        for mp, seq in (("U-S", hist), ("U-S-S", uss), ("merged", hist + uss)):
+        for mp, seq in (("U-S", hist), ("U-S-S", uss), ("merged", hist + uss),
+                        ("explore", uss)):
             if seq:
                 rows.append((int(u_raw[u]), mp, [int(s_raw[s]) for s in seq]))
     user_emb = np.eye(n_topics)[u_topic] + rng.normal(0, 0.1, (n_users, n_topics))

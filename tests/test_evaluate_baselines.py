@@ -90,3 +90,33 @@ def test_embedding_knn_is_exact_inner_product():
     lists = bl.top_k_lists(bl.embedding_scores(u, s), np.arange(5), 7, 30, batch_cells=60)
     for i, got in enumerate(lists):
         assert got.tolist() == np.argsort(-(s @ u[i]))[:7].tolist()
+
+
+# ------------------------------------------------------------------------------------------
+# Streamer side: who gifts a streamer next
+# ------------------------------------------------------------------------------------------
+def test_user_cf_matches_brute_force():
+    rng = np.random.default_rng(5)
+    b = (rng.random((25, 12)) < 0.3)
+    src, dst = np.nonzero(b)
+    weight = rng.random(len(src)) + 0.1
+    g = toy_graph(src, dst, weight, np.ones(len(src), int), 25, 12)
+    w = bl.gift_weights(g)
+    sets = [set(np.flatnonzero(row)) for row in b]
+    want = np.zeros((12, 25))
+    for s in range(12):
+        for v, ws in zip(src[dst == s], weight[dst == s]):
+            for u in range(25):
+                if u != v and sets[u] and sets[v]:
+                    want[s, u] += ws * len(sets[u] & sets[v]) / np.sqrt(len(sets[u]) * len(sets[v]))
+    got = bl.user_cf_scores(w)(np.arange(12))
+    np.testing.assert_allclose(np.where(np.isfinite(got), got, 0.0), want, atol=1e-9)
+
+
+def test_active_gifters_and_streamer_history(graph):
+    w = bl.gift_weights(graph)
+    streamers = np.array([2, 3])
+    act = bl.top_k_lists(bl.active_gifter_scores(graph), streamers, 10, 3)
+    assert [a.tolist() for a in act] == [[0, 1, 2], [0, 1, 2]]     # 6, 3, 1 gifts sent
+    gifters = bl.top_k_lists(bl.history_scores(w.T.tocsr()), streamers, 10, 3)
+    assert [g.tolist() for g in gifters] == [[2, 1], []]            # by weight 2, 1

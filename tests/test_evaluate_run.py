@@ -40,7 +40,7 @@ def test_report_folder_is_published_with_all_files(evaluated):
         assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((folder / "metrics.json").read_text())
     assert saved["date"] == DATE and saved["label_date"] == "2025-05-12"
-    assert saved["schema_version"] == 1 and saved["config"]["ks"] == [5, 10, 20]
+    assert saved["schema_version"] == 2 and saved["config"]["ks"] == [5, 10, 20]
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["code_version"] and meta["counts"]["evaluated_users"] > 0
     md = (folder / "report.md").read_text()
@@ -113,7 +113,7 @@ def test_missing_next_day_and_bad_expansions_are_bad_input(tmp_path):
         evaluate(raw, work, DATE, NO_DS)
     bundle = WorkLayout(work).bundle(DATE)
     table = pa.Table.from_pydict({"user_id": [1000], "metapath": ["U-X-S"], "targets": [[10000]],
-                                  "scores": [[1.0]], "via": [[10000]]},
+                                  "scores": [[1.0]], "via": [[10000]], "source": [["U-X-S"]]},
                                  schema=expansion_schema("user"))
     pq.write_table(table, bundle / "expansions" / "user" / "part-00001.parquet")
     with pytest.raises(BadInputError, match="unknown metapath 'U-X-S' for user 1000"):
