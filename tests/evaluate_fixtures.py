@@ -1,7 +1,8 @@
 """A tiny work folder for evaluation tests: graph (planted topics), bundle, raw next-day data.
 
 The bundle is hand-made: `U-S` is the user's gift history, `U-S-S` (and `explore`) the most
-popular streamers of the user's topic it has not gifted, `merged` both. Embeddings are topic one-hots. Raw gifts
+popular streamers of the user's topic it has not gifted, `U-U-S` the next ones, `merged`
+history and `U-S-S`. Embeddings are topic one-hots. Raw gifts
 and clicks of D+1 (and of the days before, for the downstream model) follow the topics, so a
 good expansion must beat the baselines on them.
 """
@@ -70,8 +71,8 @@ def make_work(tmp: Path, n_users: int = 300, n_streamers: int = 40, seed: int = 
         hist = mine[np.argsort(-gift.data["weight"][gift.src == u], kind="stable")].tolist()
         same = [s for s in np.argsort(-popularity, kind="stable") if s_topic[s] == u_topic[u]
                 and s not in hist]
-        uss = same[:8]
-        for mp, seq in (("U-S", hist), ("U-S-S", uss), ("merged", hist + uss),
+        uss, uus = same[:8], same[4:12]
+        for mp, seq in (("U-S", hist), ("U-U-S", uus), ("U-S-S", uss), ("merged", hist + uss),
                         ("explore", uss)):
             if seq:
                 rows.append((int(u_raw[u]), mp, [int(s_raw[s]) for s in seq]))

@@ -28,12 +28,12 @@ def test_label_clicks_same_live_within_window_inclusive():
 def test_gie_sequence_drops_gifts_between_click_and_bundle_horizon():
     gifts = pd.DataFrame([(1, 1, 0, 100), (1, 2, 0, 300), (1, 3, 0, 600)], columns=COLS)
     clicks = pd.DataFrame([(1, 9, 0, 200), (1, 9, 0, 400), (2, 9, 0, 400)], columns=COLS)
-    merged = {1: [2, 5, 1, 3], 2: [7]}
-    hist, gie = _sequences(clicks, gifts, merged, horizon_ms=500, max_len=3)
+    merged, other = {1: [2, 5, 1, 3], 2: [7]}, {2: [8, 9]}
+    hist, gie = _sequences(clicks, gifts, [merged, other], horizon_ms=500, max_len=3)
     assert hist == [[1], [2, 1], []]
     # click at 200: s2 is first gifted at 300 < horizon (leak) -> dropped; s3 (600) is the
-    # bundle's genuine prediction -> kept; cut at max_len.
-    assert gie == [[5, 1, 3], [2, 5, 1], [7]]
+    # bundle's genuine prediction -> kept; cut at max_len. Each GIE sequence on its own.
+    assert gie == [[[5, 1, 3], [2, 5, 1], [7]], [[], [], [8, 9]]]
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,10 @@ def work(tmp_path_factory):
 
 def test_run_downstream_trains_and_evaluates_both_variants(work):
     raw, w = work
-    merged = read_expansions(WorkLayout(w).bundle(DATE))["merged"]
+    expansions = read_expansions(WorkLayout(w).bundle(DATE))
+    gie = [expansions["merged"], expansions["U-S-S"]]
     cfg = DownstreamConfig(seeds=2, epochs=1, max_train_samples=300, max_test_samples=200)
-    out = run_downstream(str(raw), DATE, merged, cfg, seed=0)
+    out = run_downstream(str(raw), DATE, gie, cfg, seed=0)
     assert out["samples"]["train"] == 300 and out["samples"]["test"] <= 200
     assert 0 < out["samples"]["test_positive"] < out["samples"]["test"]
     for v in ("history_only", "with_gie"):
@@ -53,7 +54,7 @@ def test_run_downstream_trains_and_evaluates_both_variants(work):
         assert 0.0 < out[v]["auc"] < 1.0 and np.isfinite(out[v]["gauc"])
     assert out["auc_margin"] == pytest.approx(out["with_gie"]["auc"] - out["history_only"]["auc"])
     # deterministic under a seed
-    again = run_downstream(str(raw), DATE, merged, cfg.model_copy(update={"seeds": 1}), seed=0)
+    again = run_downstream(str(raw), DATE, gie, cfg.model_copy(update={"seeds": 1}), seed=0)
     assert again["with_gie"]["runs"][0] == out["with_gie"]["runs"][0]
 
 
@@ -62,5 +63,5 @@ def test_run_downstream_skips_when_a_class_is_missing(work, tmp_path):
     gifts = pd.read_parquet(raw / "gift.parquet")
     write_raw(tmp_path, "gift", gifts.assign(live_id=-1))    # no gift matches a clicked live
     write_raw(tmp_path, "click", pd.read_parquet(raw / "click.parquet"))
-    out = run_downstream(str(tmp_path), DATE, {}, DownstreamConfig(seeds=1, epochs=1), seed=0)
+    out = run_downstream(str(tmp_path), DATE, [{}], DownstreamConfig(seeds=1, epochs=1), seed=0)
     assert "skipped" in out and out["samples"]["train_positive"] == 0

@@ -10,6 +10,9 @@ class DownstreamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
+    sequences: list[str] = Field(default_factory=lambda: ["merged", "U-U-S", "U-S-S"],
+                                 description="GIE sequences of the bundle the with_gie model "
+                                             "attends over, one attention each")
     train_days: int = Field(3, ge=1, description="days of clicks before D+1 used for training")
     history_days: int = Field(14, ge=1, description="look-back of the own gift-history sequence")
     gift_window_minutes: int = Field(60, ge=1, description="a gift this soon after a click "

@@ -5,10 +5,11 @@ gifts the same streamer on the same live within `gift_window_minutes` after it. 
 DIN-style target attention (Zhou et al. 2018) are trained on the clicks of the `train_days`
 days up to D and tested on the clicks of D+1:
     history_only: target streamer + attention over the user's own gifts before the click;
-    with_gie:     the same, plus attention over the user's merged GIE sequence of date D.
+    with_gie:     the same, plus one attention over each of the user's GIE sequences of date D
+                  (`downstream.sequences`, by default `merged` and the paper's `U-U-S`, `U-S-S`).
 No user id embedding: the models must generalise through the sequences.
 The bundle of D knows gifts up to the end of D, so for a training click at time t the GIE
-sequence drops streamers the user first gifted in [t, end of D): they would leak the label.
+sequences drop streamers the user first gifted in [t, end of D): they would leak the label.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class Samples:
     users: np.ndarray          # raw user id per sample (for GAUC)
     target: np.ndarray         # vocabulary index of the clicked streamer
     history: np.ndarray        # [n, L] vocabulary indexes, 0 = padding
-    gie: np.ndarray            # [n, L]
+    gie: list[np.ndarray]      # one [n, L] per GIE sequence
     label: np.ndarray          # float32 0/1
 
 
@@ -51,12 +52,13 @@ def label_clicks(clicks: pd.DataFrame, gifts: pd.DataFrame, window_ms: int) -> n
     return label
 
 
-def _sequences(clicks: pd.DataFrame, gifts: pd.DataFrame, merged: dict[int, list[int]],
-               horizon_ms: int, max_len: int) -> tuple[list[list[int]], list[list[int]]]:
-    """Per click: own gifted streamers before it (latest first) and the leak-free GIE sequence."""
+def _sequences(clicks: pd.DataFrame, gifts: pd.DataFrame, gie: list[dict[int, list[int]]],
+               horizon_ms: int, max_len: int) -> tuple[list[list[int]], list[list[list[int]]]]:
+    """Per click: own gifted streamers before it (latest first) and the leak-free GIE
+    sequences (one list of sequences per GIE source)."""
     by_user = {u: (g["timestamp"].to_numpy(), g["streamer_id"].to_numpy())
                for u, g in gifts.sort_values(["user_id", "timestamp"]).groupby("user_id")}
-    hist_out, gie_out = [], []
+    hist_out, gie_out = [], [[] for _ in gie]
     empty = (np.empty(0, np.int64), np.empty(0, np.int64))
     for u, t in zip(clicks["user_id"].to_numpy(), clicks["timestamp"].to_numpy()):
         ts, ss = by_user.get(u, empty)
@@ -64,14 +66,15 @@ def _sequences(clicks: pd.DataFrame, gifts: pd.DataFrame, merged: dict[int, list
         before = list(dict.fromkeys(ss[:cut][::-1].tolist()))
         future = set(ss[cut:][ts[cut:] < horizon_ms].tolist()) - set(before)
         hist_out.append(before[:max_len])
-        gie_out.append([s for s in merged.get(u, []) if s not in future][:max_len])
+        for out, seqs in zip(gie_out, gie):
+            out.append([s for s in seqs.get(u, []) if s not in future][:max_len])
     return hist_out, gie_out
 
 
-def build_samples(clicks: pd.DataFrame, gifts: pd.DataFrame, merged: dict[int, list[int]],
+def build_samples(clicks: pd.DataFrame, gifts: pd.DataFrame, gie: list[dict[int, list[int]]],
                   horizon_ms: int, window_ms: int, vocab: dict[int, int], max_len: int) -> Samples:
     label = label_clicks(clicks, gifts, window_ms)
-    hist, gie = _sequences(clicks, gifts, merged, horizon_ms, max_len)
+    hist, gie_seqs = _sequences(clicks, gifts, gie, horizon_ms, max_len)
 
     def pad(seqs: list[list[int]]) -> np.ndarray:
         out = np.zeros((len(seqs), max_len), np.int64)
@@ -80,7 +83,7 @@ def build_samples(clicks: pd.DataFrame, gifts: pd.DataFrame, merged: dict[int, l
         return out
 
     return Samples(clicks["user_id"].to_numpy(), clicks["streamer_id"].map(vocab).to_numpy(),
-                   pad(hist), pad(gie), label)
+                   pad(hist), [pad(g) for g in gie_seqs], label)
 
 
 class TargetAttention(nn.Module):
@@ -116,7 +119,8 @@ class GiftDIN(nn.Module):
 
 
 def _tensors(s: Samples, variant: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    seqs = [torch.from_numpy(s.history)] + ([torch.from_numpy(s.gie)] if variant == "with_gie" else [])
+    seqs = [torch.from_numpy(s.history)] + \
+        ([torch.from_numpy(g) for g in s.gie] if variant == "with_gie" else [])
     return torch.from_numpy(s.target), seqs
 
 
@@ -130,7 +134,7 @@ def train_and_score(train: Samples, test: Samples, variant: str, vocab_size: int
     """Train one model from scratch under `seed`; return its test scores."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = GiftDIN(vocab_size, cfg.embed_dim, 2 if variant == "with_gie" else 1)
+    model = GiftDIN(vocab_size, cfg.embed_dim, 1 + (len(train.gie) if variant == "with_gie" else 0))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = nn.BCEWithLogitsLoss()
     target, seqs = _tensors(train, variant)
@@ -153,7 +157,7 @@ def _sample(df: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
     return df.iloc[np.sort(rng.choice(len(df), n, replace=False))].reset_index(drop=True)
 
 
-def run_downstream(raw: str, date: str, merged: dict[int, list[int]], cfg: DownstreamConfig,
+def run_downstream(raw: str, date: str, gie: list[dict[int, list[int]]], cfg: DownstreamConfig,
                    seed: int = 0) -> dict:
     """Train/test both variants over `cfg.seeds` seeds; AUC and GAUC means, spreads, margin."""
     test_start = day_start_ms(next_date(date))
@@ -167,13 +171,14 @@ def run_downstream(raw: str, date: str, merged: dict[int, list[int]], cfg: Downs
     test_clicks = _sample(clicks[clicks["timestamp"] >= test_start], cfg.max_test_samples, rng)
 
     sampled = set(train_clicks["user_id"]) | set(test_clicks["user_id"])
-    merged = {u: merged[u] for u in sampled if u in merged}
+    gie = [{u: seqs[u] for u in sampled if u in seqs} for seqs in gie]
     ids = np.unique(np.concatenate([clicks["streamer_id"].to_numpy(), gifts["streamer_id"].to_numpy(),
-                                    np.fromiter((s for v in merged.values() for s in v), np.int64)]))
+                                    np.fromiter((s for seqs in gie for v in seqs.values()
+                                                 for s in v), np.int64)]))
     vocab = {int(s): i + 1 for i, s in enumerate(ids)}
     window_ms = cfg.gift_window_minutes * 60_000
-    train = build_samples(train_clicks, gifts, merged, test_start, window_ms, vocab, cfg.max_seq_len)
-    test = build_samples(test_clicks, gifts, merged, test_start, window_ms, vocab, cfg.max_seq_len)
+    train = build_samples(train_clicks, gifts, gie, test_start, window_ms, vocab, cfg.max_seq_len)
+    test = build_samples(test_clicks, gifts, gie, test_start, window_ms, vocab, cfg.max_seq_len)
     counts = {"train": len(train.label), "train_positive": int(train.label.sum()),
               "test": len(test.label), "test_positive": int(test.label.sum()),
               "vocabulary": len(vocab)}

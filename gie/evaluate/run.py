@@ -223,7 +223,12 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
     elif not has_table(raw, "click"):
         downstream = {"skipped": f"no click table in {raw}"}
     else:
-        downstream = run_downstream(str(raw), date, expansions[MERGED], cfg.downstream, seed)
+        missing = [q for q in cfg.downstream.sequences if q not in expansions]
+        if missing:
+            raise BadInputError(f"evaluate.downstream.sequences {missing} are not in {bundle}")
+        downstream = run_downstream(str(raw), date, [expansions[q] for q in
+                                                     cfg.downstream.sequences],
+                                    cfg.downstream, seed)
     timings["downstream"] = time.time() - t
 
     metrics = {
