@@ -64,6 +64,9 @@ def run_build(raw, out, date: str, cfg: BuildConfig, prev=None, master: str | No
     prev_path = idmap.find_previous(out, date, prev)
     spark = spark or get_spark(master)
     spark.conf.set("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+    # which code and which cluster ran: on a cluster the code comes from --py-files or a wheel
+    log.info("gie %s from %s on Spark %s, master %s", gie.__version__,
+             Path(gie.__file__).parent, spark.version, spark.sparkContext.master)
     log.info("building graph for %s: window [%d, %d) ms, tables %s, previous ids from %s",
              date, window.start_ms, window.end_ms, sorted(sources), prev_path)
     timer = Timer()
