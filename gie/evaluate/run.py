@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
-from tqdm import tqdm
 
 import gie
 from gie.config import dump_config
@@ -27,6 +26,7 @@ from gie.evaluate.rawdata import (DAY_MS, day_start_ms, has_table, next_date, ne
                                   read_days, to_node_ids)
 from gie.evaluate.report import find_regressions, previous_metrics, write_report
 from gie.layout import WorkLayout, parse_date
+from gie.progress import progress
 from gie.publish import is_published, staged_output
 from graphbuild.dataset import GraphData, load_graph
 from graphbuild.schema import MERGED, METAPATHS, expansion_schema
@@ -77,7 +77,7 @@ def _score_lists(lists: dict[str, list[list[int]]], users: list[int], labels: di
     """Per segment and method: ranking metrics averaged over users, plus coverage."""
     kmax = max(ks)
     out: dict = {seg: {} for seg in SEGMENTS}
-    for method, per_user in tqdm(lists.items(), desc="retrieval metrics", leave=False):
+    for method, per_user in progress(lists.items(), desc="retrieval metrics", leave=False):
         acc = {seg: RankingMetrics(ks) for seg in SEGMENTS}
         covered = 0
         for u, ranked in zip(users, per_user):

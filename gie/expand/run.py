@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 import gie
 from gie.config import dump_config
@@ -27,6 +26,7 @@ from gie.expand.bundle import (
 )
 from gie.expand.config import ExpandConfig
 from gie.expand.metapaths import Relations, expand_batch, knn_relation
+from gie.progress import progress
 from graphbuild.dataset import GraphData, load_graph
 from graphbuild.schema import (
     BUNDLE_SCHEMA_VERSION, MERGED, METAPATHS, NODE_TYPES, expansion_schema,
@@ -94,7 +94,7 @@ def _expand_type(stage: ShardedStage, rels: Relations, cfg: ExpandConfig, ntype:
     writer = None
     t0 = time.perf_counter()
     try:
-        for lo in tqdm(range(0, len(nodes), cfg.batch_size), desc=f"expand {ntype}s",
+        for lo in progress(range(0, len(nodes), cfg.batch_size), desc=f"expand {ntype}s",
                        unit="batch", mininterval=5):
             rows = nodes[lo:lo + cfg.batch_size]
             results = expand_batch(rels, cfg, ntype, rows, raw_ids)
