@@ -3,7 +3,6 @@ stable ids across two dates, atomic publish on failure, bad input named."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 import pytest
-import yaml
 
 import cli
 from gie.errors import EXIT_BAD_INPUT, BadInputError
@@ -23,7 +21,6 @@ from graphbuild.dataset import load_graph
 from graphbuild.job import run_build
 from graphbuild.schema import GRAPH_NODES, MODALITIES
 from tests.build_raw import DATE, DAY_MS, DIMS, END_MS, base_tables, ts, write_raw
-from tests.graph_compare import assert_same_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = BuildConfig(modality_dims=DIMS, shuffle_partitions=2, vocab_slots=4, s2s_topk=2,
@@ -191,10 +188,6 @@ def test_cli_reports_bad_input_with_exit_code_2(built):
     assert not (tmp / "graph_cli" / f"dt={DATE}").exists()
 
 
-def _build_args(raw: Path, out: Path, config: Path) -> list[str]:
-    return ["--raw", str(raw), "--out", str(out), "--date", DATE, "--config", str(config)]
-
-
 def test_spark_submit_entry_point_fails_on_missing_table(tmp_path):
     """spark_jobs/build_graph.py is the CLI command: bad input exits 2 before Spark starts."""
     (tmp_path / "raw").mkdir()
@@ -203,27 +196,3 @@ def test_spark_submit_entry_point_fails_on_missing_table(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == EXIT_BAD_INPUT
     assert "required table 'gift' is missing" in proc.stderr
-
-
-@pytest.mark.slow
-def test_spark_submit_builds_the_same_graph_as_the_cli(built, tmp_path):
-    """The README's command, `bin/spark-submit --master local[2] spark_jobs/build_graph.py`,
-    from a shell without the venv (no activation, no PYSPARK_*, a stale SPARK_HOME, a
-    `python3` on PATH that lacks pyspark), publishes the graph `cli.py build-graph` publishes."""
-    tmp = built[0]
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"build": CFG.model_dump(mode="json")}))
-    assert cli.main(["build-graph", *_build_args(tmp / "raw", tmp_path / "cli", config)]) == 0
-
-    venv_bin = str(Path(sys.executable).parent)
-    path = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and d != venv_bin]
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")
-           and not k.startswith(("PYSPARK_", "SPARK_"))}
-    env.update(PATH=os.pathsep.join(path + ["/usr/bin", "/bin"]), SPARK_HOME="/nonexistent")
-    proc = subprocess.run(
-        ["bin/spark-submit", "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-         "spark_jobs/build_graph.py", *_build_args(tmp / "raw", tmp_path / "submit", config)],
-        capture_output=True, text=True, timeout=420, cwd=ROOT, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"from {ROOT / 'gie'} on Spark" in proc.stdout       # Spark sends Python's stderr there
-    assert_same_graph(dated(tmp_path / "submit", DATE), dated(tmp_path / "cli", DATE))

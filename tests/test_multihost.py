@@ -28,7 +28,7 @@ TRAIN = ["--epochs", "2", "--set", "train.batch_size=64", "--set", "train.hidden
 
 def on_two_hosts(hosts: Hosts, *args: str, timeout: float = 300) -> list[str]:
     """Run `cli.py ARGS` under torchrun on both hosts at once (one process per host, c10d
-    rendezvous on host 0's address); returns each host's stderr."""
+    rendezvous on host 0's address, gloo over the veth pair); returns each host's stderr."""
     port, rdzv = random.randint(20000, 29999), f"gie-test-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "gie0"}
     procs = []
@@ -56,14 +56,24 @@ def on_two_hosts(hosts: Hosts, *args: str, timeout: float = 300) -> list[str]:
     return errs
 
 
-def test_ddp_training_on_two_hosts(tmp_path, two_hosts):
-    graph = graph_for_day(tmp_path / "graph", 1, n_users=300)
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> tuple[Path, Path]:
+    """A graph and its model trained by one process: the reference of both tests."""
+    tmp = tmp_path_factory.mktemp("multihost")
+    graph = graph_for_day(tmp / "graph", 1, n_users=300)
+    run = cli("train-gie", "--graph", str(graph), "--out", str(tmp / "single"), *TRAIN)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return graph, tmp / "single"
+
+
+def test_ddp_training_on_two_hosts(tmp_path, single, two_hosts):
+    graph, model = single
+    (tmp_path / "single").symlink_to(model)
     args = ["train-gie", "--graph", str(graph), *TRAIN]
-    single = cli(*args, "--out", str(tmp_path / "single"))
-    assert single.returncode == 0, single.stderr[-3000:]
-    one_host = cli(*args, "--out", str(tmp_path / "one_host"), extra_env={"GLOO_SOCKET_IFNAME": "lo"},
-                   prefix=("-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-                           "--master-addr", "127.0.0.1", "--master-port", str(free_port())))
+    one_host = cli(*args, "--out", str(tmp_path / "one_host"),
+                   extra_env={"GLOO_SOCKET_IFNAME": "lo"},
+                   prefix=("-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
+                           "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port())))
     assert one_host.returncode == 0, one_host.stderr[-3000:]
     on_two_hosts(two_hosts, *args, "--out", str(tmp_path / "two_hosts"))
 
@@ -72,15 +82,18 @@ def test_ddp_training_on_two_hosts(tmp_path, two_hosts):
          for k in ("single", "one_host", "two_hosts")}
     assert m["two_hosts"]["world_size"] == m["one_host"]["world_size"] == 2
     emb = {k: embeddings(tmp_path / k) for k in m}
-    diff_hosts = max(np.abs(emb["two_hosts"][t] - emb["one_host"][t]).max() for t in emb["single"])
-    diff_single = max(np.abs(emb["two_hosts"][t] - emb["single"][t]).max() for t in emb["single"])
+    diff_hosts = max(np.abs(emb["two_hosts"][t] - emb["one_host"][t]).max()
+                     for t in ("user", "streamer"))
     auc = {k: v["valid"]["auc"] for k, v in m.items()}
-    print(f"DDP two hosts vs one host: max |diff| {diff_hosts:.3g}; vs single process: "
-          f"{diff_single:.3g}; valid AUC {auc}")
-    loss = {k: [h["loss"] for h in v["history"]] for k, v in m.items()}
-    print("loss", loss)
-    assert diff_hosts == 0.0
-    assert abs(auc["two_hosts"] - auc["single"]) <= 0.05
+    # same world size, same data split: the gloo sums of two ranks do not depend on which
+    # host holds which rank, so the two runs are equal bit for bit
+    assert diff_hosts == 0.0, diff_hosts
+    assert [h["loss"] for h in m["two_hosts"]["history"]] == \
+        [h["loss"] for h in m["one_host"]["history"]]
+    # against one process DDP is another SGD run (half batches per rank, own samples): the
+    # embeddings differ, the quality must not. 0.06 is the largest per-seed gap measured over
+    # seeds 0-4 (0.053, docs/OPERATIONS.md), within the spread of single-process seeds.
+    assert abs(auc["two_hosts"] - auc["single"]) <= 0.06, auc
 
 
 def _sorted_expansions(bundle: Path, ntype: str):
@@ -89,11 +102,9 @@ def _sorted_expansions(bundle: Path, ntype: str):
         [(key, "ascending"), ("metapath", "ascending")])
 
 
-def test_sharded_expand_on_two_hosts(tmp_path, two_hosts):
-    graph = graph_for_day(tmp_path / "graph", 1, n_users=300)
-    run = cli("train-gie", "--graph", str(graph), "--out", str(tmp_path / "model"), *TRAIN)
-    assert run.returncode == 0, run.stderr[-3000:]
-    args = ["expand", "--graph", str(graph), "--embeddings", str(tmp_path / "model" / "embeddings")]
+def test_sharded_expand_on_two_hosts(tmp_path, single, two_hosts):
+    graph, model = single
+    args = ["expand", "--graph", str(graph), "--embeddings", str(model / "embeddings")]
     run = cli(*args, "--out", str(tmp_path / "single"))
     assert run.returncode == 0, run.stderr[-3000:]
     errs = on_two_hosts(two_hosts, *args, "--out", str(tmp_path / "sharded"))

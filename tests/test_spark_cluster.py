@@ -1,6 +1,7 @@
 """The packaged build on a real Spark standalone cluster (a master and two workers, separate
 JVMs on 127.0.0.1), submitted as a user would: `make dist`'s files copied to a job folder
-outside the repository, relative paths, `spark-submit --py-files`."""
+outside the repository, relative paths, `spark-submit --py-files`; the reference is the
+README's local command, `bin/spark-submit --master local[2]`, from a shell without the venv."""
 from __future__ import annotations
 
 import os
@@ -15,7 +16,6 @@ import yaml
 
 from gie.layout import dated
 from graphbuild.config import BuildConfig
-from graphbuild.job import run_build
 from graphbuild.synthetic import GenConfig, generate
 from tests.graph_compare import assert_same_graph
 from tests.spark_cluster import (SPARK_HOME, cluster_env, listening, process_tree,
@@ -57,22 +57,43 @@ def test_dist_holds_wheel_zip_and_entry_point(dist, tmp_path):
     assert run.stdout.strip() == f"{zipped}/gie/__init__.py"
 
 
+def readme_local_build(raw: Path, out: Path, config: Path) -> subprocess.CompletedProcess:
+    """The README's command, `bin/spark-submit --master local[2] spark_jobs/build_graph.py`,
+    from a shell without the venv: not activated, no PYSPARK_*, a stale SPARK_HOME, and a
+    `python3` on PATH that lacks pyspark."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and d != venv_bin]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")
+           and not k.startswith(("PYSPARK_", "SPARK_"))}
+    env.update(PATH=os.pathsep.join(path + ["/usr/bin", "/bin"]), SPARK_HOME="/nonexistent",
+               GIE_SPARK_DRIVER_MEMORY="1g")
+    return subprocess.run(
+        ["bin/spark-submit", "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+         "spark_jobs/build_graph.py", "--raw", str(raw), "--out", str(out), "--date", DATE,
+         "--config", str(config)], capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env=env)
+
+
 @pytest.mark.slow
-def test_build_on_standalone_cluster_equals_local(dist, spark, tmp_path):
+def test_build_on_standalone_cluster_equals_local(dist, tmp_path):
     job = tmp_path / "job"                    # the user's job folder: dist files, raw, output
     job.mkdir()
     for p in dist.iterdir():
         (job / p.name).write_bytes(p.read_bytes())
     generate(job / "raw", GEN)
     (job / "build.yaml").write_text(yaml.safe_dump({"build": CFG.model_dump(mode="json")}))
-    run_build(job / "raw", tmp_path / "local", DATE, CFG, spark=spark)     # local[2] reference
+    local = readme_local_build(job / "raw", tmp_path / "local", job / "build.yaml")
+    assert local.returncode == 0, local.stderr[-3000:]
+    # Spark sends the Python driver's stderr to its stdout
+    assert f"from {ROOT / 'gie'} on Spark" in local.stdout and "master local[2]" in local.stdout
 
     with standalone_cluster(tmp_path / "cluster") as cluster:
         env = {k: v for k, v in cluster_env().items() if k != "PYTHONPATH"}
         env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
         cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
                "--py-files", "gie-0.1.0-pyfiles.zip",
-               "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
+               "--conf", "spark.driver.host=127.0.0.1",
+               "--conf", "spark.driver.bindAddress=127.0.0.1",
                "--conf", "spark.ui.enabled=false", "--conf", "spark.executor.memory=640m",
                "--driver-memory", "1g",
                "build_graph.py", "--raw", "raw", "--out", "graph", "--date", DATE,
