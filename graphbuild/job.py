@@ -158,7 +158,9 @@ def _summarise(report: dict[str, dict]) -> dict:
 
 
 def _previous_encoders(prev: Path | None, cfg: BuildConfig) -> dict:
-    """Yesterday's vocabularies; a different slot count would change the feature width."""
+    """Yesterday's vocabularies. A different slot count would move every one-hot position
+    (refused); a changed extra_features declaration only adds or drops blocks, which the
+    operator asked for, so it is a warning: the width changes and warm start will not fit."""
     if prev is None or not (prev / "encoders.json").is_file():
         return {}
     path = prev / "encoders.json"

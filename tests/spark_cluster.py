@@ -68,6 +68,16 @@ def listening(pids: list[int]) -> set[str]:
     return addrs
 
 
+def process_names(pids: list[int]) -> set[str]:
+    names = set()
+    for pid in pids:
+        try:
+            names.add(psutil.Process(pid).name())
+        except psutil.NoSuchProcess:
+            pass
+    return names
+
+
 def cluster_env() -> dict[str, str]:
     """Environment for the daemons and for spark-submit: loopback only, small daemon heaps."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK_", "PYSPARK_"))}

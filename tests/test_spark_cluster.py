@@ -5,6 +5,7 @@ README's local command, `bin/spark-submit --master local[2]`, from a shell witho
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,8 +19,8 @@ from gie.layout import dated
 from graphbuild.config import BuildConfig
 from graphbuild.synthetic import GenConfig, generate
 from tests.graph_compare import assert_same_graph
-from tests.spark_cluster import (SPARK_HOME, cluster_env, listening, process_tree,
-                                 standalone_cluster)
+from tests.spark_cluster import (SPARK_HOME, cluster_env, listening, process_names,
+                                 process_tree, standalone_cluster)
 
 ROOT = Path(__file__).resolve().parents[1]
 GEN = GenConfig(users=400, streamers=40, days=4, format="csv", seed=3)
@@ -103,13 +104,15 @@ def test_build_on_standalone_cluster_equals_local(dist, tmp_path):
             proc = subprocess.Popen(cmd, cwd=job, env=env, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             seen: set[str] = set()
+            programs: set[str] = set()             # run by the workers: daemons, executors
             try:
                 while proc.poll() is None and time.monotonic() - t0 < 420:
                     seen |= listening(cluster.pids() + process_tree(proc.pid))
+                    programs |= process_names(cluster.pids())
                     time.sleep(0.5)
             finally:
-                if proc.poll() is None:
-                    proc.kill()
+                if proc.poll() is None:                # its own process group: ours to end
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         out = (tmp_path / "submit.log").read_text()
         assert proc.returncode == 0, out[-4000:] + cluster.log_tail()
@@ -120,6 +123,8 @@ def test_build_on_standalone_cluster_equals_local(dist, tmp_path):
     assert len(apps) == 1 and apps[0]["state"] == "FINISHED"
     assert executors == ["worker0", "worker1"]                  # both workers ran an executor
     assert seen == {"127.0.0.1"}, seen           # daemons, executors and the driver
+    # the build is Spark SQL only: executors start no Python workers (docs/OPERATIONS.md)
+    assert not [p for p in programs if p.startswith("python")], programs
     # the driver ran the shipped package, not a checkout
     assert f"from {job / 'gie-0.1.0-pyfiles.zip'}/gie on Spark" in out, out[-4000:]
     assert_same_graph(dated(job / "graph", DATE), dated(tmp_path / "local", DATE))
