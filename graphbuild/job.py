@@ -121,8 +121,10 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
                             f"({on_day} valid, at least {cfg.min_last_day_gifts} expected): "
                             "upstream log loss?")
     with timer.step("write_rejected"):
-        if not rejected:
-            rejected = [spark.createDataFrame([], "table string, reason string, record string")]
+        if not rejected:     # an empty table made in the JVM: createDataFrame([]) would
+            # start Python workers on the executors, which run no Python otherwise
+            rejected = [spark.range(0).select(*[F.lit(None).cast("string").alias(c)
+                                                for c in REJECTED.names])]
         write_table(reduce(DataFrame.unionByName, rejected).coalesce(1), stage / "rejected",
                     REJECTED)
     return valid, summary

@@ -25,7 +25,7 @@ from tests.spark_cluster import (SPARK_HOME, cluster_env, listening, process_nam
 ROOT = Path(__file__).resolve().parents[1]
 GEN = GenConfig(users=400, streamers=40, days=4, format="csv", seed=3)
 DATE = "2025-05-04"                       # the generator's last day
-CFG = BuildConfig(window_days=4, shuffle_partitions=4, vocab_slots=4, s2s_topk=5, u2u_topk=5)
+CFG = BuildConfig(window_days=4, shuffle_partitions=2, vocab_slots=4, s2s_topk=5, u2u_topk=5)
 
 
 @pytest.fixture(scope="module")
