@@ -2,6 +2,7 @@
 tqdm bar only on a terminal, no third-party noise."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pty
@@ -11,14 +12,18 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from gie.progress import LogProgress, duration
+from graphbuild.schema import RAW_TABLES
 from graphbuild.synthetic import GenConfig, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 # "<desc>: <done>/<total> <unit> (<pct>), <rate> <unit>/s, ETA ..." as gie.progress writes it
+USER_COLUMNS = ["user_id", "age", "gender", "country", "device_brand"]
 PROGRESS_LINE = re.compile(r"INFO gie\.progress: .+: \d+(/\d+)? \S+( \(\d+%\))?, [\d.e+]+ \S+/s")
 
 
@@ -68,11 +73,15 @@ def test_progress_is_a_bar_only_on_a_terminal():
 
 @pytest.mark.slow
 def test_nightly_log_in_a_file_has_no_bars_and_no_noise(tmp_path):
-    """One real `cli.py nightly` (Spark build, training, expansion, evaluation) with stderr
-    sent to a file, as cron does: no carriage return, no Spark stage bar, no Faiss loader
+    """One real `cli.py nightly` (Spark build, training, expansion, evaluation) on a raw folder
+    whose user table has only five KuaiLive columns, with stderr sent to a file, as cron does: no carriage return, no Spark stage bar, no Faiss loader
     or DGL lines, and progress lines bounded by time (every 0.5 s here), not by steps."""
     raw = tmp_path / "raw"
     generate(raw, GenConfig(users=300, streamers=40, days=3, seed=5, gifts_per_day=400))
+    # the user table as real platforms give it: five of KuaiLive's columns, as CSV
+    users = pq.read_table(raw / "user.parquet").select(USER_COLUMNS)
+    (raw / "user.parquet").unlink()
+    pacsv.write_csv(users, raw / "user.csv")
     config = tmp_path / "nightly.yaml"
     config.write_text(yaml.safe_dump({
         "build": {"window_days": 2, "shuffle_partitions": 2},
@@ -104,3 +113,8 @@ def test_nightly_log_in_a_file_has_no_bars_and_no_noise(tmp_path):
     assert progress and all(PROGRESS_LINE.search(line) for line in progress), progress[:5]
     assert len(progress) <= wall / 0.5 + len(loops), (len(progress), wall)
     assert len(progress) < steps, (len(progress), steps)   # not one line per step
+    graph = json.loads((tmp_path / "work" / "graph" / "dt=2025-05-02" / "metadata.json")
+                       .read_text())
+    assert graph["inputs"]["user"]["absent_columns"] == [
+        c for c in RAW_TABLES["user"].names if c not in USER_COLUMNS]
+    assert [line for line in text.splitlines() if "table user " in line and "no columns" in line]
