@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-out
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench dist clean
 
 setup: $(STAMP)
 
@@ -29,5 +29,9 @@ test-fast: setup
 bench: setup
 	$(PY) bench/run_all.py
 
+# The wheel, the --py-files zip and the spark-submit entry point, into dist/ (bin/make_dist.py).
+dist: setup
+	$(PY) bin/make_dist.py --out dist
+
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache
+	rm -rf $(DEMO_DIR) .pytest_cache dist build

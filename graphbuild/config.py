@@ -1,9 +1,30 @@
 """Settings of the graph build stage (section `build` of the pipeline config)."""
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from graphbuild.schema import GRAPH_NODES, RAW_TABLES
+
+COLUMN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+class ExtraFeatures(BaseModel):
+    """Profile columns beyond the KuaiLive layout that become node features."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    categorical: list[str] = Field(
+        default_factory=list, description="one-hot, `vocab_slots` positions each, vocabulary "
+                                          "persisted in encoders.json like the KuaiLive columns")
+    numeric: list[str] = Field(
+        default_factory=list, description="encoded as sign(x) * log1p(|x|) (no state to persist; "
+                                          "training standardises features); null gives 0")
+
+    def columns(self) -> list[str]:
+        return [*self.categorical, *self.numeric]
 
 
 class BuildConfig(BaseModel):
@@ -30,8 +51,29 @@ class BuildConfig(BaseModel):
         default_factory=lambda: {"click": 1.0, "comment": 2.0, "like": 1.0},
         description="per-event weight of the watch edge (before time decay)")
     shuffle_partitions: int = Field(8, ge=1)
+    extra_features: dict[Literal["user", "streamer"], ExtraFeatures] = Field(
+        default_factory=dict,
+        description="extra columns of the user / streamer profile tables used as features, "
+                    "e.g. {user: {categorical: [city_tier], numeric: [account_age_days]}}; "
+                    "they are appended to the feature vector (changing them changes its width)")
     broadcast_max_rows: int = Field(
         5_000_000, ge=0, description="joins whose small side (profile ids, id maps, user pairs "
                                      "sharing 2+ streamers) has at most this many rows are "
                                      "broadcast, so the large side is not shuffled")
 
+    @model_validator(mode="after")
+    def _extra_columns_are_new_names(self) -> "BuildConfig":
+        for table, extra in self.extra_features.items():
+            names = extra.columns()
+            bad = [c for c in names if not COLUMN_NAME.fullmatch(c)]
+            known = [c for c in names
+                     if c in RAW_TABLES[table].names or c in GRAPH_NODES[table].names]
+            twice = sorted({c for c in names if names.count(c) > 1})
+            if bad or known or twice:
+                raise ValueError(
+                    f"build.extra_features.{table}: "
+                    + "; ".join(m for m in (
+                        bad and f"{bad} are not plain column names (letters, digits, _)",
+                        known and f"{known} are KuaiLive or graph node columns already",
+                        twice and f"{twice} are declared twice") if m))
+        return self

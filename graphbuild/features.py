@@ -1,7 +1,9 @@
-"""Dense node features: one-hot profile categories with persisted vocabularies + log activity.
+"""Dense node features: one-hot profile categories with persisted vocabularies + log activity
+(+ declared numeric profile columns on a signed log scale).
 
 Width is fixed across dates so a model can be warm-started: every categorical column gets
-exactly `vocab_slots` positions, the last one being 'other'. A vocabulary (encoders.json) is
+exactly `vocab_slots` positions, the last one being 'other', whether the column is in
+today's table or not. A vocabulary (encoders.json) is
 re-applied the next day and only grows by appending values into free slots, so a value never
 moves; once full, new values go to 'other'. A null or missing profile gives all zeros.
 """
@@ -40,8 +42,10 @@ def slot_columns(vocab: dict[str, list[str]], slots: int) -> list[Column]:
     one-hot lambda it was looked up again for every position, in interpreted code."""
     out = []
     for c, values in vocab.items():
-        pos = F.array_position(F.array(*[F.lit(v) for v in values]), F.col(c).cast("string")) \
-            if values else F.lit(0)
+        value = F.col(c).cast("string")
+        # an empty vocabulary (the column is absent or all null) still maps null to null
+        pos = F.array_position(F.array(*[F.lit(v) for v in values]), value) if values \
+            else F.when(value.isNotNull(), F.lit(0))
         out.append(F.when(pos == 0, F.lit(slots - 1)).otherwise(pos - 1).cast("int")
                    .alias(f"_slot_{c}"))
     return out
@@ -54,19 +58,28 @@ def one_hot(index: Column, slots: int) -> Column:
                        lambda i: F.when(i == index, 1.0).otherwise(0.0))
 
 
-def feature_vector(vocab: dict[str, list[str]], slots: int, numeric: list[str]) -> Column:
-    """One-hot blocks in vocabulary order (from the slot_columns), then log1p of each numeric
-    column, as array<float>."""
+def signed_log1p(c: Column) -> Column:
+    """sign(x) * log1p(|x|), 0 for null: heavy-tailed values of either sign on a log scale,
+    with no fitted state, so every date encodes a value the same way."""
+    x = F.coalesce(c.cast("double"), F.lit(0.0))
+    return F.signum(x) * F.log1p(F.abs(x))
+
+
+def feature_vector(vocab: dict[str, list[str]], slots: int, numeric: list[str],
+                   signed: list[str] = ()) -> Column:
+    """One-hot blocks in vocabulary order (from the slot_columns), log1p of each `numeric`
+    column (counts), then signed_log1p of each `signed` column, as array<float>."""
     parts = [one_hot(F.col(f"_slot_{c}"), slots) for c in vocab]
     parts.append(F.array(*[F.log1p(F.greatest(F.col(c).cast("double"), F.lit(0.0)))
-                           for c in numeric]))
+                           for c in numeric], *[signed_log1p(F.col(c)) for c in signed]))
     return F.concat(*parts).cast(ArrayType(FloatType(), True))
 
 
-def feature_names(vocab: dict[str, list[str]], slots: int, numeric: list[str]) -> list[str]:
+def feature_names(vocab: dict[str, list[str]], slots: int, numeric: list[str],
+                  signed: list[str] = ()) -> list[str]:
     names = []
     for c, values in vocab.items():
         names += [f"{c}={v}" for v in values]
         names += [f"{c}=<free{k}>" for k in range(slots - 1 - len(values))]
         names.append(f"{c}={OTHER}")
-    return names + [f"log1p({c})" for c in numeric]
+    return names + [f"log1p({c})" for c in numeric] + [f"signed_log1p({c})" for c in signed]

@@ -60,10 +60,13 @@ def run_build(raw, out, date: str, cfg: BuildConfig, prev=None, master: str | No
         raise BadInputError(f"build.modality_dims {cfg.modality_dims} needs a positive size "
                             f"for each of {list(MODALITIES)}")
     raw, out = Path(raw), Path(out)
-    sources = find_tables(raw)
+    sources = find_tables(raw, cfg.extra_features)
     prev_path = idmap.find_previous(out, date, prev)
     spark = spark or get_spark(master)
     spark.conf.set("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+    # which code and which cluster ran: on a cluster the code comes from --py-files or a wheel
+    log.info("gie %s from %s on Spark %s, master %s", gie.__version__,
+             Path(gie.__file__).parent, spark.version, spark.sparkContext.master)
     log.info("building graph for %s: window [%d, %d) ms, tables %s, previous ids from %s",
              date, window.start_ms, window.end_ms, sorted(sources), prev_path)
     timer = Timer()
@@ -92,14 +95,14 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
     known = {}
     for t in validate.PROFILE_TABLES:
         if t in collapsed:
-            ids = validate.valid_rows(collapsed[t], t).select(f"{t}_id")
+            ids = validate.valid_rows(collapsed[t]).select(f"{t}_id")
             known[f"{t}_id"] = _small(ids, ids.count(), cfg)
     with timer.step("validate_events"):
         for table in EVENT_TABLES:
             if table in sources:
                 collapsed[table] = _collapsed(spark, sources[table], window, cfg, known, work)
         report = validate.status_counts(collapsed, window.last_day_start_ms)
-    valid = {t: validate.valid_rows(df, t) for t, df in collapsed.items()}
+    valid = {t: validate.valid_rows(df) for t, df in collapsed.items()}
     # scan only tables with quarantined rows: the counts already say which
     rejected = [validate.rejected_rows(df, t) for t, df in collapsed.items()
                 if set(report[t]) - {validate.OK, validate.OUT_OF_WINDOW, "_ok_on_last_day"}]
@@ -118,8 +121,10 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
                             f"({on_day} valid, at least {cfg.min_last_day_gifts} expected): "
                             "upstream log loss?")
     with timer.step("write_rejected"):
-        if not rejected:
-            rejected = [spark.createDataFrame([], "table string, reason string, record string")]
+        if not rejected:     # an empty table made in the JVM: createDataFrame([]) would
+            # start Python workers on the executors, which run no Python otherwise
+            rejected = [spark.range(0).select(*[F.lit(None).cast("string").alias(c)
+                                                for c in REJECTED.names])]
         write_table(reduce(DataFrame.unionByName, rejected).coalesce(1), stage / "rejected",
                     REJECTED)
     return valid, summary
@@ -129,11 +134,11 @@ def _collapsed(spark, source: TableSource, window, cfg: BuildConfig,
                known: dict[str, DataFrame], work: Path) -> DataFrame:
     """Read, type and classify one table (the only pass over its raw file) and materialize
     its collapsed table (validate.collapse)."""
-    df = validate.typed_table(read_table(spark, source), source.name, source.fmt)
+    df = validate.typed_table(read_table(spark, source), source)
     df = validate.classify(df, source.name, window, cfg, known)
     if source.name in validate.PROFILE_TABLES:
         df = validate.dedup_profiles(df, source.name)
-    return materialize(spark, validate.collapse(df, source.name),
+    return materialize(spark, validate.collapse(df),
                        work / f"validated_{source.name}")
 
 
@@ -154,8 +159,10 @@ def _summarise(report: dict[str, dict]) -> dict:
     }
 
 
-def _previous_encoders(prev: Path | None, slots: int) -> dict:
-    """Yesterday's vocabularies; a different slot count would change the feature width."""
+def _previous_encoders(prev: Path | None, cfg: BuildConfig) -> dict:
+    """Yesterday's vocabularies. A different slot count would move every one-hot position
+    (refused); a changed extra_features declaration only adds or drops blocks, which the
+    operator asked for, so it is a warning: the width changes and warm start will not fit."""
     if prev is None or not (prev / "encoders.json").is_file():
         return {}
     path = prev / "encoders.json"
@@ -163,11 +170,27 @@ def _previous_encoders(prev: Path | None, slots: int) -> dict:
         enc = json.loads(path.read_text())
     except ValueError as e:
         raise BadInputError(f"cannot parse {path}: {e}") from e
-    if enc.get("vocab_slots") != slots:
+    if enc.get("vocab_slots") != cfg.vocab_slots:
         raise BadInputError(f"{path} has vocab_slots {enc.get('vocab_slots')} but "
-                            f"build.vocab_slots is {slots}: the feature width would change "
-                            "(start a new graph folder to change it)")
+                            f"build.vocab_slots is {cfg.vocab_slots}: the feature width would "
+                            "change (start a new graph folder to change it)")
+    if enc.get("extra_features", {}) != _extra_declared(cfg):
+        log.warning("build.extra_features changed since %s (%s -> %s): the feature width "
+                    "changes, so yesterday's model cannot warm-start today's training "
+                    "(train once with nightly.warm_start=false)", prev,
+                    enc.get("extra_features", {}), _extra_declared(cfg))
     return enc
+
+
+def _extra_declared(cfg: BuildConfig) -> dict:
+    return {t: e.model_dump() for t, e in sorted(cfg.extra_features.items())}
+
+
+def _profile_columns(cfg: BuildConfig, ntype: str) -> tuple[list[str], list[str]]:
+    """(categorical, numeric extra) profile columns of a node type's features."""
+    extra = cfg.extra_features.get(ntype)
+    return (PROFILE_CATEGORICAL[ntype] + (extra.categorical if extra else []),
+            extra.numeric if extra else [])
 
 
 def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, stage: Path,
@@ -202,8 +225,8 @@ def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, st
         log.info("id maps: active nodes %s (previous ids from %s)", active, prev)
 
     with timer.step("node_attributes"):
-        encoders = _previous_encoders(prev, cfg.vocab_slots)
-        vocab = {t: features.fit_vocabularies(valid.get(t), PROFILE_CATEGORICAL[t],
+        encoders = _previous_encoders(prev, cfg)
+        vocab = {t: features.fit_vocabularies(valid.get(t), _profile_columns(cfg, t)[0],
                                               cfg.vocab_slots, encoders.get(t))
                  for t in ("user", "streamer")}
         users = _user_nodes(maps["user"], valid, gift, watch, vocab["user"], cfg)
@@ -211,7 +234,8 @@ def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, st
                                     window, cfg)
         write_table(users, stage / "nodes" / "user", GRAPH_NODES["user"])
         write_table(streamers, stage / "nodes" / "streamer", GRAPH_NODES["streamer"])
-        enc = {"vocab_slots": cfg.vocab_slots, **vocab}
+        enc = {"vocab_slots": cfg.vocab_slots, **vocab,
+               "extra_features": _extra_declared(cfg)}
         write_json_atomic(stage / "encoders.json", enc)
 
     with timer.step("write_edges"):
@@ -254,14 +278,17 @@ def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, st
         "date": date,
         "window": {"start_ms": window.start_ms, "end_ms": window.end_ms,
                    "days": cfg.window_days},
-        "inputs": {t: {"path": str(s.path), "format": s.fmt} for t, s in sources.items()},
+        "inputs": {t: {"path": str(s.path), "format": s.fmt, "absent_columns": list(s.absent)}
+                   for t, s in sources.items()},
         "previous": None if prev is None else str(prev),
         "validation": summary,
         "counts": counts,
         "features": {
-            "user": features.feature_names(vocab["user"], cfg.vocab_slots, USER_NUMERIC),
+            "user": features.feature_names(vocab["user"], cfg.vocab_slots, USER_NUMERIC,
+                                           _profile_columns(cfg, "user")[1]),
             "streamer": features.feature_names(vocab["streamer"], cfg.vocab_slots,
-                                               STREAMER_NUMERIC),
+                                               STREAMER_NUMERIC,
+                                               _profile_columns(cfg, "streamer")[1]),
             "modality_dims": {m: cfg.modality_dims[m] for m in MODALITIES},
         },
         "config": dump_config(cfg),
@@ -279,19 +306,23 @@ def _user_nodes(ids, valid, gift, watch, vocab, cfg: BuildConfig) -> DataFrame:
     out = ids.join(stats, "user_id", "left").select("node_id", "user_id", "active", *[
         F.coalesce(F.col(c), F.lit(0)).cast(t).alias(c)
         for c, t in transforms.USER_STATS.items()])
-    out = _with_profiles(out, valid.get("user"), "user_id", vocab, cfg)
+    numeric = _profile_columns(cfg, "user")[1]
+    out = _with_profiles(out, valid.get("user"), "user_id", vocab, numeric, cfg)
     return out.withColumn("features", features.feature_vector(vocab, cfg.vocab_slots,
-                                                              USER_NUMERIC))
+                                                              USER_NUMERIC, numeric))
 
 
 def _with_profiles(nodes: DataFrame, profiles: DataFrame | None, key: str,
-                   vocab: dict[str, list[str]], cfg: BuildConfig) -> DataFrame:
-    """Nodes with their profile columns and one-hot slots (features.slot_columns); nulls
-    without a profile."""
+                   vocab: dict[str, list[str]], numeric: list[str],
+                   cfg: BuildConfig) -> DataFrame:
+    """Nodes with their profile columns, one-hot slots (features.slot_columns) and `numeric`
+    profile columns; nulls without a profile."""
     if profiles is None:
         return nodes.select("*", *[F.lit(None).cast("string").alias(c) for c in vocab],
-                            *[F.lit(None).cast("int").alias(f"_slot_{c}") for c in vocab])
-    profiles = profiles.select(key, *vocab, *features.slot_columns(vocab, cfg.vocab_slots))
+                            *[F.lit(None).cast("int").alias(f"_slot_{c}") for c in vocab],
+                            *[F.lit(None).cast("double").alias(c) for c in numeric])
+    profiles = profiles.select(key, *vocab, *numeric,
+                               *features.slot_columns(vocab, cfg.vocab_slots))
     return nodes.join(profiles, key, "left")
 
 
@@ -319,6 +350,7 @@ def _streamer_nodes(ids, valid, gift, watch, vocab, window, cfg: BuildConfig):
     out = out.select("node_id", "streamer_id", "active", "first_seen_ts",
                      *[F.coalesce(F.col(c), F.lit(0)).alias(c) for c in stats],
                      *[c for m in MODALITIES for c in (f"{m}_emb", f"has_{m}")])
-    out = _with_profiles(out, valid.get("streamer"), "streamer_id", vocab, cfg)
+    numeric = _profile_columns(cfg, "streamer")[1]
+    out = _with_profiles(out, valid.get("streamer"), "streamer_id", vocab, numeric, cfg)
     return out.withColumn("features", features.feature_vector(vocab, cfg.vocab_slots,
-                                                              STREAMER_NUMERIC))
+                                                              STREAMER_NUMERIC, numeric))

@@ -65,6 +65,20 @@ RAW_TABLES: dict[str, pa.Schema] = {
     ] + [(f"{m}_emb", pa.list_(pa.float32())) for m in MODALITIES]),
 }
 REQUIRED_TABLES = ("gift",)
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "user": ("user_id",),
+    "streamer": ("streamer_id",),
+    "room": ("live_id", "streamer_id", "start_timestamp"),    # n_lives counts rooms started in
+}                                                            # the window
+"""Tables that may lack some of their columns, and the ones they need: real profile tables
+rarely carry every KuaiLive column. An absent column reads as nulls (its features are zeros)
+and is listed in metadata.json. Every other table needs all of its columns."""
+
+
+def required_columns(table: str) -> tuple[str, ...]:
+    return REQUIRED_COLUMNS.get(table, tuple(RAW_TABLES[table].names))
+
+
 INTERACTION_TABLES = ("gift", "click", "comment", "like")
 PROFILE_CATEGORICAL = {
     "user": ["gender", "age", "country", "device_brand", "device_price", "fans_num", "follow_num"],

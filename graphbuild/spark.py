@@ -26,23 +26,34 @@ def get_spark(master: str | None = None, app_name: str = "gie-build-graph",
         "spark.sql.ansi.enabled": "false",       # malformed values become null, then rejected
         "spark.driver.memory": os.environ.get("GIE_SPARK_DRIVER_MEMORY", "4g"),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # the stage bar redraws with carriage returns: fine on a terminal, noise in a log file
+        "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
     }
     conf.update(extra_conf or {})
     for k, v in conf.items():
         builder = builder.config(k, v)
     session = builder.getOrCreate()
-    _quiet_window_warning(session)
+    _quiet_jvm_loggers(session)
     return session
 
 
-def _quiet_window_warning(session) -> None:
-    """Id assignment numbers the day's *new* ids in one global order (graphbuild/idmap.py),
-    which Spark warns about once per plan node; the single partition is intended and bounded
-    by the new ids of one day, so the warning is silenced rather than repeated every run."""
+# JVM loggers whose warnings every build would repeat, to no use.
+QUIET_JVM_LOGGERS = (
+    # Id assignment numbers the day's *new* ids in one global order (graphbuild/idmap.py),
+    # which Spark warns about once per plan node; the single partition is intended and
+    # bounded by the new ids of one day.
+    "org.apache.spark.sql.execution.window.WindowExec",
+    # "Truncated the string representation of a plan": our plans are wide by design.
+    "org.apache.spark.util.SparkStringUtils",
+)
+
+
+def _quiet_jvm_loggers(session) -> None:
+    """Silence QUIET_JVM_LOGGERS below ERROR in the driver's JVM."""
     try:
         jvm = session.sparkContext._jvm
-        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
-            "org.apache.spark.sql.execution.window.WindowExec",
-            jvm.org.apache.logging.log4j.Level.ERROR)
+        for name in QUIET_JVM_LOGGERS:
+            jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+                name, jvm.org.apache.logging.log4j.Level.ERROR)
     except Exception:  # noqa: BLE001 - logging tweaks must never fail a build
         pass

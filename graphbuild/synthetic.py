@@ -34,11 +34,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from tqdm import tqdm
 
 import gie
 from gie.errors import BadInputError
 from gie.layout import parse_date
+from gie.progress import progress
 from gie.publish import staged_output, write_json_atomic
 from graphbuild.schema import MODALITIES, RAW_TABLES
 
@@ -602,7 +602,7 @@ def generate(out: str | Path, cfg: GenConfig) -> dict:
                     return ahead.submit(_day, world, np.random.default_rng(seeds[day + 1]), day)
 
                 next_day = draw(0)
-                for day in tqdm(range(cfg.days), desc="generate days", unit="day"):
+                for day in progress(range(cfg.days), desc="generate days", unit="day"):
                     tables, (debuted, first_ts) = next_day.result()
                     if day + 1 < cfg.days:
                         next_day = draw(day + 1)

@@ -15,7 +15,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType
 
 from graphbuild.config import BuildConfig
-from graphbuild.schema import MODALITIES, RAW_ID_COLUMN, RAW_TABLES
+from graphbuild.readers import TableSource
+from graphbuild.schema import MODALITIES, RAW_ID_COLUMN
 from graphbuild.transforms import grouped_after_shuffle
 
 DAY_MS = 86_400_000
@@ -58,6 +59,10 @@ class TimeWindow:
         return self.end_ms - DAY_MS
 
 
+FLOAT_TEXT = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]{1,3})?$"
+"""A finite decimal number as CSV writes it (no NaN or infinity)."""
+
+
 def _typed(name: str, arrow_type, fmt: str) -> Column:
     """Cast one raw column; an unparseable value becomes null (and is rejected by the caller)."""
     c = F.col(name)
@@ -66,6 +71,11 @@ def _typed(name: str, arrow_type, fmt: str) -> Column:
             s = F.trim(c)
             return F.when(s.rlike(r"^-?[0-9]{1,18}$"), s.cast("long"))
         return c.cast("long")
+    if str(arrow_type) == "double":               # declared numeric extra columns
+        if fmt == "csv":
+            s = F.trim(c)
+            return F.when(s.rlike(FLOAT_TEXT), s.cast("double"))
+        return c.cast("double")
     if str(arrow_type) == "string":
         return c.cast("string")
     if fmt == "csv":  # a vector: one string of space-separated floats
@@ -84,16 +94,21 @@ def _bad_vector(v: Column, dim: int) -> Column:
                             | F.isnan(hi) | (hi == inf) | (lo == -inf))
 
 
-def typed_table(df: DataFrame, table: str, fmt: str) -> DataFrame:
+def data_columns(df: DataFrame) -> list[str]:
+    """The table's own columns: validation's bookkeeping columns all start with '_'."""
+    return [c for c in df.columns if not c.startswith("_")]
+
+
+def typed_table(df: DataFrame, source: TableSource) -> DataFrame:
     """Typed columns under their schema names, the raw row in `_raw`, unparseable fields flagged."""
-    schema = RAW_TABLES[table]
+    schema, fmt = source.schema, source.fmt
     raw_names = [f"_r_{n}" for n in schema.names]
     df = df.select(*[F.col(n).alias(r) for n, r in zip(schema.names, raw_names)])
     cols = [_typed(r, f.type, fmt).alias(f.name) for r, f in zip(raw_names, schema)]
     checks = []
     for r, f in zip(raw_names, schema):
-        # Parquet integers were type-checked in the footers (readers.py) and always cast
-        if str(f.type) == "int64" and fmt == "csv":
+        # Parquet numbers were type-checked in the footers (readers.py) and always cast
+        if str(f.type) in ("int64", "double") and fmt == "csv":
             raw = F.col(r)
             present = raw.isNotNull() & (F.trim(raw.cast("string")) != "")
             checks.append(F.when(present & _typed(r, f.type, fmt).isNull(),
@@ -143,7 +158,7 @@ def classify(df: DataFrame, table: str, window: TimeWindow | None, cfg: BuildCon
     return df.withColumn(STATUS, F.coalesce(status, F.lit(OK)))
 
 
-def collapse(df: DataFrame, table: str) -> DataFrame:
+def collapse(df: DataFrame) -> DataFrame:
     """The one table validation keeps of a classified input: one row per distinct (status,
     content), with `_copies` the number of input rows it stands for.
 
@@ -153,7 +168,7 @@ def collapse(df: DataFrame, table: str) -> DataFrame:
     read and classified once. Vector columns are grouped by their 64-bit hash: one long per
     vector in every key instead of all its floats.
     """
-    names = RAW_TABLES[table].names
+    names = data_columns(df)
     ok = _ok()
     vectors = [c for c in names if df.schema[c].dataType.typeName() == "array"]
     keys = [F.col(STATUS), F.when(_rejected(), F.to_json(F.col(RAW))).alias(RECORD)]
@@ -207,7 +222,7 @@ def rejected_rows(collapsed: DataFrame, table: str) -> DataFrame:
     one per input row: rejected rows with their raw row as JSON, and the extra copies of exact
     duplicates (reason `duplicate`, the typed row as JSON)."""
     ok = _ok()
-    record = F.when(ok, F.to_json(F.struct(*RAW_TABLES[table].names))).otherwise(F.col(RECORD))
+    record = F.when(ok, F.to_json(F.struct(*data_columns(collapsed)))).otherwise(F.col(RECORD))
     copies = F.when(ok, F.col(COPIES) - 1).otherwise(F.col(COPIES)).cast("int")
     return collapsed.filter(_rejected() | (ok & (F.col(COPIES) > 1))).select(
         F.lit(table).alias("table"),
@@ -215,15 +230,15 @@ def rejected_rows(collapsed: DataFrame, table: str) -> DataFrame:
         F.explode(F.array_repeat(record, copies)).alias("record"))
 
 
-def valid_rows(df: DataFrame, table: str) -> DataFrame:
-    return df.filter(_ok()).select(*RAW_TABLES[table].names)
+def valid_rows(df: DataFrame) -> DataFrame:
+    return df.filter(_ok()).select(*data_columns(df))
 
 
 def dedup_profiles(df: DataFrame, table: str) -> DataFrame:
     """Keep one row per profile id (deterministically: the smallest row); the rest are rejected."""
     key = RAW_ID_COLUMN[table]
     order = [(F.col(STATUS) != OK).asc()] + [F.col(c).asc_nulls_last()
-                                              for c in RAW_TABLES[table].names]
+                                              for c in data_columns(df)]
     rn = F.row_number().over(SparkWindow.partitionBy(key).orderBy(*order))
     ranked = df.withColumn("_rn", rn)
     return ranked.withColumn(STATUS, F.when((F.col(STATUS) == OK) & (F.col("_rn") > 1),

@@ -3,7 +3,6 @@ stable ids across two dates, atomic publish on failure, bad input named."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
-import pyspark
 import pytest
-import yaml
 
 import cli
 from gie.errors import EXIT_BAD_INPUT, BadInputError
@@ -191,10 +188,6 @@ def test_cli_reports_bad_input_with_exit_code_2(built):
     assert not (tmp / "graph_cli" / f"dt={DATE}").exists()
 
 
-def _build_args(raw: Path, out: Path, config: Path) -> list[str]:
-    return ["--raw", str(raw), "--out", str(out), "--date", DATE, "--config", str(config)]
-
-
 def test_spark_submit_entry_point_fails_on_missing_table(tmp_path):
     """spark_jobs/build_graph.py is the CLI command: bad input exits 2 before Spark starts."""
     (tmp_path / "raw").mkdir()
@@ -203,31 +196,3 @@ def test_spark_submit_entry_point_fails_on_missing_table(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == EXIT_BAD_INPUT
     assert "required table 'gift' is missing" in proc.stderr
-
-
-@pytest.mark.slow
-def test_spark_submit_builds_the_same_graph_as_the_cli(built, tmp_path):
-    """The entry point run by the real spark-submit (--master local[2], its own JVM) publishes
-    the same graph as `cli.py build-graph` embedded in this process, on the same input."""
-    tmp = built[0]
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"build": CFG.model_dump(mode="json")}))
-    assert cli.main(["build-graph", *_build_args(tmp / "raw", tmp_path / "cli", config)]) == 0
-
-    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
-    proc = subprocess.run(
-        [str(spark_submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-         "spark_jobs/build_graph.py", *_build_args(tmp / "raw", tmp_path / "submit", config)],
-        capture_output=True, text=True, timeout=420, cwd=ROOT, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-    cli_meta, submit_meta = (json.loads((dated(tmp_path / d, DATE) / "metadata.json").read_text())
-                             for d in ("cli", "submit"))
-    assert submit_meta["counts"] == cli_meta["counts"]
-    assert submit_meta["validation"] == cli_meta["validation"]
-    g_cli, g_submit = (load_graph(dated(tmp_path / d, DATE)) for d in ("cli", "submit"))
-    for t in GRAPH_NODES:
-        assert len(g_submit.raw_ids[t]) == len(g_cli.raw_ids[t]) > 0
-    assert {e: len(v) for e, v in g_submit.edges.items()} == \
-        {e: len(v) for e, v in g_cli.edges.items()} == cli_meta["counts"]["edges"]

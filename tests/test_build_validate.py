@@ -34,9 +34,8 @@ def test_layout_errors_name_the_file(tmp_path):
         find_tables(raw)
 
     write_raw(raw, {"gift": tables["gift"].drop(columns=["gift_price"])}, "csv")
-    src = find_table(raw, "gift")
     with pytest.raises(BadInputError, match=r"gift\.csv.*lacks columns \['gift_price'\]"):
-        read_table(None, src)
+        find_table(raw, "gift")
 
     write_raw(raw, {"gift": tables["gift"]})        # now both gift.csv and gift.parquet
     with pytest.raises(BadInputError, match="given twice"):
@@ -46,23 +45,23 @@ def test_layout_errors_name_the_file(tmp_path):
     bad = pa.Table.from_pandas(tables["gift"].astype({"gift_price": str}), preserve_index=False)
     pq.write_table(bad, raw / "gift.parquet")
     with pytest.raises(BadInputError, match=r"gift\.parquet.*'gift_price' has type string"):
-        read_table(None, find_table(raw, "gift"))
+        find_table(raw, "gift")
 
     write_raw(raw, {"gift": tables["gift"]})
     data = (raw / "gift.parquet").read_bytes()
     (raw / "gift.parquet").write_bytes(data[: len(data) // 2])     # truncated upload
     with pytest.raises(BadInputError, match=r"gift\.parquet.*unreadable"):
-        read_table(None, find_table(raw, "gift"))
+        find_table(raw, "gift")
 
 
 def _statuses(spark, folder, table, known=None, window=WINDOW):
     src = find_table(folder, table)
-    df = validate.typed_table(read_table(spark, src), table, src.fmt)
+    df = validate.typed_table(read_table(spark, src), src)
     return validate.classify(df, table, window, CFG, known)
 
 
 def _counts(df, table):
-    return validate.status_counts({"t": validate.collapse(df, table)},
+    return validate.status_counts({"t": validate.collapse(df)},
                                   WINDOW.last_day_start_ms)["t"]
 
 
@@ -91,7 +90,7 @@ def test_every_gift_rejection_reason(spark, tmp_path):
     pd.DataFrame(rows, columns=RAW_TABLES["gift"].names).to_csv(raw / "gift.csv", index=False)
     known = {"user_id": spark.createDataFrame(pd.DataFrame({"user_id": [1]})),
              "streamer_id": spark.createDataFrame(pd.DataFrame({"streamer_id": [10]}))}
-    df = validate.collapse(_statuses(spark, raw, "gift", known), "gift")
+    df = validate.collapse(_statuses(spark, raw, "gift", known))
     counts = validate.status_counts({"gift": df}, WINDOW.last_day_start_ms)["gift"]
     want = Counter(reason for _, reason in cases)
     assert {k: v for k, v in counts.items() if not k.startswith("_")} == dict(want)
@@ -109,10 +108,10 @@ def test_duplicates_and_click_and_profile_reasons(spark, tmp_path):
     users = pd.concat([t["user"], t["user"].iloc[[2]].assign(gender="other")], ignore_index=True)
     raw = write_raw(tmp_path / "raw", {"gift": gift, "click": click, "user": users})
 
-    collapsed = validate.collapse(_statuses(spark, raw, "gift"), "gift")
+    collapsed = validate.collapse(_statuses(spark, raw, "gift"))
     dup = validate.rejected_rows(collapsed, "gift").toPandas()
     assert len(dup) == 3 and set(dup.reason) == {"duplicate"}
-    assert validate.valid_rows(collapsed, "gift").count() == len(t["gift"])
+    assert validate.valid_rows(collapsed).count() == len(t["gift"])
     counts = validate.status_counts({"gift": collapsed}, WINDOW.last_day_start_ms)["gift"]
     assert counts[OK] == len(t["gift"]) and counts["duplicate"] == 3
 

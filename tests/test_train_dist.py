@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import random
-import subprocess
 import uuid
 
 import pytest
 
 from gie.embeddings import read_embeddings
 from gie.publish import is_published
+from tests.netns import two_hosts  # noqa: F401 - fixture
 from tests.train_helpers import (
     assert_matches_full_forward, clean_shm, cli, free_port, graph_for_day,
 )
@@ -82,45 +81,10 @@ def test_one_partition_two_servers_two_trainers(tmp_path):
     assert_matches_full_forward(out, graph, training_graph=True)
 
 
-def _sh(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, capture_output=True, timeout=30)
-
-
-@pytest.fixture
-def two_hosts(tmp_path):
-    """Two emulated hosts: a network namespace each, joined by a veth pair, and a private
-    /dev/shm each (DGL names its shared memory without the partition, so two partitions
-    must never share one /dev/shm)."""
-    tag = uuid.uuid4().hex[:6]
-    names = [f"gie-{tag}-h0", f"gie-{tag}-h1"]
-    net = f"10.{random.randint(100, 250)}.{random.randint(0, 250)}"
-    try:
-        for n in names:
-            _sh("ip", "netns", "add", n)
-        _sh("ip", "link", "add", f"g{tag}a", "type", "veth", "peer", "name", f"g{tag}b")
-        for i, (n, end) in enumerate(zip(names, "ab")):
-            _sh("ip", "link", "set", f"g{tag}{end}", "netns", n)
-            _sh("ip", "-n", n, "link", "set", f"g{tag}{end}", "name", "gie0")
-            _sh("ip", "-n", n, "addr", "add", f"{net}.{i + 1}/24", "dev", "gie0")
-            _sh("ip", "-n", n, "link", "set", "gie0", "up")
-            _sh("ip", "-n", n, "link", "set", "lo", "up")
-            (tmp_path / f"shm{i}").mkdir()
-    except (subprocess.CalledProcessError, FileNotFoundError, PermissionError) as e:
-        for n in names:
-            subprocess.run(["ip", "netns", "del", n], capture_output=True)
-        pytest.skip(f"cannot emulate two hosts with network namespaces (needs root and "
-                    f"iproute2): {e}")
-    remote = (f"ip netns exec {names[0][:-1]}{{machine}} unshare -m sh -c "
-              f"'mount --bind {tmp_path}/shm{{machine}} /dev/shm && exec \"$0\" \"$@\"'")
-    yield [f"{net}.1", f"{net}.2"], remote
-    for n in names:
-        subprocess.run(["ip", "netns", "del", n], capture_output=True)
-
-
 @pytest.mark.slow
 @pytest.mark.dist
 def test_two_partitions_on_two_emulated_hosts(tmp_path, two_hosts):
-    ips, remote = two_hosts
+    ips, remote = two_hosts.ips, two_hosts.remote
     graph = graph_for_day(tmp_path / "graph", 1, n_users=300)
     name = f"gie-test-{uuid.uuid4().hex[:8]}"
     run = cli("partition", "--graph", str(graph), "--out", str(tmp_path / "part"),

@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from gie.evaluate.config import DownstreamConfig
 from gie.evaluate.metrics import auc, gauc
 from gie.evaluate.rawdata import DAY_MS, day_start_ms, next_date, read_events
+from gie.progress import progress
 
 log = logging.getLogger(__name__)
 VARIANTS = ("history_only", "with_gie")
@@ -192,7 +192,7 @@ def run_downstream(raw: str, date: str, gie: list[dict[int, list[int]]], cfg: Do
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads or threads)
     try:
-        for i in tqdm(range(cfg.seeds), desc="downstream seeds", leave=False):
+        for i in progress(range(cfg.seeds), desc="downstream seeds", leave=False):
             for v in VARIANTS:
                 scores = train_and_score(train, test, v, len(vocab) + 1, cfg, seed + i)
                 runs[v].append({"seed": seed + i, "auc": auc(test.label, scores),

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
-from tqdm import tqdm
 
 import gie
 from gie.config import dump_config
@@ -30,6 +29,7 @@ from gie.evaluate.oracle import explore_ceiling
 from gie.evaluate.report import find_regressions, previous_metrics, write_report
 from gie.evaluate.targets import fusion_summary, targets
 from gie.layout import WorkLayout, parse_date
+from gie.progress import progress
 from gie.publish import is_published, staged_output
 from graphbuild.dataset import GraphData, load_graph
 from graphbuild.schema import MERGED, SEQUENCES, expansion_schema
@@ -84,7 +84,7 @@ def _score_lists(lists: dict[str, list[list[int]]], sources: list[int],
     """Per segment and method: ranking metrics averaged over sources, plus coverage."""
     kmax = max(ks)
     out: dict = {seg: {} for seg in segments}
-    for method, per_source in tqdm(lists.items(), desc="retrieval metrics", leave=False):
+    for method, per_source in progress(lists.items(), desc="retrieval metrics", leave=False):
         acc = {seg: RankingMetrics(ks) for seg in segments}
         covered = 0
         for u, ranked in zip(sources, per_source):

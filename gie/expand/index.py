@@ -18,10 +18,10 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from gie.errors import QualityFloorError
 from gie.expand.config import IndexConfig
+from gie.progress import progress
 from graphbuild.schema import RAW_ID_COLUMN
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, desc: str | None = N
     """Batched search (bounded memory, progress bar): (similarities, positions)."""
     sims = np.empty((len(queries), k), np.float32)
     ids = np.empty((len(queries), k), np.int64)
-    for lo in tqdm(range(0, len(queries), SEARCH_BATCH), desc=desc, disable=desc is None,
+    for lo in progress(range(0, len(queries), SEARCH_BATCH), desc=desc, disable=desc is None,
                    unit="batch", mininterval=5):
         sims[lo:lo + SEARCH_BATCH], ids[lo:lo + SEARCH_BATCH] = index.search(
             queries[lo:lo + SEARCH_BATCH], k)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 import gie
 from gie.config import dump_config
@@ -35,6 +34,7 @@ from gie.expand.sources import (
     OTHER, Relations, enabled_sources, knn_relation, published_sequences,
     source_candidates,
 )
+from gie.progress import progress
 from gie.publish import write_json_atomic
 from graphbuild.dataset import GraphData, load_graph
 from graphbuild.schema import BUNDLE_SCHEMA_VERSION, FUSED, NODE_TYPES, expansion_schema
@@ -206,7 +206,7 @@ def _expand_type(stage: ShardedStage, view: View, fusion: Fusion | None, cfg: Ex
     writer = None
     t0 = time.perf_counter()
     try:
-        for lo in tqdm(range(0, len(nodes), cfg.batch_size), desc=f"expand {ntype}s",
+        for lo in progress(range(0, len(nodes), cfg.batch_size), desc=f"expand {ntype}s",
                        unit="batch", mininterval=5):
             rows = nodes[lo:lo + cfg.batch_size]
             cands = source_candidates(view.rels, cfg, ntype, rows)

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 import gie
 from gie.config import dump_config
 from gie.embeddings import write_embeddings
 from gie.errors import BadInputError
 from gie.model.encoder import GIEModel, ModelSpec, gather_inputs
+from gie.progress import progress
 from gie.publish import SUCCESS, publish_dir, write_json_atomic
 from gie.train import checkpoint, ddp
 from gie.train.config import TrainConfig
@@ -194,7 +194,7 @@ def write_partition_embeddings(model: GIEModel, g, pb, folder: Path, cfg: TrainC
                for t in NODE_TYPES}
         loader = dgl.dataloading.DistNodeDataLoader(g, mine, sampler,
                                                     batch_size=cfg.infer_batch_size)
-        for input_nodes, output_nodes, blocks in tqdm(loader, desc=f"embeddings layer {i + 1}",
+        for input_nodes, output_nodes, blocks in progress(loader, desc=f"embeddings layer {i + 1}",
                                                       disable=not ctx.is_main, leave=False):
             out = model.layer(i, blocks[0].to(ctx.device),
                               {t: h[t][ids].to(ctx.device) for t, ids in input_nodes.items()})

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dgl
 import torch
-from tqdm import tqdm
 
 from gie.model.encoder import GIEModel, gather_inputs
+from gie.progress import progress
 
 
 @torch.no_grad()
@@ -56,7 +56,7 @@ def layer_outputs(model: GIEModel, g: dgl.DGLGraph, batch_size: int, device: tor
                                             shuffle=False, drop_last=False, device=device)
         dim = model.spec.embed_dim if i == len(model.layers) - 1 else model.spec.hidden_dim
         nxt = {t: torch.zeros(g.num_nodes(t), dim) for t in g.ntypes}
-        for input_nodes, output_nodes, blocks in tqdm(loader, desc=f"{desc} layer {i + 1}",
+        for input_nodes, output_nodes, blocks in progress(loader, desc=f"{desc} layer {i + 1}",
                                                       leave=False, mininterval=5,
                                                       disable=desc is None):
             res = model.layer(i, blocks[0], {t: h[t][ids.cpu()].to(device)

@@ -20,13 +20,13 @@ import dgl
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 import gie
 from gie.config import dump_config
 from gie.embeddings import write_embeddings
 from gie.errors import BadInputError, QualityFloorError
 from gie.model.encoder import GIEModel, ModelSpec, gather_inputs
+from gie.progress import progress
 from gie.publish import SUCCESS, publish_dir, staging_path, write_json_atomic
 from gie.train import checkpoint, ddp
 from gie.train.config import TrainConfig
@@ -74,7 +74,7 @@ def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: GIE
                        cfg.infer_batch_size, ctx.device) \
         if cfg.fused_cache_age and cfg.fanouts and history is None else None
     n_edges, loss_sum, steps, start = 0, 0.0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not ctx.is_main, mininterval=2, leave=False)
+    bar = progress(loader, desc=f"epoch {epoch}", disable=not ctx.is_main, mininterval=2, leave=False)
     for batch in bar:
         if steps == max_steps:
             break
