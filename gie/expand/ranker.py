@@ -1,4 +1,4 @@
-"""How the fused sequences score a candidate: learned (LightGBM lambdarank), one source, or
+"""How the fused sequences score a candidate: learned (LightGBM), one source, or
 fixed weights; and the nightly fit that chooses between them on held-out label nodes.
 
 A fit sees the candidates and features of previous nights' graphs against the gifts that
@@ -107,8 +107,10 @@ def concat(sets: list[TrainingSet]) -> TrainingSet:
 
 
 def _params(cfg: LearnConfig, k: int, seed: int) -> dict:
-    return {"objective": "lambdarank", "metric": "ndcg", "eval_at": [k],
-            "lambdarank_truncation_level": k, "learning_rate": cfg.learning_rate,
+    task = {"objective": "binary", "metric": "auc"} if cfg.objective == "binary" else \
+        {"objective": "lambdarank", "metric": "ndcg", "eval_at": [k],
+         "lambdarank_truncation_level": k}
+    return {**task, "learning_rate": cfg.learning_rate,
             "num_leaves": cfg.num_leaves, "min_data_in_leaf": cfg.min_data_in_leaf,
             "feature_fraction": cfg.feature_fraction, "bagging_fraction": 0.8,
             "bagging_freq": 1, "seed": seed, "deterministic": True, "force_row_wise": True,
