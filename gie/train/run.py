@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import gie
+from gie import failpoints
 from gie.config import dump_config
 from gie.embeddings import write_embeddings
 from gie.errors import BadInputError, QualityFloorError
@@ -105,6 +106,7 @@ def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: GIE
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        failpoints.reached("train-step")
         if cache is not None:
             cache.tick()
         n_edges, loss_sum, steps = n_edges + len(src), loss_sum + float(loss), steps + 1
@@ -228,6 +230,7 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
                 "spec": spec.to_dict(), "id_map": idmap, "config": dump_config(cfg),
                 "version": gie.__version__}, keep=cfg.keep_checkpoints)
+            failpoints.reached("train-epoch-end")
         ddp.barrier(ctx)
         if state["bad_epochs"] >= cfg.patience:
             log.info("early stop after epoch %d: no better valid AUC for %d epochs (best %.4f "
