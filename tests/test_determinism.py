@@ -38,15 +38,18 @@ def busy_cores(n: int = 2) -> Iterator[None]:
 
 
 def train_cli(graph: Path, out: Path) -> None:
+    """A fresh `train-gie` process. Passive OpenMP waits: with the default spinning waits, 2
+    threads on 2 busy cores took 45-62 s instead of 2-5 s for this run (the bytes are the
+    same either way; docs/TRAINING.md)."""
     sets = [f"--set=train.{k}={json.dumps(v)}" for k, v in small_cfg(**CFG).model_dump().items()]
     run = cli("train-gie", "--graph", str(graph), "--out", str(out), "--seed", str(SEED), *sets,
-              timeout=600)
+              timeout=600, extra_env={"OMP_WAIT_POLICY": "PASSIVE"})
     assert run.returncode == 0, run.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory) -> Path:
-    return graph_for_day(tmp_path_factory.mktemp("graph"), 1)
+    return graph_for_day(tmp_path_factory.mktemp("graph"), 1, n_users=300)
 
 
 @pytest.fixture(scope="module")

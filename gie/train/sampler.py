@@ -77,8 +77,16 @@ class InEdges:
             keep = ~torch.isin(self.eid[et][pos], exclude)
             seg, pos = seg[keep], pos[keep]
         if fanout >= 0 and len(pos):
-            pick = _top_per_segment(self._keys(et, pos, gen), seg, len(seeds), fanout)
-            seg, pos = seg[pick], pos[pick]
+            # Nodes with at most `fanout` in-edges keep them all, without a draw; only the
+            # others' candidates are keyed and sorted (most nodes of a hop are small).
+            big = torch.bincount(seg, minlength=len(seeds))[seg] > fanout
+            if big.any():
+                keep = torch.nonzero(~big).squeeze(1)
+                rest = torch.nonzero(big).squeeze(1)
+                pick = rest[_top_per_segment(self._keys(et, pos[rest], gen), seg[rest],
+                                             len(seeds), fanout)]
+                order = torch.cat([keep, pick])
+                seg, pos = seg[order], pos[order]
         return self.src[et][pos], seg, self.eid[et][pos]
 
     def _keys(self, et: EType, pos: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
