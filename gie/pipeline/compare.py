@@ -38,7 +38,8 @@ from gie.errors import BadInputError
 
 EXIT_DIFFERENT = 5
 IGNORED_KEYS = frozenset({
-    "seconds", "timings_s", "edges_per_s", "created_at", "host", "hostname", "run_id",
+    "seconds", "timings_s", "edges_per_s", "build_s", "exact_search_s", "index_search_s",
+    "speedup_vs_exact", "created_at", "host", "hostname", "run_id",
 })
 # A duration in a Markdown report ("Code 0.1.0, seed 7, 41.2s."): masked before comparing.
 DURATION = re.compile(r"\b\d+(?:\.\d+)?s\b")
