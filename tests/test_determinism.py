@@ -70,14 +70,17 @@ def test_in_process_run_after_other_work_equals_a_fresh_process(graph, reference
     engines in another state; the run must not depend on any of them."""
     import dgl
 
-    torch.set_num_threads(1)
-    train(graph, tmp_path / "other", small_cfg(epochs=1, num_threads=1), seed=3)
-    g = dgl.rand_graph(200, 2000)
-    with_threads = torch.get_num_threads()
-    torch.set_num_threads(2)                   # DGL samples on both threads: its engines move
-    dgl.sampling.sample_neighbors(g, torch.arange(200), 5)
-    torch.set_num_threads(with_threads)
-    torch.manual_seed(123)
-    train(graph, tmp_path / "model", small_cfg(**CFG), seed=SEED)
-    assert torch.get_num_threads() == with_threads, "train() must give the thread count back"
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        train(graph, tmp_path / "other", small_cfg(epochs=1, num_threads=1), seed=3)
+        torch.set_num_threads(2)               # DGL samples on both threads: its engines move
+        g = dgl.rand_graph(200, 2000)
+        dgl.sampling.sample_neighbors(g, torch.arange(200), 5)
+        torch.set_num_threads(1)
+        torch.manual_seed(123)
+        train(graph, tmp_path / "model", small_cfg(**CFG), seed=SEED)
+        assert torch.get_num_threads() == 1, "train() must give the thread count back"
+    finally:
+        torch.set_num_threads(before)
     assert first_difference(reference, tmp_path / "model") is None
