@@ -27,6 +27,7 @@ COMMANDS = {
     "evaluate": ("gie.evaluate.commands:evaluate", "Evaluate a bundle on the next day's gifts."),
     "nightly": ("gie.pipeline.commands:nightly", "Run the whole chain for one date (cron)."),
     "publish": ("gie.pipeline.commands:publish", "Point <work>/latest at a dated bundle."),
+    "compare": ("gie.pipeline.commands:compare", "Compare two runs' outputs, print the first difference."),
 }
 
 

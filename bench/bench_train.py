@@ -33,16 +33,18 @@ sys.path.insert(0, str(ROOT))
 from gie.model.encoder import GIEModel, ModelSpec  # noqa: E402
 from gie.train import ddp  # noqa: E402
 from gie.train.config import TrainConfig  # noqa: E402
-from gie.train.data import GIFT, edge_loader  # noqa: E402
+from gie.train.data import link_options  # noqa: E402
 from gie.train.history import LayerHistory  # noqa: E402
 from gie.train.objective import amount_weights  # noqa: E402
 from gie.train.optim import GIEOptimizer  # noqa: E402
 from gie.train.run import seed_all, train_epoch  # noqa: E402
+from gie.train.sampler import GIFT, EdgeBatches, InEdges  # noqa: E402
 from graphbuild.dgl_graph import CANONICAL  # noqa: E402
 
 MODS = {"image": 32, "speech": 16, "comment": 16}
 MEASURED = (2, 3)                        # epoch 1 warms up; the faster of these is reported
 DEFAULT = "default (layer histories, 4 snapshots per epoch)"
+DGL_SAMPLER = "default, but DGL's sampler (before issue 14: not reproducible)"
 
 
 def synthetic_graph(n_users: int, n_streamers: int, seed: int = 0) -> dgl.DGLGraph:
@@ -135,13 +137,28 @@ def plain_epoch(g, model, opt, cfg: TrainConfig, k: int, device) -> tuple[float,
     return time.perf_counter() - start, n
 
 
-def ours_epoch(g, model, opt, cfg: TrainConfig, device, epoch: int) -> tuple[float, int]:
+def dgl_loader(g, cfg: TrainConfig, device, one_hop: bool):
+    """Training batches as they were made before issue 14: DGL's DataLoader and
+    NeighborSampler (fast, but not reproducible with more than one thread or after other
+    multi-threaded DGL work in the process; docs/TRAINING.md, "Determinism")."""
+    fanouts = cfg.fanouts[-1:] if one_hop else cfg.fanouts
+    sampler = dgl.dataloading.as_edge_prediction_sampler(
+        dgl.dataloading.NeighborSampler(fanouts, prob="w"), **link_options(cfg))
+    return dgl.dataloading.DataLoader(g, {GIFT: torch.arange(g.num_edges(GIFT))}, sampler,
+                                      device=device, batch_size=cfg.batch_size, shuffle=True)
+
+
+def ours_epoch(g, index: InEdges, model, opt, cfg: TrainConfig, device, epoch: int,
+               dgl_sampler: bool = False) -> tuple[float, int]:
     ctx = ddp.Ctx(0, 1, device)
     weights = amount_weights(g.edges[GIFT].data["amount"], cfg.amount_weighting)
     one_hop = cfg.layer_history_refreshes > 0
-    loader = edge_loader(g, torch.arange(g.num_edges(GIFT)), cfg, device, one_hop=one_hop)
+    loader = dgl_loader(g, cfg, device, one_hop) if dgl_sampler else EdgeBatches(
+        index, torch.arange(g.num_edges(GIFT)), cfg.batch_size,
+        cfg.fanouts[-1:] if one_hop else cfg.fanouts, cfg.num_negatives, 0, epoch,
+        device=device)
     history = LayerHistory(g, len(loader), cfg.layer_history_refreshes, cfg.infer_batch_size,
-                           device) if one_hop else None
+                           device, index) if one_hop else None
     stats = train_epoch(model, model.spec, loader, g, weights.__getitem__, opt, cfg, ctx, epoch,
                         history=history)
     return stats["seconds"], g.num_edges(GIFT)
@@ -157,16 +174,19 @@ def run_size(n_users: int, n_streamers: int, cfg: TrainConfig, device, ks,
                      embed_dim=cfg.embed_dim, num_layers=len(cfg.fanouts),
                      num_queries=cfg.num_queries, num_heads=cfg.num_heads, dropout=cfg.dropout,
                      user_id_embedding=cfg.user_id_embedding)
-    modes = {DEFAULT: {}, "fused MFQ cache only": {"layer_history_refreshes": 0},
+    index = InEdges(g, "w")
+    modes = {DEFAULT: {}, DGL_SAMPLER: {}, "fused MFQ cache only": {"layer_history_refreshes": 0},
              "exact: every hop sampled, MFQ on every node": {"layer_history_refreshes": 0,
                                                              "fused_cache_age": 0}}
-    for mode, update in list(modes.items())[:None if all_modes else 1]:
+    for mode, update in list(modes.items())[:None if all_modes else 2]:
         seed_all(0)
         run_cfg = cfg.model_copy(update=update)
         model = GIEModel(spec).to(device)
         opt = GIEOptimizer(model, cfg.lr)
-        ours_epoch(g, model, opt, run_cfg, device, 1)
-        secs, n = min(ours_epoch(g, model, opt, run_cfg, device, e) for e in MEASURED)
+        old = mode == DGL_SAMPLER
+        ours_epoch(g, index, model, opt, run_cfg, device, 1, old)
+        secs, n = min(ours_epoch(g, index, model, opt, run_cfg, device, e, old)
+                      for e in MEASURED)
         rows.append({"loop": f"gie, {mode}", "seconds": secs, "edges": n})
     for k in ks:
         seed_all(0)
@@ -232,7 +252,11 @@ def main() -> int:
         "figures move by up to 2x between runs, so compare the loops within one run (they "
         "run back to back in one process).", "",
         "Reading the table: all gie rows use MFQ with 2 queries, 256 shared plus in-batch "
-        "negatives, and DGL's neighbour sampler by edge weight, as the plain loop does. The "
+        "negatives, and sample neighbours by edge weight, as the plain loop does; they sample "
+        "with gie/train/sampler.py (reproducible whatever the threads and load), except the "
+        "row marked DGL's sampler, which uses DGL's DataLoader and NeighborSampler as gie did "
+        "before issue 14 (same model, loss and layer histories): the difference between the "
+        "two default rows is the cost of reproducible sampling. The "
         "exact mode samples both hops at every step and runs MFQ forward and backward on "
         "every sampled streamer; on the two smaller graphs a batch of 1024 edges reaches every "
         "node within two hops, so each step encodes the whole graph. The fused MFQ cache "

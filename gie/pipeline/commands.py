@@ -54,3 +54,26 @@ def publish(work, date, force, keep_days):
         log.info("latest %s", f"left alone: {reason}" if reason else f"-> bundle/dt={date}")
         if keep_days:
             apply_retention(layout.work, date, keep_days)
+
+
+@click.command()
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.option("--all", "show_all", is_flag=True, help="list every difference, not the first")
+def compare(a, b, show_all):
+    """Compare two graphs, models, bundles, reports or work folders; print the first
+    difference. Timings, host names, run ids and absolute paths are ignored (see
+    docs/OPERATIONS.md). Exit code 0 when the same, 5 when they differ."""
+    import sys
+
+    from gie.pipeline.compare import EXIT_DIFFERENT, differences
+
+    found = 0
+    for diff in differences(a, b):
+        found += 1
+        click.echo(f"differ: {diff}")
+        if not show_all:
+            break
+    if found:
+        sys.exit(EXIT_DIFFERENT)   # SystemExit passes through cli.main: 5 = "they differ"
+    click.echo(f"same: {a} and {b} hold the same outputs")

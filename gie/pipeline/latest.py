@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gie import failpoints
 from gie.errors import BadInputError
 from gie.layout import WorkLayout
 from gie.publish import atomic_symlink, is_published
@@ -31,5 +32,7 @@ def publish_latest(layout: WorkLayout, date: str, force: bool = False) -> str | 
         return "latest already points to this bundle"
     for tmp in layout.work.glob(f".{layout.latest.name}.tmp-*"):   # a publish killed midway
         tmp.unlink()
+    failpoints.reached("publish-before-switch")
     atomic_symlink(layout.latest, Path("bundle") / f"dt={date}")    # relative: movable folder
+    failpoints.reached("publish-after-switch")
     return None

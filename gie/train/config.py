@@ -51,9 +51,11 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(2, ge=1, description="newest epoch checkpoints kept")
 
     # performance
-    num_threads: int = Field(0, ge=0, description="torch and DGL sampler threads per process; "
-                             "0 = default. Runs are reproducible across processes only with "
-                             "the same value (DGL samples per thread)")
+    num_threads: int = Field(1, ge=0, description="intra-op threads of a training process "
+                             "(torch and DGL share them); always set for the run and restored "
+                             "after it. Outputs are bit-identical only between runs with the "
+                             "same value; 0 = every core of this host (then only on hosts "
+                             "with the same core count). gie/train/threads.py")
     infer_batch_size: int = Field(8192, ge=1, description="nodes per step of full inference")
     layer_history_refreshes: int = Field(
         4, ge=0, description="snapshots of every node's layer vectors per epoch when training "

@@ -1,15 +1,19 @@
-"""Mini-batches of gift edges with DGL's neighbour sampler, and the shared negatives."""
+"""DGL's neighbour sampler and shared negatives, for `--dist` training on a DistGraph.
+
+Single-process and DDP training sample with gie.train.sampler instead (deterministic; see
+there why). The DistGraph's neighbours live on the graph servers, so `--dist` keeps DGL's
+sampler, and its runs are not bit-reproducible (docs/TRAINING.md).
+"""
 from __future__ import annotations
 
 import dgl
 import torch
-from dgl.dataloading import BlockSampler, NeighborSampler, as_edge_prediction_sampler
+from dgl.dataloading import BlockSampler, NeighborSampler
 from dgl.dataloading.negative_sampler import _BaseNegativeSampler
 
 from gie.train.config import TrainConfig
+from gie.train.sampler import GIFT, EdgeBatch
 from graphbuild.dgl_graph import REVERSE
-
-GIFT = ("user", "gift", "streamer")
 
 
 class SharedNegatives(_BaseNegativeSampler):
@@ -33,11 +37,9 @@ class NoNeighbours(BlockSampler):
         return seed_nodes, seed_nodes, []
 
 
-def neighbour_sampler(cfg: TrainConfig, one_hop: bool = False) -> BlockSampler:
-    """`fanouts` hops; only the last one with `one_hop` (layer histories, gie.train.history)."""
+def neighbour_sampler(cfg: TrainConfig) -> BlockSampler:
     prob = "w" if cfg.weighted_sampling else None
-    fanouts = list(cfg.fanouts[-1:] if one_hop else cfg.fanouts)
-    return NeighborSampler(fanouts, prob=prob) if fanouts else NoNeighbours()
+    return NeighborSampler(list(cfg.fanouts), prob=prob) if cfg.fanouts else NoNeighbours()
 
 
 def link_options(cfg: TrainConfig) -> dict:
@@ -48,10 +50,14 @@ def link_options(cfg: TrainConfig) -> dict:
             "negative_sampler": SharedNegatives(cfg.num_negatives) if cfg.num_negatives else None}
 
 
-def edge_loader(g: dgl.DGLGraph, eids: torch.Tensor, cfg: TrainConfig, device: torch.device,
-                use_ddp: bool = False, seed: int = 0, one_hop: bool = False
-                ) -> dgl.dataloading.DataLoader:
-    sampler = as_edge_prediction_sampler(neighbour_sampler(cfg, one_hop), **link_options(cfg))
-    return dgl.dataloading.DataLoader(
-        g, {GIFT: eids}, sampler, device=device, batch_size=cfg.batch_size,
-        shuffle=True, drop_last=False, use_ddp=use_ddp, ddp_seed=seed, num_workers=0)
+def as_edge_batch(batch) -> EdgeBatch:
+    """An EdgeBatch from what DGL's edge loaders yield: (input nodes, pair graph, [negative
+    graph,] blocks)."""
+    if isinstance(batch, EdgeBatch):
+        return batch
+    input_nodes, pair, blocks = batch[0], batch[1], batch[-1]
+    src, dst = pair.edges(etype=GIFT)
+    negatives = batch[2].edges(etype=GIFT)[1].unique() if len(batch) == 4 else None
+    return EdgeBatch({t: ids.cpu() for t, ids in input_nodes.items()}, blocks, src, dst,
+                     pair.edges[GIFT].data[dgl.EID].cpu(), negatives,
+                     pair.nodes["streamer"].data[dgl.NID].cpu())

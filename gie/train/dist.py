@@ -30,7 +30,7 @@ from gie.errors import BadInputError
 from gie.model.encoder import GIEModel, ModelSpec, gather_inputs
 from gie.progress import progress
 from gie.publish import SUCCESS, publish_dir, write_json_atomic
-from gie.train import checkpoint, ddp
+from gie.train import checkpoint, ddp, threads
 from gie.train.config import TrainConfig
 from gie.train.data import GIFT, link_options, neighbour_sampler
 from gie.train.objective import amount_weights
@@ -74,8 +74,7 @@ def _spec(g, meta: dict, cfg: TrainConfig) -> ModelSpec:
 def _train(part_config: Path, meta: dict, out: Path, cfg: TrainConfig, seed: int,
            ctx: ddp.Ctx, resume: bool, warm_start) -> dict:
     t0 = time.time()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    torch.set_num_threads(threads.resolve(cfg.num_threads))     # one trainer process each
     g = dgl.distributed.DistGraph(meta["graph_name"], part_config=str(part_config))
     pb = g.get_partition_book()
     seed_all(seed)

@@ -24,12 +24,14 @@ import torch
 
 from gie.model.encoder import GIEModel
 from gie.train.inference import layer_outputs
+from gie.train.sampler import InEdges
 
 
 class LayerHistory:
     def __init__(self, g: dgl.DGLGraph, steps_per_epoch: int, refreshes: int, batch_size: int,
-                 device: torch.device):
+                 device: torch.device, index: InEdges | None = None):
         self.g, self.batch_size, self.device = g, batch_size, device
+        self.index = index or InEdges(g)
         self.every = max(1, math.ceil(steps_per_epoch / refreshes))
         self.snapshot: list[dict[str, torch.Tensor]] = []
         self.taken = 0
@@ -38,7 +40,7 @@ class LayerHistory:
         if step % self.every == 0:
             self.snapshot = [{t: x.to(self.device) for t, x in h.items()} for h in
                              layer_outputs(model, self.g, self.batch_size, self.device,
-                                           len(model.layers) - 1, desc=None)]
+                                           len(model.layers) - 1, desc=None, index=self.index)]
             self.taken += 1
 
     def split(self, input_nodes: dict[str, torch.Tensor], block: dgl.DGLGraph

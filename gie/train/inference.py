@@ -2,7 +2,9 @@
 
 Sampled training blocks are not used here: each layer aggregates all neighbours of every
 node in chunks of `batch_size` nodes, so memory is bounded by one layer of hidden vectors
-(the approach of DGL's own GraphSAGE examples).
+(the approach of DGL's own GraphSAGE examples). The blocks come from gie.train.sampler, not
+DGL's DataLoader: with more than one thread DGL's blocks gave different float bits from run
+to run.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch
 
 from gie.model.encoder import GIEModel, gather_inputs
 from gie.progress import progress
+from gie.train.sampler import InEdges, full_neighbour_blocks
 
 
 @torch.no_grad()
@@ -30,14 +33,17 @@ def input_vectors(model: GIEModel, g, nodes: dict[str, torch.Tensor], batch_size
 
 @torch.no_grad()
 def full_inference(model: GIEModel, g: dgl.DGLGraph, batch_size: int,
-                   device: torch.device, desc: str = "inference") -> dict[str, torch.Tensor]:
-    """Embeddings of all nodes of `g` (model put in eval mode)."""
-    return layer_outputs(model, g, batch_size, device, model.num_steps, desc)[-1]
+                   device: torch.device, desc: str = "inference",
+                   index: InEdges | None = None) -> dict[str, torch.Tensor]:
+    """Embeddings of all nodes of `g` (model put in eval mode); `index`: g's InEdges, when
+    the caller keeps one."""
+    return layer_outputs(model, g, batch_size, device, model.num_steps, desc, index)[-1]
 
 
 @torch.no_grad()
 def layer_outputs(model: GIEModel, g: dgl.DGLGraph, batch_size: int, device: torch.device,
-                  num_layers: int, desc: str | None = "inference") -> list[dict[str, torch.Tensor]]:
+                  num_layers: int, desc: str | None = "inference", index: InEdges | None = None
+                  ) -> list[dict[str, torch.Tensor]]:
     """[input vectors, layer 1 outputs, ..., layer `num_layers` outputs] of all nodes of `g`
     (on CPU), computed with the model in eval mode; the caller's mode is restored.
     `desc` None: no progress bar."""
@@ -50,20 +56,18 @@ def layer_outputs(model: GIEModel, g: dgl.DGLGraph, batch_size: int, device: tor
         out.append({t: model.layer(0, None, {t: x.to(device)})[t].cpu() for t, x in h.items()})
         model.train(was_training)
         return out[:num_layers + 1]
-    sampler = dgl.dataloading.MultiLayerFullNeighborSampler(1)
+    index = index or InEdges(g)
+    steps = sum(-(-n // batch_size) for n in index.num_nodes.values())
     for i in range(num_layers):
-        loader = dgl.dataloading.DataLoader(g, all_nodes, sampler, batch_size=batch_size,
-                                            shuffle=False, drop_last=False, device=device)
         dim = model.spec.embed_dim if i == len(model.layers) - 1 else model.spec.hidden_dim
         nxt = {t: torch.zeros(g.num_nodes(t), dim) for t in g.ntypes}
-        for input_nodes, output_nodes, blocks in progress(loader, desc=f"{desc} layer {i + 1}",
-                                                      leave=False, mininterval=5,
-                                                      disable=desc is None):
-            res = model.layer(i, blocks[0], {t: h[t][ids.cpu()].to(device)
-                                             for t, ids in input_nodes.items()})
-            for t, ids in output_nodes.items():
-                if len(ids):
-                    nxt[t][ids.cpu()] = res[t].cpu()
+        for input_nodes, t, ids, block in progress(full_neighbour_blocks(index, batch_size),
+                                                   total=steps, desc=f"{desc} layer {i + 1}",
+                                                   leave=False, mininterval=5,
+                                                   disable=desc is None):
+            res = model.layer(i, block.to(device), {u: h[u][nodes].to(device)
+                                                    for u, nodes in input_nodes.items()})
+            nxt[t][ids] = res[t].cpu()
         h = nxt
         out.append(h)
     model.train(was_training)

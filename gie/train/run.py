@@ -22,6 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import gie
+from gie import failpoints
 from gie.config import dump_config
 from gie.embeddings import write_embeddings
 from gie.errors import BadInputError, QualityFloorError
@@ -30,13 +31,15 @@ from gie.progress import progress
 from gie.publish import SUCCESS, publish_dir, staging_path, write_json_atomic
 from gie.train import checkpoint, ddp
 from gie.train.config import TrainConfig
-from gie.train.data import GIFT, edge_loader
+from gie.train.data import as_edge_batch
 from gie.train.fused_cache import FusedCache
 from gie.train.history import LayerHistory
 from gie.train.inference import full_inference
 from gie.train.metrics import known_pairs, rank_metrics
 from gie.train.objective import amount_weights, contrastive_loss, link_loss, sampling_log_q
 from gie.train.optim import GIEOptimizer
+from gie.train.sampler import GIFT, EdgeBatches, InEdges
+from gie.train.threads import pinned_threads
 from gie.train.warm import MODEL_FILE, load_warm_start
 from graphbuild.dataset import GraphData, load_graph
 from graphbuild.dgl_graph import holdout_mask, id_map_version, modality_dims, to_dgl
@@ -75,11 +78,11 @@ def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: GIE
         if cfg.fused_cache_age and cfg.fanouts and history is None else None
     n_edges, loss_sum, steps, start = 0, 0.0, 0, time.perf_counter()
     bar = progress(loader, desc=f"epoch {epoch}", disable=not ctx.is_main, mininterval=2, leave=False)
-    for batch in bar:
+    for raw in bar:
         if steps == max_steps:
             break
-        input_nodes, pair, blocks = batch[0], batch[1], batch[-1]
-        input_nodes = {t: ids.cpu() for t, ids in input_nodes.items()}
+        batch = as_edge_batch(raw)
+        input_nodes, blocks = batch.input_nodes, batch.blocks
         stale = None
         if history is not None:     # one sampled hop, used by every layer
             history.before_step(model, steps)
@@ -88,17 +91,16 @@ def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: GIE
         elif cache is not None:     # seed streamers lead the input nodes (DGL block order)
             ids, n_seeds = input_nodes["streamer"], blocks[-1].num_dst_nodes("streamer")
             stale = [{"streamer": cache.lookup(model, g, ids[n_seeds:], mods)}]
-            input_nodes["streamer"] = ids[:n_seeds]
+            input_nodes = {**input_nodes, "streamer": ids[:n_seeds]}
         inputs = {t: {k: v.to(ctx.device) for k, v in gather_inputs(g.nodes, t, ids, mods).items()}
                   for t, ids in input_nodes.items()}
         outs = net(blocks, inputs, views=views, view_drop=cfg.augment_drop, stale=stale)
         h = outs[0]
-        src, dst = pair.edges(etype=GIFT)
+        src, dst = batch.pos_src.to(ctx.device), batch.pos_dst.to(ctx.device)
         negatives = (torch.arange(len(h["streamer"]), device=ctx.device) if cfg.in_batch_negatives
-                     else batch[2].edges(etype=GIFT)[1].unique())
-        w = edge_weight(pair.edges[GIFT].data[dgl.EID].cpu()).to(ctx.device)
-        local_q = None if log_q is None else \
-            log_q[pair.nodes["streamer"].data[dgl.NID].cpu()].to(ctx.device)
+                     else batch.negatives.to(ctx.device))
+        w = edge_weight(batch.eids).to(ctx.device)
+        local_q = None if log_q is None else log_q[batch.seed_streamers].to(ctx.device)
         loss = link_loss(h["user"], h["streamer"], src, dst, negatives, w, cfg.temperature, local_q)
         if views:
             loss = loss + cfg.contrastive_weight * contrastive_loss(
@@ -106,6 +108,7 @@ def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: GIE
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        failpoints.reached("train-step")
         if cache is not None:
             cache.tick()
         n_edges, loss_sum, steps = n_edges + len(src), loss_sum + float(loss), steps + 1
@@ -117,14 +120,16 @@ def train_epoch(net, spec: ModelSpec, loader, g, edge_weight: Callable, opt: GIE
 
 
 def validate(model: GIEModel, g_train: dgl.DGLGraph, data: GraphData, holdout: np.ndarray,
-             cfg: TrainConfig, device: torch.device, seed: int) -> dict | None:
+             cfg: TrainConfig, device: torch.device, seed: int,
+             index: InEdges | None = None) -> dict | None:
     idx = np.flatnonzero(holdout)
     if not len(idx):
         return None
     if len(idx) > cfg.valid_max_edges:
         idx = np.sort(np.random.default_rng(seed).choice(idx, cfg.valid_max_edges, replace=False))
     gift = data.edges["gift"]
-    emb = full_inference(model, g_train, cfg.infer_batch_size, device, desc="validation")
+    emb = full_inference(model, g_train, cfg.infer_batch_size, device, desc="validation",
+                         index=index)
     known = known_pairs(gift.src, gift.dst, data.num_nodes("user"), data.num_nodes("streamer"))
     return rank_metrics(emb["user"], emb["streamer"], gift.src[idx], gift.dst[idx], known,
                         cfg.recall_k)
@@ -152,7 +157,8 @@ def train(graph: str | Path, out: str | Path, cfg: TrainConfig, seed: int = 0,
     """Train on one published graph dataset and publish the model folder `out`."""
     ctx = ddp.setup(cfg.device)
     try:
-        return _train(Path(graph), Path(out), cfg, seed, resume, warm_start, ctx)
+        with pinned_threads(cfg.num_threads):
+            return _train(Path(graph), Path(out), cfg, seed, resume, warm_start, ctx)
     finally:
         ddp.teardown(ctx)
 
@@ -160,11 +166,6 @@ def train(graph: str | Path, out: str | Path, cfg: TrainConfig, seed: int = 0,
 def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
            warm_start, ctx: ddp.Ctx) -> dict:
     t0 = time.time()
-    if cfg.num_threads:
-        # DGL's neighbour sampler draws per OpenMP thread: the same seed samples the same
-        # neighbours only with the same thread count, so pin DGL's threads with torch's.
-        torch.set_num_threads(cfg.num_threads)
-        dgl.utils.set_num_threads(cfg.num_threads)
     data = load_graph(graph)
     holdout = holdout_mask(data)
     g_train, g_full = to_dgl(data, drop_gift=holdout), to_dgl(data)
@@ -201,18 +202,19 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
         g_train.in_degrees(etype=GIFT), cfg.batch_size, cfg.num_negatives) \
         if cfg.logq_correction > 0 and cfg.in_batch_negatives else None
     use_history = cfg.layer_history_refreshes > 0 and len(cfg.fanouts) > 1
+    index = InEdges(g_train, "w" if cfg.weighted_sampling else None)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         seed_all(seed, epoch)
-        # A fresh loader per epoch: DGL shuffles its index in place, so reusing one would
-        # make epoch N's order depend on epochs 1..N-1 and break exact resume.
-        loader = edge_loader(g_train, torch.arange(n_train), cfg, ctx.device,
-                             use_ddp=ctx.distributed, seed=seed * 1000 + epoch,
-                             one_hop=use_history)
+        # Every draw of an epoch comes from generators seeded from (seed, epoch, rank), so
+        # epoch N is the same whether or not epochs 1..N-1 ran in this process (exact resume).
+        loader = EdgeBatches(index, torch.arange(n_train), cfg.batch_size,
+                             cfg.fanouts[-1:] if use_history else cfg.fanouts,
+                             cfg.num_negatives, seed, epoch, ctx.rank, ctx.world, ctx.device)
         history = LayerHistory(g_train, len(loader), cfg.layer_history_refreshes,
-                               cfg.infer_batch_size, ctx.device) if use_history else None
+                               cfg.infer_batch_size, ctx.device, index) if use_history else None
         stats = train_epoch(net, spec, loader, g_train, weights.__getitem__, opt, cfg, ctx, epoch,
                             history=history, log_q=log_q)
-        valid = validate(model, g_train, data, holdout, cfg, ctx.device, seed) \
+        valid = validate(model, g_train, data, holdout, cfg, ctx.device, seed, index) \
             if ctx.is_main else None
         auc, has_valid = ddp.broadcast(ctx, [valid["auc"] if valid else -1.0, float(bool(valid))])
         stats.update(epoch=epoch, valid=valid)
@@ -233,6 +235,7 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
                 "spec": spec.to_dict(), "id_map": idmap, "config": dump_config(cfg),
                 "version": gie.__version__}, keep=cfg.keep_checkpoints)
+            failpoints.reached("train-epoch-end")
         ddp.barrier(ctx)
         if state["bad_epochs"] >= cfg.patience:
             log.info("early stop after epoch %d: no better valid AUC for %d epochs (best %.4f "
@@ -249,6 +252,7 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
         "valid": best, "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
         "resumed_from": state["resumed_from"], "warm_start": warm, "history": state["history"],
         "train_edges": n_train, "valid_edges": int(holdout.sum()), "world_size": ctx.world,
+        "threads": torch.get_num_threads(),
         "edges_per_s": float(np.mean(train_s)) if train_s else None,
     }
     if best is None:
