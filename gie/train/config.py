@@ -31,7 +31,7 @@ class TrainConfig(BaseModel):
     num_negatives: int = Field(256, ge=0, description="uniform streamers shared by a batch")
     in_batch_negatives: bool = Field(True, description="other positives of the batch as negatives")
     temperature: float = Field(0.1, gt=0, description="softmax temperature on cosine scores")
-    logq_correction: float = Field(1.0, ge=0, le=1, description="share of log(sampling "
+    logq_correction: float = Field(0.5, ge=0, le=1, description="share of log(sampling "
                                    "probability) subtracted from each in-batch candidate's "
                                    "logit (popularity-corrected negatives); 0 = off")
     amount_weighting: Literal["log", "none"] = Field(
