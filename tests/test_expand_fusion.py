@@ -5,19 +5,8 @@ import numpy as np
 
 from gie.expand.config import ExpandConfig
 from gie.expand.features import CandidateTable
-from gie.expand.fusion import View, fuse
+from gie.expand.fusion import fuse
 from gie.expand.ranker import FIXED, Scorer
-from gie.expand.relations import RawOrder
-
-
-class _Rels:
-    """Just what `fuse` reads of the relations: the raw order of the candidates' type."""
-
-    def __init__(self, n):
-        self.order = RawOrder.of(np.arange(n) + 100)
-
-    def raw_order(self, ntype):
-        return self.order
 
 
 def _table() -> CandidateTable:
@@ -30,19 +19,22 @@ def _table() -> CandidateTable:
                           np.where(hist, 0, 1), np.arange(n) + 1000, ["A", "B"])
 
 
+def _fuse(table, scorer, kind, cfg):
+    return fuse(table, {"merged": scorer, "explore": scorer}, cfg)[kind]
+
+
 def test_merged_of_a_long_history_node_is_not_all_history():
     cfg = ExpandConfig(topk=12, fusion={"max_history": 5})
-    view = View(_Rels(40), None)
     scorer = Scorer(FIXED, ["A.rank", "B.rank"], weights={"A": 1.0, "B": 0.01}, rrf_k=1.0)
-    uncapped = fuse(view, _table(), scorer, "merged", "user",
-                    ExpandConfig(topk=12, fusion={"max_history": 100}))
+    uncapped = _fuse(_table(), scorer, "merged",
+                     ExpandConfig(topk=12, fusion={"max_history": 100}))
     assert (uncapped.target < 30).all()                      # history would fill every slot
-    merged = fuse(view, _table(), scorer, "merged", "user", cfg)
+    merged = _fuse(_table(), scorer, "merged", cfg)
     hist = merged.target < 30
     assert len(merged.target) == 12 and hist.sum() == 5     # 25 more history entries left out
     assert sorted(merged.target[hist]) == [0, 1, 2, 3, 4]    # the best-scored ones
     assert set(merged.source[hist]) == {"A"} and set(merged.source[~hist]) == {"B"}
     assert np.all(np.diff(merged.score) <= 0) and merged.via[merged.target == 0][0] == 1000
-    explore = fuse(view, _table(), scorer, "explore", "user", cfg)
+    explore = _fuse(_table(), scorer, "explore", cfg)
     assert len(explore.target) == 10 and (explore.target >= 30).all()
     assert np.all(np.diff(explore.score) <= 0) and list(explore.target) == list(range(30, 40))

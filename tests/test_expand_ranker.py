@@ -9,16 +9,17 @@ import pytest
 from gie.expand import ranker
 from gie.expand.config import FusionConfig
 from gie.expand.features import CandidateTable
-from gie.expand.ranker import FIXED, LEARNED, SOURCE, TrainingSet, fit_scorer, recall_at_k
+from gie.expand.ranker import FIXED, LEARNED, SOURCE, TrainingSet, fit_fused, recall_at_k
 
 SOURCES = ["A", "B"]
 NAMES = ["A.score", "A.rank", "B.score", "B.rank", "signal"]
 
 
 def _training_set(n_groups: int, per_group: int = 40, seed: int = 0,
-                  signal_noise: float = 0.0) -> TrainingSet:
+                  signal_noise: float = 0.0, history: bool = False) -> TrainingSet:
     """Source A ranks positives a bit better than chance, B at chance; `signal` is a feature
-    that gives the label away (plus noise), so only a learned ranking can use it."""
+    that gives the label away (plus noise), so only a learned ranking can use it. With
+    `history`, the first 5 candidates of each node are its history."""
     rng = np.random.default_rng(seed)
     group = np.repeat(np.arange(n_groups), per_group)
     y = np.zeros(len(group), np.float32)
@@ -33,7 +34,21 @@ def _training_set(n_groups: int, per_group: int = 40, seed: int = 0,
             X[rows[np.argsort(-score[rows], kind="stable")], j + 1] = np.arange(1, len(rows) + 1)
     X[:, 4] = y + signal_noise * rng.normal(size=len(y))
     n_labels = np.bincount(group, weights=y, minlength=n_groups) + 1   # one label unproposed
-    return TrainingSet(X, y, group, n_labels, list(NAMES))
+    hist = (np.arange(len(group)) % per_group < 5) if history else np.zeros(len(group), bool)
+    return TrainingSet(X, y, group, n_labels, list(NAMES), hist)
+
+
+def _fit(data: TrainingSet, cfg: FusionConfig, seed: int = 0) -> dict:
+    """Both fused rankings of a node type; `merged` sees the same rows with a history."""
+    merged = TrainingSet(data.X, data.y, data.group, data.n_labels, data.names,
+                         np.arange(len(data.y)) % 40 < 5)
+    return fit_fused(merged, data, SOURCES, {"A": 1.0, "B": 1.0}, cfg, 10, seed=seed,
+                     what="test")
+
+
+def _table(data: TrainingSet) -> CandidateTable:
+    return CandidateTable(data.group, data.group, data.history, data.X, list(NAMES),
+                          data.group, data.group, SOURCES)
 
 
 def _cfg(**learn) -> FusionConfig:
@@ -52,43 +67,51 @@ def test_recall_at_k_counts_labels_no_source_proposed():
 
 def test_an_informative_feature_is_learned_and_beats_every_source(tmp_path):
     data = _training_set(200)
-    s = fit_scorer(data, SOURCES, {"A": 1.0, "B": 1.0}, _cfg(), 10, seed=0, what="test")
-    assert s.kind == LEARNED
+    fitted = _fit(data, _cfg())
+    s = fitted["explore"]
+    assert s.kind == LEARNED and fitted["merged"].kind == LEARNED
     held = s.info["held_out"]["recall@10"]
     assert held["fused"] > held["A"] > held["B"] - 0.05 and held["fused"] > 0.5
     assert s.info["best_source"] == "A" and "signal" in s.info["importance_gain"]
+    # merged: its own model on the history, the explore model on every other candidate
+    merged = fitted["merged"]
+    assert merged.companion is s.booster
+    table, every = _table(TrainingSet(data.X, data.y, data.group, data.n_labels, data.names,
+                                      np.arange(len(data.y)) % 40 < 5)), np.ones(len(data.y), bool)
+    scores = merged.score(table, every)
+    outside = ~table.history
+    np.testing.assert_array_equal(scores[outside], s.booster.predict(data.X[outside]))
+    np.testing.assert_array_equal(scores[~outside], merged.booster.predict(data.X[~outside]))
     # saved with the bundle and read back: the same scores
-    table = CandidateTable(data.group, data.group, np.zeros(len(data.y), bool), data.X,
-                           list(NAMES), data.group, data.group, SOURCES)
-    mask = np.ones(len(data.y), bool)
-    desc = ranker.save(s, tmp_path, "user-explore")
-    again = ranker.load(desc, tmp_path)
-    np.testing.assert_array_equal(s.score(table, mask), again.score(table, mask))
-    assert desc["model_file"] == "ranker/user-explore.txt"
+    descs = {k: ranker.save(v, tmp_path, f"user-{k}") for k, v in fitted.items()}
+    again = {k: ranker.load(d, tmp_path) for k, d in descs.items()}
+    ranker.link(again, descs)
+    np.testing.assert_array_equal(again["merged"].score(table, every), scores)
+    assert descs["explore"]["model_file"] == "ranker/user-explore.txt"
+    assert descs["merged"]["outside_history"] == "explore model"
 
 
 def test_a_ranking_that_learns_nothing_falls_back_to_the_best_source():
     # min_data_in_leaf above the data size: no split, constant scores, chance ranking
     data = _training_set(200, signal_noise=5.0)
-    s = fit_scorer(data, SOURCES, {"A": 1.0, "B": 1.0}, _cfg(min_data_in_leaf=100_000), 10,
-                   seed=0, what="test")
-    assert s.kind == SOURCE and s.source == "A"
+    fitted = _fit(data, _cfg(min_data_in_leaf=100_000))
+    s = fitted["explore"]
+    assert s.kind == SOURCE and s.source == "A" and fitted["merged"].kind == SOURCE
     held = s.info["held_out"]["recall@10"]
     assert held["fused"] < held["A"] and "below A" in s.info["reason"]
-    table = CandidateTable(data.group, data.group, np.zeros(len(data.y), bool), data.X,
-                           list(NAMES), data.group, data.group, SOURCES)
-    scores = s.score(table, np.ones(len(data.y), bool))
+    scores = s.score(_table(data), np.ones(len(data.y), bool))
     np.testing.assert_array_equal(scores, -data.X[:, 1])        # A's ranking, as published
 
 
 def test_too_few_label_nodes_keep_the_fixed_weights():
-    s = fit_scorer(_training_set(12), SOURCES, {"A": 1.0}, _cfg(), 10, seed=0, what="test")
+    fitted = _fit(_training_set(12), _cfg())
+    s = fitted["explore"]
     assert s.kind == FIXED and "too few label nodes" in s.info["reason"]
-    assert s.weights == {"A": 1.0}
+    assert s.weights == {"A": 1.0, "B": 1.0}
 
 
 def test_the_fit_is_reproducible():
     data = _training_set(120)
-    a = fit_scorer(data, SOURCES, {"A": 1.0}, _cfg(), 10, seed=3, what="a")
-    b = fit_scorer(data, SOURCES, {"A": 1.0}, _cfg(), 10, seed=3, what="b")
-    assert a.booster.model_to_string() == b.booster.model_to_string()
+    a, b = _fit(data, _cfg(), seed=3), _fit(data, _cfg(), seed=3)
+    for kind in ("merged", "explore"):
+        assert a[kind].booster.model_to_string() == b[kind].booster.model_to_string()

@@ -94,6 +94,9 @@ class FusionConfig(BaseModel):
     rrf_k: float = Field(60.0, gt=0, description="fixed weights: reciprocal-rank constant")
     prior_weight: float = Field(0.5, ge=0, description="fixed weights: weight of each prior "
                                                        "(POP, NEW, ACT)")
+    predict_threads: int = Field(0, ge=0, description="LightGBM threads when scoring "
+                                                      "candidates (0 = every core; the scores "
+                                                      "are the same at any count)")
     learn: LearnConfig = LearnConfig()
 
 

@@ -123,8 +123,7 @@ class GraphFeatures:
         """Every feature that depends on the pair or its nodes, not on the sources."""
         days = lambda ts: (self.end_ms - ts) / DAY_MS  # noqa: E731
         g = self.gift_index.find(users, streamers)
-        out = {"emb_score": np.einsum("nd,nd->n", self.emb["user"][users],
-                                      self.emb["streamer"][streamers]).astype(np.float32)}
+        out = {"emb_score": self.emb_score(users, streamers)}
         d = self.gift.data
         out.update(zip(GIFT_COLUMNS, (
             _take(d["weight"], g), _take(d["count"], g), _take(d["total_price"], g),
@@ -140,6 +139,16 @@ class GraphFeatures:
             out.update({c: np.full(len(users), np.nan, np.float32) for c in WATCH_COLUMNS})
         out.update({c: v[users] for c, v in self.user.items()})
         out.update({c: v[streamers] for c, v in self.streamer.items()})
+        return out
+
+    def emb_score(self, users: np.ndarray, streamers: np.ndarray,
+                  chunk: int = 1 << 16) -> np.ndarray:
+        """Dot products of the pairs' unit vectors, in chunks that stay in cache."""
+        out = np.empty(len(users), np.float32)
+        for lo in range(0, len(users), chunk):
+            sl = slice(lo, lo + chunk)
+            out[sl] = np.einsum("nd,nd->n", self.emb["user"][users[sl]],
+                                self.emb["streamer"][streamers[sl]])
         return out
 
     def in_history(self, users: np.ndarray, streamers: np.ndarray) -> np.ndarray:

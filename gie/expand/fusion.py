@@ -79,17 +79,33 @@ def pooled_table(view: View, cfg: ExpandConfig, ntype: str, rows: np.ndarray,
     return candidate_table(view.features, ntype, rows, ranked, view.rels.raw_order(OTHER[ntype]))
 
 
-def fuse(view: View, table: CandidateTable, scorer: Scorer, kind: str, ntype: str,
-         cfg: ExpandConfig) -> R.Candidates:
-    """One fused sequence of the batch, best first (float32 score desc, raw id asc)."""
-    mask = ~table.history if kind == EXPLORE else np.ones(len(table.row), bool)
-    score = scorer.score(table, mask)
+def fuse(table: CandidateTable, scorers: dict[str, Scorer],
+         cfg: ExpandConfig) -> dict[str, R.Candidates]:
+    """Both fused sequences of the batch. Each candidate is scored once: when `merged` uses
+    the explore model outside the history, the explore scores are reused."""
+    outside = ~table.history
+    everything = np.ones(len(table.row), bool)
+    explore = scorers[EXPLORE].score(table, outside)
+    merged_scorer = scorers[MERGED]
+    if merged_scorer.companion is not None and \
+            merged_scorer.companion is scorers[EXPLORE].booster:
+        merged = np.empty(len(table.row))
+        merged[outside] = explore
+        merged[table.history] = merged_scorer.score(table, table.history)
+    else:
+        merged = merged_scorer.score(table, everything)
+    return {EXPLORE: ranked(table, outside, explore, EXPLORE, cfg),
+            MERGED: ranked(table, everything, merged, MERGED, cfg)}
+
+
+def ranked(table: CandidateTable, mask: np.ndarray, score: np.ndarray, kind: str,
+           cfg: ExpandConfig) -> R.Candidates:
+    """One fused sequence from the scores of the rows in `mask`: best first (float32 score
+    desc, raw id asc), the history rules of `kind` applied, cut at `topk`."""
     idx = np.flatnonzero(mask)[np.isfinite(score)]
-    score = score[np.isfinite(score)].astype(np.float32)
-    raw_rank = view.rels.raw_order(OTHER[ntype]).rank[table.target[idx]]
-    order = np.lexsort((raw_rank, -score, table.row[idx]))
-    idx, score = idx[order], score[order]
-    keep = np.ones(len(idx), bool)
+    c = R.top_per_row(R.Candidates(table.row[idx], idx, score[np.isfinite(score)], idx),
+                      len(idx))            # table rows come in raw id order within a node
+    idx, score = c.target, c.score.astype(np.float32)
     if kind == MERGED:                 # at most max_history entries of the node's own history
         hist = table.history[idx]
         keep = ~hist | (_count_in_row(table.row[idx], hist) <= cfg.fusion.max_history)

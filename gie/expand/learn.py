@@ -17,7 +17,7 @@ import numpy as np
 
 from gie.expand.config import ExpandConfig
 from gie.expand.fusion import Fusion, View, pooled_table, fixed_weights, fusion_sources
-from gie.expand.ranker import TrainingSet, concat, fit_scorer
+from gie.expand.ranker import TrainingSet, concat, fit_fused
 from gie.expand.sources import OTHER, source_candidates
 from graphbuild.dataset import GraphData, to_node_ids
 from graphbuild.schema import EXPLORE, MERGED, NODE_TYPES
@@ -55,7 +55,8 @@ def training_sets(view: View, cfg: ExpandConfig, users: np.ndarray, streamers: n
             table = pooled_table(view, cfg, ntype, rows, source_candidates(view.rels, cfg, ntype, rows))
             y = np.isin(rows[table.row] * n_tgt + table.target, label_keys).astype(np.float32)
             for kind, keep in ((MERGED, slice(None)), (EXPLORE, ~table.history)):
-                parts[kind].append((table.X[keep], y[keep], table.row[keep] + lo))
+                parts[kind].append((table.X[keep], y[keep], table.row[keep] + lo,
+                                    table.history[keep]))
         # Labels per group, also those no source proposed (they count as misses).
         l_src, l_tgt = label_keys // n_tgt, label_keys % n_tgt
         users_, streamers_ = (l_src, l_tgt) if ntype == "user" else (l_tgt, l_src)
@@ -65,10 +66,11 @@ def training_sets(view: View, cfg: ExpandConfig, users: np.ndarray, streamers: n
         names = table.names if len(groups) else []
         out[ntype] = {}
         for kind, counted in ((MERGED, sampled), (EXPLORE, sampled & first)):
-            X, y, g = (np.concatenate(p) for p in zip(*parts[kind])) if parts[kind] else \
-                (np.zeros((0, len(names)), np.float32), np.zeros(0, np.float32), np.zeros(0, int))
+            X, y, g, h = (np.concatenate(p) for p in zip(*parts[kind])) if parts[kind] else (
+                np.zeros((0, len(names)), np.float32), np.zeros(0, np.float32),
+                np.zeros(0, int), np.zeros(0, bool))
             n_labels = np.bincount(pos[counted], minlength=len(groups)).astype(np.float64)
-            out[ntype][kind] = TrainingSet(X, y, g, n_labels, names)
+            out[ntype][kind] = TrainingSet(X, y, g, n_labels, names, h)
         log.info("fusion training set (%s): %d label nodes, %d labels, %d candidates",
                  ntype, len(groups), len(label_keys), len(out[ntype][MERGED].y))
     return out
@@ -76,16 +78,16 @@ def training_sets(view: View, cfg: ExpandConfig, users: np.ndarray, streamers: n
 
 def fit_fusion(nights: list[dict[str, dict[str, TrainingSet]]], cfg: ExpandConfig, seed: int,
                info: dict) -> Fusion:
-    """Fit every fused sequence on the training sets of several nights, newest first; the
+    """Fit the fused rankings on the training sets of several nights, newest first; the
     newest is held out when there are older ones."""
     scorers = {}
     for t in NODE_TYPES:
-        scorers[t] = {}
+        sets = {}
         for kind in (MERGED, EXPLORE):
-            sets = [n[t][kind] for n in nights]
-            for i, ts in enumerate(sets):
-                ts.held_out = np.full(ts.n_groups, i == 0 and len(sets) > 1)
-            scorers[t][kind] = fit_scorer(concat(sets), fusion_sources(cfg, t),
-                                          fixed_weights(cfg, t), cfg.fusion, cfg.topk, seed,
-                                          f"{t} {kind}")
+            per_night = [n[t][kind] for n in nights]
+            for i, ts in enumerate(per_night):
+                ts.held_out = np.full(ts.n_groups, i == 0 and len(per_night) > 1)
+            sets[kind] = concat(per_night)
+        scorers[t] = fit_fused(sets[MERGED], sets[EXPLORE], fusion_sources(cfg, t),
+                               fixed_weights(cfg, t), cfg.fusion, cfg.topk, seed, t)
     return Fusion(scorers, {"learned": True, **info})

@@ -77,6 +77,10 @@ def contributions(bundle: str | Path, node_type: str, raw_id: int, top: int = 3,
         scorer = fusion.scorers[node_type][kind]
         if scorer.kind == LEARNED:
             contrib = scorer.booster.predict(table.X, pred_contrib=True)[:, :-1]
+            if scorer.companion is not None:       # outside the history: the explore model
+                outside = ~table.history
+                contrib[outside] = scorer.companion.predict(table.X[outside],
+                                                            pred_contrib=True)[:, :-1]
         else:   # reciprocal-rank terms of each source (fixed weights) / the one source
             contrib = np.zeros_like(table.X)
             for j, name in enumerate(table.names):

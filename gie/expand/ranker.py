@@ -1,13 +1,17 @@
-"""How the fused sequences score a candidate: learned (LightGBM), one source, or
-fixed weights; and the nightly fit that chooses between them on held-out label nodes.
+"""How the fused sequences score a candidate: learned (LightGBM), one source, or fixed weights;
+and the nightly fit that chooses between them on held-out label nodes.
 
 A fit sees the candidates and features of previous nights' graphs against the gifts that
-followed each (gie/expand/learn.py builds them). The newest night is held out: the older ones
-fit the model, the held-out day stops the boosting and compares the fused ranking with every
-single source by Recall@K (with a single previous night, a share of its label nodes is held
-out instead). When the fused ranking is below the best single source there, that source's
-ranking is published instead, and the bundle says so. The model kept is refitted on all
-nights with the number of rounds the held-out day chose.
+followed each (gie/expand/learn.py builds them). Per node type two models are learned: the
+`explore` model on the candidates the node never gifted (labels: first gifts), the `merged`
+model on every candidate (labels: every gift). With the default `binary` objective both
+estimate the chance of a gift, so `merged` scores the history candidates with its own model
+and the others with the `explore` model (the specialist there): one prediction per
+candidate. The newest night is held out: the older ones fit the models, the held-out night
+stops the boosting and compares each fused ranking with every single source by Recall@K
+(with a single previous night, a share of its label nodes is held out instead). A fused
+ranking below the best single source there is replaced by that source's ranking, and the
+bundle says so. The models kept are refitted on all nights with the chosen rounds.
 """
 from __future__ import annotations
 
@@ -28,7 +32,10 @@ MIN_TRAIN_GROUPS, MIN_VALID_GROUPS = 20, 5
 
 @dataclass
 class Scorer:
-    """Scores the candidates of a CandidateTable; higher is better, -inf = not ranked."""
+    """Scores the candidates of a CandidateTable; higher is better, -inf = not ranked.
+
+    A learned `merged` scorer may have a `companion` (the learned `explore` model) that
+    scores the candidates outside the node's history."""
 
     kind: str
     names: list[str]
@@ -37,6 +44,7 @@ class Scorer:
     weights: dict[str, float] = field(default_factory=dict)
     rrf_k: float = 60.0
     threads: int = 1
+    companion: lgb.Booster | None = None
     info: dict = field(default_factory=dict)
 
     def score(self, table: CandidateTable, mask: np.ndarray) -> np.ndarray:
@@ -44,9 +52,8 @@ class Scorer:
             if table.names != self.names:
                 raise ValueError(f"the ranker was fitted on features {self.names}, "
                                  f"the candidates have {table.names}")
-            if not mask.any():
-                return np.zeros(0)
-            return self.booster.predict(table.X[mask], num_threads=self.threads)
+            return _predict(self.booster, self.companion, table.X, table.history, mask,
+                            self.threads)
         if self.kind == SOURCE:
             rank = table.column(f"{self.source}.rank")[mask].astype(np.float64)
             return np.where(np.isnan(rank), -np.inf, -rank)
@@ -58,7 +65,23 @@ class Scorer:
             out["source"] = self.source
         if self.kind == FIXED:
             out.update(weights=self.weights, rrf_k=self.rrf_k)
+        if self.companion is not None:
+            out["outside_history"] = "explore model"
         return out
+
+
+def _predict(booster: lgb.Booster, companion: lgb.Booster | None, X: np.ndarray,
+             history: np.ndarray, mask: np.ndarray, threads: int,
+             num_iteration: tuple[int | None, int | None] = (None, None)) -> np.ndarray:
+    """The model's scores of the rows in `mask`, the companion's outside the history."""
+    out = np.zeros(int(mask.sum()))
+    own = history[mask] if companion is not None else np.ones(len(out), bool)
+    rows = np.flatnonzero(mask)
+    for model, part, it in ((booster, own, num_iteration[0]),
+                            (companion, ~own, num_iteration[1])):
+        if part.any():
+            out[part] = model.predict(X[rows[part]], num_iteration=it, num_threads=threads)
+    return out
 
 
 def fixed_scores(table: CandidateTable, mask: np.ndarray, weights: dict[str, float],
@@ -90,6 +113,7 @@ class TrainingSet:
     group: np.ndarray           # group index of each row, non-decreasing
     n_labels: np.ndarray        # per group: every label, including those no source proposed
     names: list[str]
+    history: np.ndarray         # per row: the pair has a gift edge in that night's graph
     held_out: np.ndarray | None = None   # per group: judges the fit instead of feeding it
 
     @property
@@ -103,6 +127,7 @@ def concat(sets: list[TrainingSet]) -> TrainingSet:
     return TrainingSet(np.concatenate([s.X for s in sets]), np.concatenate([s.y for s in sets]),
                        np.concatenate([s.group + o for s, o in zip(sets, offsets)]),
                        np.concatenate([s.n_labels for s in sets]), sets[0].names,
+                       np.concatenate([s.history for s in sets]),
                        np.concatenate([s.held_out for s in sets]))
 
 
@@ -137,67 +162,117 @@ def recall_at_k(data: TrainingSet, groups: np.ndarray, scores: np.ndarray, k: in
     return float(np.mean(hits[groups] / data.n_labels[groups])) if len(groups) else 0.0
 
 
-def fit_scorer(data: TrainingSet, sources: list[str], fixed: dict[str, float],
-               cfg: FusionConfig, k: int, seed: int, what: str) -> Scorer:
-    """Learn one fused ranking; fall back to the best source or fixed weights when the
-    learned one does not beat them on the held-out label nodes."""
-    lcfg = cfg.learn
+@dataclass
+class _Fit:
+    """One model fitted on the training nights (judged on the held-out one)."""
+
+    booster: lgb.Booster | None       # None: too few label nodes
+    rounds: int
+    sizes: dict
+    reason: str | None = None
+
+
+def _fit(data: TrainingSet, held_out: np.ndarray, cfg: LearnConfig, k: int,
+         seed: int) -> _Fit:
     has_pos = np.bincount(data.group, weights=data.y, minlength=data.n_groups) > 0
-    held_out = data.held_out
-    if held_out is None or int((held_out & has_pos).sum()) < MIN_VALID_GROUPS:
-        held_out = np.random.default_rng(seed).random(data.n_groups) < lcfg.valid_share
     train = np.flatnonzero(~held_out & has_pos)
-    valid = np.flatnonzero(held_out & (data.n_labels > 0))
+    valid = np.flatnonzero(held_out & has_pos)
     sizes = {"label_nodes": int(data.n_groups), "rows": int(len(data.y)),
-             "positives": int(data.y.sum()),
-             "labels": int(data.n_labels.sum()), "train_nodes": int(len(train)),
-             "held_out_nodes": int(len(valid))}
-    if len(train) < MIN_TRAIN_GROUPS or int((held_out & has_pos).sum()) < MIN_VALID_GROUPS:
-        reason = (f"too few label nodes to learn from ({len(train)} for training, "
-                  f"{int((held_out & has_pos).sum())} held out with a proposed label)")
-        log.warning("%s: %s; fixed weights", what, reason)
-        return fixed_scorer(data.names, fixed, cfg, {"reason": reason, **sizes})
-
-    params = _params(lcfg, k, seed)
+             "positives": int(data.y.sum()), "labels": int(data.n_labels.sum()),
+             "train_nodes": int(len(train)),
+             "held_out_nodes": int((held_out & (data.n_labels > 0)).sum())}
+    if len(train) < MIN_TRAIN_GROUPS or len(valid) < MIN_VALID_GROUPS:
+        return _Fit(None, 0, sizes, f"too few label nodes to learn from ({len(train)} for "
+                                    f"training, {len(valid)} held out with a proposed label)")
+    params = _params(cfg, k, seed)
     dtrain = _dataset(data, train)
-    dvalid = _dataset(data, np.flatnonzero(held_out & has_pos), reference=dtrain)
-    booster = lgb.train(params, dtrain, lcfg.rounds, valid_sets=[dvalid],
-                        callbacks=[lgb.early_stopping(lcfg.early_stopping, verbose=False)])
-    rounds = max(1, booster.best_iteration or lcfg.rounds)
+    booster = lgb.train(params, dtrain, cfg.rounds,
+                        valid_sets=[_dataset(data, valid, reference=dtrain)],
+                        callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False)])
+    return _Fit(booster, max(1, booster.best_iteration or cfg.rounds), sizes)
 
+
+def _refit(data: TrainingSet, fit: _Fit, cfg: LearnConfig, k: int, seed: int) -> lgb.Booster:
+    has_pos = np.flatnonzero(np.bincount(data.group, weights=data.y,
+                                         minlength=data.n_groups) > 0)
+    return lgb.train({**_params(cfg, k, seed), "metric": "none"}, _dataset(data, has_pos),
+                     fit.rounds)
+
+
+def _judge(data: TrainingSet, held_out: np.ndarray, fused: np.ndarray, sources: list[str],
+           fixed: dict[str, float], cfg: FusionConfig, k: int) -> dict:
+    """Held-out Recall@k of the fused ranking, the fixed weights and every source."""
+    valid = np.flatnonzero(held_out & (data.n_labels > 0))
     table = _as_table(data)
     every = np.ones(len(data.y), bool)
-    held = {"fused": recall_at_k(data, valid, booster.predict(
-                data.X, num_iteration=rounds, num_threads=lcfg.threads), k),
-            "fixed_weights": recall_at_k(data, valid, fixed_scores(table, every, fixed, cfg.rrf_k), k)}
+    held = {"fused": recall_at_k(data, valid, fused, k),
+            "fixed_weights": recall_at_k(data, valid, fixed_scores(table, every, fixed,
+                                                                   cfg.rrf_k), k)}
     for s in sources:
         rank = table.column(f"{s}.rank").astype(np.float64)
         held[s] = recall_at_k(data, valid, np.where(np.isnan(rank), -np.inf, -rank), k)
+    return held
+
+
+def fit_fused(merged: TrainingSet, explore: TrainingSet, sources: list[str],
+              fixed: dict[str, float], cfg: FusionConfig, k: int, seed: int,
+              what: str) -> dict[str, Scorer]:
+    """Learn both fused rankings of one node type (see the module docstring)."""
+    lcfg = cfg.learn
+    held_out = explore.held_out
+    has_pos = np.bincount(explore.group, weights=explore.y, minlength=explore.n_groups) > 0
+    if held_out is None or int((held_out & has_pos).sum()) < MIN_VALID_GROUPS:
+        held_out = np.random.default_rng(seed).random(explore.n_groups) < lcfg.valid_share
+    fits = {"explore": _fit(explore, held_out, lcfg, k, seed),
+            "merged": _fit(merged, held_out, lcfg, k, seed)}
+    out: dict[str, Scorer] = {}
+    for kind, data in (("explore", explore), ("merged", merged)):
+        # merged scores outside the history with the explore model, when that one is kept
+        companion = "explore" if kind == "merged" and lcfg.objective == "binary" and \
+            out["explore"].kind == LEARNED else None
+        out[kind] = _choose(data, fits[kind], fits.get(companion), held_out, sources, fixed,
+                            cfg, k, seed, f"{what} {kind}")
+        if companion and out[kind].kind == LEARNED:
+            out[kind].companion = out[companion].booster
+    return out
+
+
+def _choose(data: TrainingSet, fit: _Fit, companion: _Fit | None, held_out: np.ndarray,
+            sources: list[str], fixed: dict[str, float], cfg: FusionConfig, k: int, seed: int,
+            label: str) -> Scorer:
+    """The learned ranking if it is at least as good as every source on the held-out nodes,
+    else the best source's; fixed weights when there was too little to learn from."""
+    if fit.booster is None:
+        log.warning("%s: %s; fixed weights", label, fit.reason)
+        return fixed_scorer(data.names, fixed, cfg, {"reason": fit.reason, **fit.sizes})
+    fused = _predict(fit.booster, companion.booster if companion else None, data.X,
+                     data.history, np.ones(len(data.y), bool), cfg.learn.threads,
+                     (fit.rounds, companion.rounds if companion else None))
+    held = _judge(data, held_out, fused, sources, fixed, cfg, k)
     best = max(sources, key=lambda s: (held[s], -sources.index(s)))
     info = {"held_out": {f"recall@{k}": {m: round(v, 6) for m, v in held.items()}},
-            "best_source": best, "rounds": rounds, **sizes}
+            "best_source": best, "rounds": fit.rounds, **fit.sizes}
     if held["fused"] < held[best]:
         log.warning("%s: the learned ranking (held-out recall@%d %.4f) is below the best "
-                    "single source %s (%.4f): publishing %s's ranking", what, k, held["fused"],
-                    best, held[best], best)
+                    "single source %s (%.4f): publishing %s's ranking", label, k,
+                    held["fused"], best, held[best], best)
         return Scorer(SOURCE, data.names, source=best,
                       info={**info, "reason": f"learned ranking below {best} on held-out nodes"})
-    final = lgb.train({**params, "metric": "none"}, _dataset(data, np.flatnonzero(has_pos)),
-                      rounds)
-    gain = final.feature_importance("gain")
+    booster = _refit(data, fit, cfg.learn, k, seed)
+    gain = booster.feature_importance("gain")
     info["importance_gain"] = {n: round(float(v), 3) for n, v in
                                sorted(zip(data.names, gain), key=lambda t: -t[1]) if v > 0}
     log.info("%s: learned ranking, held-out recall@%d %.4f vs best source %s %.4f and fixed "
-             "weights %.4f (%d rounds, %d label nodes)", what, k, held["fused"], best,
-             held[best], held["fixed_weights"], rounds, data.n_groups)
-    return Scorer(LEARNED, data.names, booster=final, threads=lcfg.threads, info=info)
+             "weights %.4f (%d rounds, %d label nodes)", label, k, held["fused"], best,
+             held[best], held["fixed_weights"], fit.rounds, data.n_groups)
+    return Scorer(LEARNED, data.names, booster=booster, threads=cfg.learn.threads, info=info)
 
 
 def _as_table(data: TrainingSet) -> CandidateTable:
     """A TrainingSet seen as a CandidateTable, so scorers read its columns by name."""
     n = len(data.y)
     none = np.zeros(n, np.int64)
-    return CandidateTable(data.group, none, np.zeros(n, bool), data.X, data.names, none, none, [])
+    return CandidateTable(data.group, none, data.history, data.X, data.names, none, none, [])
 
 
 # ------------------------------------------------------------------------------------------
@@ -217,8 +292,14 @@ def load(desc: dict, folder: Path, threads: int = 1) -> Scorer:
     kind = desc["kind"]
     booster = lgb.Booster(model_file=str(folder / Path(desc["model_file"]).name)) \
         if kind == LEARNED else None
-    info = {k: v for k, v in desc.items() if k not in ("kind", "source", "weights", "rrf_k",
-                                                        "features", "model_file")}
+    info = {k: v for k, v in desc.items() if k not in (
+        "kind", "source", "weights", "rrf_k", "features", "model_file", "outside_history")}
     return Scorer(kind, desc["features"], booster=booster, source=desc.get("source"),
                   weights=desc.get("weights", {}), rrf_k=desc.get("rrf_k", 60.0), threads=threads,
                   info=info)
+
+
+def link(scorers: dict[str, Scorer], descs: dict[str, dict]) -> None:
+    """After loading: give `merged` its companion when it was saved with one."""
+    if descs.get("merged", {}).get("outside_history"):
+        scorers["merged"].companion = scorers["explore"].booster

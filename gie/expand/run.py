@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -166,8 +167,11 @@ def _load_fusion(folder: Path, cfg: ExpandConfig) -> Fusion | None:
     if not path.is_file():
         return None
     desc = json.loads(path.read_text())
-    scorers = {t: {k: ranker.load(desc[t][k], folder, cfg.fusion.learn.threads) for k in FUSED}
+    threads = cfg.fusion.predict_threads or os.cpu_count() or 1
+    scorers = {t: {k: ranker.load(desc[t][k], folder, threads) for k in FUSED}
                for t in NODE_TYPES}
+    for t in NODE_TYPES:
+        ranker.link(scorers[t], desc[t])
     return Fusion(scorers, {k: v for k, v in desc.items() if k not in NODE_TYPES})
 
 
@@ -213,8 +217,7 @@ def _expand_type(stage: ShardedStage, view: View, fusion: Fusion | None, cfg: Ex
             results = published_sequences(cands, cfg)
             if fusion is not None:
                 table = pooled_table(view, cfg, ntype, rows, cands)
-                for kind in FUSED:
-                    results[kind] = fuse(view, table, fusion.scorers[ntype][kind], kind, ntype, cfg)
+                results.update(fuse(table, fusion.scorers[ntype], cfg))
             for mp, c in results.items():
                 per_row = np.bincount(np.bincount(c.row, minlength=len(rows)))
                 lengths[mp][:len(per_row)] += per_row
