@@ -68,12 +68,19 @@ def swing_similarity(weights: sp.csr_matrix, alpha: float = 1.0, max_items_per_u
     return s
 
 
-def popularity_scores(graph: GraphData) -> ScoreFn:
+def _gift_counts(graph: GraphData, end: str) -> ScoreFn:
+    """The same list for every source node: targets by gifts received (`dst`) or sent
+    (`src`) in the window."""
     gift = graph.edges["gift"]
-    counts = np.bincount(gift.dst, weights=gift.data["count"],
-                         minlength=graph.num_nodes("streamer")).astype(np.float64)
+    ids = getattr(gift, end)
+    counts = np.bincount(ids, weights=gift.data["count"], minlength=graph.num_nodes(
+        "streamer" if end == "dst" else "user")).astype(np.float64)
     counts[counts == 0] = -np.inf
-    return lambda users: np.broadcast_to(counts, (len(users), len(counts))).copy()
+    return lambda sources: np.broadcast_to(counts, (len(sources), len(counts))).copy()
+
+
+def popularity_scores(graph: GraphData) -> ScoreFn:
+    return _gift_counts(graph, "dst")
 
 
 def _sparse_scores(m: sp.csr_matrix) -> ScoreFn:
@@ -99,11 +106,7 @@ def embedding_scores(source_emb: np.ndarray, target_emb: np.ndarray) -> ScoreFn:
 
 
 def active_gifter_scores(graph: GraphData) -> ScoreFn:
-    gift = graph.edges["gift"]
-    counts = np.bincount(gift.src, weights=gift.data["count"],
-                         minlength=graph.num_nodes("user")).astype(np.float64)
-    counts[counts == 0] = -np.inf
-    return lambda streamers: np.broadcast_to(counts, (len(streamers), len(counts))).copy()
+    return _gift_counts(graph, "src")
 
 
 def user_cf_scores(weights: sp.csr_matrix) -> ScoreFn:
