@@ -6,7 +6,9 @@ requested number of users with users/10 streamers: planted topics, 60% of users 
 gifts mostly inside their topic, 10 u2u / s2s neighbours per node inside the topic, and
 64-dim embeddings = topic centre + noise. Each size runs in its own process so that peak RSS
 is that size's. It calls the same functions as gie.expand.run.expand (index build and
-tuning, kNN of every node, batched expansion, Parquet writing), minus reading the inputs.
+tuning, kNN of every node, batched expansion, Parquet writing), minus reading the inputs,
+for the paper's six metapaths without the fused ranking (whose cost bench/bench_fusion.py
+measures on real nightly outputs).
 
     .venv/bin/python bench/bench_expand.py --users 100000 --users 1000000 --out bench/out/expand
 """
@@ -79,8 +81,9 @@ def run_one(n_users: int, dim: int, seed: int) -> dict:
     from gie.expand import index as ix
     from gie.expand.bundle import ShardedStage
     from gie.expand.config import ExpandConfig
-    from gie.expand.metapaths import Relations, knn_relation
+    from gie.expand.fusion import View
     from gie.expand.run import _expand_type
+    from gie.expand.sources import Relations, knn_relation
 
     t0, c0 = time.perf_counter(), cpu_s()
     load = os.getloadavg()[0]
@@ -88,7 +91,9 @@ def run_one(n_users: int, dim: int, seed: int) -> dict:
     result = {"users": n_users, "streamers": graph.num_nodes("streamer"),
               "gift_edges": len(graph.edges["gift"]), "dim": dim,
               "generate_s": round(time.perf_counter() - t0, 1)}
-    cfg = ExpandConfig()
+    cfg = ExpandConfig(fusion={"enabled": False}, metapaths={   # the six metapaths only
+        m: {"enabled": False} for m in ("U-W-S", "U-W-S-S", "U-knn-S", "U-s2s-S", "S-W-U",
+                                        "S-S-W-U", "S-knn-U", "S-u2u-U")})
     knn, t_knn, c_knn = {}, {}, {}
     for t in ("user", "streamer"):
         vectors = ix.normalise(emb[t])
@@ -104,10 +109,11 @@ def run_one(n_users: int, dim: int, seed: int) -> dict:
     rels = Relations(graph, {"UU": knn_relation(*knn["user"], cfg.knn_k),
                              "SS": knn_relation(*knn["streamer"], cfg.knn_k)}, cfg.graph_weight)
     del knn
+    view = View(rels, None)                # no fusion here: pair features are never read
     with tempfile.TemporaryDirectory() as tmp:
         stage = ShardedStage(Path(tmp) / "bundle", 0, 1, "bench")
         stage.path.mkdir()
-        stats = {t: _expand_type(stage, rels, cfg, t, graph.raw_ids) for t in ("user", "streamer")}
+        stats = {t: _expand_type(stage, view, None, cfg, t) for t in ("user", "streamer")}
         out_bytes = sum(p.stat().st_size for p in stage.path.rglob("*.parquet"))
     expand_s, expand_cpu = time.perf_counter() - t1, cpu_s() - c1
     nodes = sum(s["nodes"] for s in stats.values())
