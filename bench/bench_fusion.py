@@ -8,6 +8,7 @@ Reads a nightly work folder that holds the graphs and models of three consecutiv
     learned        the nightly's default: learned from D-1 and D-2 (the fit included)
 Results: bench/out/fusion-<name>.json and docs/benchmarks/fusion.md. Example:
     .venv/bin/python bench/bench_fusion.py --work bench/out/work-1M --date 2025-05-14 --name 1M
+(the defaults: the 1M work folder that bench/bench_nightly.py leaves, three nights deep)
 """
 from __future__ import annotations
 
@@ -55,10 +56,11 @@ def run(name: str, cmd: list[str], out: Path) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--date", required=True, help="D: the graphs and models of D-2 and D-1 "
-                                                  "must be there too")
-    ap.add_argument("--name", default="bench")
+    ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "work-1M"),
+                    help="default: the 1M work folder of bench/bench_nightly.py")
+    ap.add_argument("--date", default="2025-05-14", help="D: the graphs and models of D-2 "
+                                                         "and D-1 must be there too")
+    ap.add_argument("--name", default="1M")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     args = ap.parse_args()
     work, out = Path(args.work).resolve(), Path(args.out)

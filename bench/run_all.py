@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["generate", "build", "train", "sampler", "expand", "nightly"]
+ORDER = ["generate", "build", "train", "sampler", "expand", "nightly", "fusion", "quality"]
 SUMMARY = [  # kept by hand: the figures of the sections below, against the issues' targets
     "| generate | 10M gifts (lean ratios, 90M rows): 74 CPU-s; default ratios (300M rows): "
     "238 CPU-s | < 3 min on 2 cores | lean met; default ratios not shown on an idle machine |",

@@ -175,6 +175,15 @@ def test_query_explains_one_node(inputs, tmp_path, capsys):
     assert {"merged", "explore"} <= {r["metapath"] for r in rows}
     assert all(len(r["targets"]) <= 5 for r in rows)
     assert cli.main(["query", "--bundle", str(b), "--user", "1000", "--metapath", "S-U"]) == 2
+    # a fused entry: its source, and with --explain the terms behind its score
+    explore = _table(b, "user").filter(
+        np.array(_table(b, "user").column("metapath").to_pylist()) == "explore").to_pylist()[0]
+    capsys.readouterr()
+    assert cli.main(["query", "--bundle", str(b), "--user", str(explore["user_id"]),
+                     "--metapath", "explore", "--explain"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"[{explore['source'][0]}]" in lines[1]
+    assert lines[2].strip().startswith(tuple(f"{s}.rank=" for s in explore["source"]))
 
 
 def test_bad_config_and_shard_arguments_exit_2(inputs, tmp_path):

@@ -93,7 +93,7 @@ class Reference:
             other = OTHER[ntype]
             sims = self.vec[other] @ self.vec[ntype][node]
             k = max(self.cfg.fusion.depth, self.cfg.cap("U-knn-S"), self.cfg.cap("S-knn-U"))
-            k += len(self.history[ntype].get(node, set()))   # at least; more never matters
+            k += min(len(self.history[ntype].get(node, set())), self.cfg.fusion.depth)
             order = sorted(range(len(sims)), key=lambda t: (-np.float32(sims[t]),
                                                             self.raw[other][t]))[:k]
             own = self.history[ntype].get(node, set()) if self.cfg.exclude_history else set()

@@ -87,7 +87,7 @@ def test_nightly_log_in_a_file_has_no_bars_and_no_noise(tmp_path):
         "build": {"window_days": 2, "shuffle_partitions": 2},
         "train": {"epochs": 2, "hidden_dim": 16, "embed_dim": 16, "batch_size": 2,
                   "num_negatives": 16, "num_threads": 1, "min_valid_auc": 0.0},
-        "nightly": {"spark_master": "local[2]"},
+        "nightly": {"spark_master": "local[2]", "backfill": False},
     }))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GIE_PROGRESS_EVERY_S": "0.5",
            "GIE_SPARK_DRIVER_MEMORY": "1g"}

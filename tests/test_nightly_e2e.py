@@ -44,7 +44,7 @@ CONFIG = {
     "train": {"epochs": 2, "hidden_dim": 16, "embed_dim": 16, "num_negatives": 32,
               "batch_size": 64, "num_threads": 1, "min_valid_auc": 0.0},   # 3 steps an epoch
     "expand": {"topk": 20, "knn_k": 10},
-    "nightly": {"spark_master": "local[2]"},
+    "nightly": {"spark_master": "local[2]", "backfill": False},
 }
 # No thread or hash-seed pinning: equal outputs must not depend on them (issue 14).
 ENV = {**{k: v for k, v in os.environ.items()
@@ -260,3 +260,23 @@ def test_next_date_warm_starts_and_retention_keeps_latest(raw, config_file, base
         assert not (work / root / f"dt={D}").exists()
     for root in ("graph", "model", "bundle"):
         assert (work / root / f"dt={D1}" / "_SUCCESS").is_file()
+
+
+def test_a_first_night_backfills_the_nights_its_fused_ranking_learns_from(raw, tmp_path):
+    config = tmp_path / "backfill.yaml"
+    config.write_text(yaml.safe_dump({**CONFIG, "nightly": {**CONFIG["nightly"],
+                                                             "backfill": True}}))
+    work = tmp_path / "work"
+    assert finish(start(raw, work, D, config)) == 0
+    stages = summaries(work)[-1]["stages"]
+    # 05-02 is backfilled; 05-01, the first day of the raw data, cannot be trained on
+    # (training holds out the edges first seen on the last day: all of them)
+    assert [s for s in stages if "@" in s] == ["build@2025-05-02", "train@2025-05-02"]
+    assert all(stages[s]["status"] == "done" for s in ("build@2025-05-02", "train@2025-05-02"))
+    assert not (work / "bundle" / "dt=2025-05-02").exists()       # learned from, not served
+    assert stages["expand"]["inputs"]["prev_graph_1"] == str(work / "graph" / "dt=2025-05-02")
+    fusion = json.loads((work / "bundle" / f"dt={D}" / "metadata.json").read_text())["fusion"]
+    assert [n["date"] for n in fusion["learned_from"]] == ["2025-05-02"]
+    # a rerun has nothing left to backfill
+    assert finish(start(raw, work, D, config)) == 0
+    assert not [s for s in summaries(work)[-1]["stages"] if "@" in s]

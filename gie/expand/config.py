@@ -68,6 +68,9 @@ class LearnConfig(BaseModel):
     valid_share: float = Field(0.2, gt=0, lt=1, description="share of label nodes held out "
                                                             "(early stopping, fused vs sources)")
     max_groups: int = Field(20_000, ge=10, description="label nodes used at most (sampled)")
+    negative_share: float = Field(0.1, gt=0, le=1, description="share of the non-gifted "
+                                  "candidates the models are fitted on (a seeded sample; the "
+                                  "held-out judgement sees them all)")
     objective: Literal["binary", "lambdarank"] = Field(
         "binary", description="LightGBM objective: pointwise log loss (steadier from one night "
                               "to the next in our measurements) or listwise lambdarank")

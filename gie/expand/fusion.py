@@ -16,7 +16,7 @@ from gie.expand.config import ExpandConfig
 from gie.expand.features import CandidateTable, GraphFeatures, candidate_table, feature_names
 from gie.expand.ranker import Scorer, fixed_scorer
 from gie.expand.sources import (
-    HISTORY, OTHER, OWN_HISTORY, Relations, enabled_sources, prior_candidates,
+    HISTORY, OTHER, OWN_HISTORY, Relations, enabled_sources, history_margin, prior_candidates,
 )
 from graphbuild.schema import EXPLORE, FUSED, MERGED, NODE_TYPES, PRIORS
 
@@ -73,9 +73,9 @@ def pooled_table(view: View, cfg: ExpandConfig, ntype: str, rows: np.ndarray,
     ranked = {name: R.top_per_row(c if name == OWN_HISTORY[ntype]
                                   else R.drop_pairs(c, history, rows), depth)
               for name, c in cands.items()}
-    longest = int(history.row_lengths()[rows].max(initial=0))
+    extra = history_margin(view.rels, ntype, rows, depth)
     ranked.update({name: R.top_per_row(R.drop_pairs(c, history, rows), depth) for name, c in
-                   prior_candidates(view.rels, ntype, rows, depth + longest).items()})
+                   prior_candidates(view.rels, ntype, rows, depth + extra).items()})
     return candidate_table(view.features, ntype, rows, ranked, view.rels.raw_order(OTHER[ntype]))
 
 

@@ -17,16 +17,16 @@ import pyarrow.dataset as pads
 
 from gie.errors import BadInputError
 from gie.publish import is_published
-from graphbuild.schema import FUSED, PRIORS, RAW_ID_COLUMN, SEQUENCES
+from graphbuild.schema import FUSED, RAW_ID_COLUMN, SEQUENCES
 
 VIA_KIND = {"U-S": "own history", "U-U-S": "similar user", "U-S-S": "gifted streamer",
             "U-W-S": "own watch history", "U-W-S-S": "watched streamer",
             "U-knn-S": "own embedding", "U-s2s-S": "gifted streamer",
             "S-U": "own gifters", "S-S-U": "similar streamer", "S-U-U": "gifter",
             "S-W-U": "own viewers", "S-S-W-U": "similar streamer", "S-knn-U": "own embedding",
-            "S-u2u-U": "gifter", **{p: "prior" for ps in PRIORS.values() for p in ps}}
-DIRECT = {"U-S", "S-U", "U-W-S", "S-W-U", "U-knn-S", "S-knn-U",
-          *(p for ps in PRIORS.values() for p in ps)}
+            "S-u2u-U": "gifter"}
+DIRECT = {"U-S", "S-U", "U-W-S", "S-W-U", "U-knn-S", "S-knn-U"}
+PRIOR_KIND = {"POP": "popular streamers", "NEW": "fresh streamers", "ACT": "active gifters"}
 
 
 def lookup(bundle: str | Path, node_type: str, raw_id: int, metapath: str | None = None) -> list[dict]:
@@ -110,7 +110,8 @@ def explain(node_type: str, raw_id: int, rows: list[dict],
         sources = r.get("source") or [mp] * len(r["targets"])
         for rank, (t, s, v, src) in enumerate(zip(r["targets"], r["scores"], r["via"], sources),
                                               start=1):
-            how = "direct" if v == raw_id and src in DIRECT else \
+            how = f"prior: {PRIOR_KIND[src]}" if src in PRIOR_KIND else "direct" \
+                if v == raw_id and src in DIRECT else \
                 f"via {VIA_KIND.get(src, 'best path through')} {v}"
             origin = f"  [{src}]" if mp in FUSED else ""
             lines.append(f"  {rank:>3}. {t:<12} score={s:.5f}  {how}{origin}")

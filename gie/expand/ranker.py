@@ -142,9 +142,10 @@ def _params(cfg: LearnConfig, k: int, seed: int) -> dict:
             "num_threads": cfg.threads, "verbose": -1}
 
 
-def _dataset(data: TrainingSet, groups: np.ndarray, reference=None) -> lgb.Dataset:
-    """The rows of `groups` (sorted group indexes) that have a positive among candidates."""
-    rows = np.isin(data.group, groups)
+def _dataset(data: TrainingSet, groups: np.ndarray, fit_rows: np.ndarray,
+             reference=None) -> lgb.Dataset:
+    """The rows of `groups` (sorted group indexes) among `fit_rows`."""
+    rows = np.isin(data.group, groups) & fit_rows
     sizes = np.bincount(data.group[rows], minlength=data.n_groups)[groups]
     return lgb.Dataset(data.X[rows], data.y[rows], group=sizes[sizes > 0],
                        feature_name=data.names, reference=reference, free_raw_data=False)
@@ -172,6 +173,12 @@ class _Fit:
     reason: str | None = None
 
 
+def _fit_rows(data: TrainingSet, cfg: LearnConfig, seed: int) -> np.ndarray:
+    """Every positive and a seeded `negative_share` of the negatives: the fit is several
+    times faster and ranks as well (measured: docs/BUNDLE.md)."""
+    return (data.y > 0) | (np.random.default_rng(seed).random(len(data.y)) < cfg.negative_share)
+
+
 def _fit(data: TrainingSet, held_out: np.ndarray, cfg: LearnConfig, k: int,
          seed: int) -> _Fit:
     has_pos = np.bincount(data.group, weights=data.y, minlength=data.n_groups) > 0
@@ -184,10 +191,10 @@ def _fit(data: TrainingSet, held_out: np.ndarray, cfg: LearnConfig, k: int,
     if len(train) < MIN_TRAIN_GROUPS or len(valid) < MIN_VALID_GROUPS:
         return _Fit(None, 0, sizes, f"too few label nodes to learn from ({len(train)} for "
                                     f"training, {len(valid)} held out with a proposed label)")
-    params = _params(cfg, k, seed)
-    dtrain = _dataset(data, train)
+    params, rows = _params(cfg, k, seed), _fit_rows(data, cfg, seed)
+    dtrain = _dataset(data, train, rows)
     booster = lgb.train(params, dtrain, cfg.rounds,
-                        valid_sets=[_dataset(data, valid, reference=dtrain)],
+                        valid_sets=[_dataset(data, valid, rows, reference=dtrain)],
                         callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False)])
     return _Fit(booster, max(1, booster.best_iteration or cfg.rounds), sizes)
 
@@ -195,8 +202,8 @@ def _fit(data: TrainingSet, held_out: np.ndarray, cfg: LearnConfig, k: int,
 def _refit(data: TrainingSet, fit: _Fit, cfg: LearnConfig, k: int, seed: int) -> lgb.Booster:
     has_pos = np.flatnonzero(np.bincount(data.group, weights=data.y,
                                          minlength=data.n_groups) > 0)
-    return lgb.train({**_params(cfg, k, seed), "metric": "none"}, _dataset(data, has_pos),
-                     fit.rounds)
+    return lgb.train({**_params(cfg, k, seed), "metric": "none"},
+                     _dataset(data, has_pos, _fit_rows(data, cfg, seed)), fit.rounds)
 
 
 def _judge(data: TrainingSet, held_out: np.ndarray, fused: np.ndarray, sources: list[str],

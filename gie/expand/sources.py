@@ -158,6 +158,12 @@ class Relations:
                                              edges.data["score"][keep], n, n))
 
 
+def history_margin(rels: Relations, ntype: str, rows: np.ndarray, cap: int) -> int:
+    """How many more candidates to draw so that `cap` remain outside the longest history of
+    the batch (at most `cap` more)."""
+    return min(int(rels.get(HISTORY[ntype]).row_lengths()[rows].max(initial=0)), cap)
+
+
 def enabled_sources(cfg: ExpandConfig, ntype: str) -> list[str]:
     return [s for s in SOURCES[ntype] if cfg.metapaths[s].enabled]
 
@@ -165,12 +171,13 @@ def enabled_sources(cfg: ExpandConfig, ntype: str) -> list[str]:
 def _cross_knn(rels: Relations, cfg: ExpandConfig, ntype: str, rows: np.ndarray,
                order: R.RawOrder) -> R.Candidates:
     """The nearest vectors of the other type: enough of them that `fusion.depth` (and the
-    published cap) remain once the node's own history is left out."""
+    published cap) remain once the node's own history is left out (up to `depth` history
+    entries: a streamer with thousands of gifters must not make every search that deep)."""
     search = rels.cross.get(ntype)
     if search is None or not len(rows):
         return R.empty()
-    longest = int(rels.get(HISTORY[ntype]).row_lengths()[rows].max(initial=0))
-    k = max(cfg.fusion.depth, *(cfg.cap(s) for s in CROSS_KNN)) + longest
+    k = max(cfg.fusion.depth, *(cfg.cap(s) for s in CROSS_KNN)) + \
+        history_margin(rels, ntype, rows, cfg.fusion.depth)
     sims, ids = search(rows, min(k, rels.graph.num_nodes(OTHER[ntype])))
     owner = np.broadcast_to(np.arange(len(rows))[:, None], ids.shape)
     keep = (ids >= 0) & (sims > 0)          # as for same-type kNN: dissimilar is no candidate

@@ -18,6 +18,10 @@ class NightlyConfig(BaseModel):
     keep_days: int = Field(7, ge=1, description="dated folders older than this are removed")
     warm_start: bool = Field(True, description="start training from the previous date's model")
     evaluate: bool = Field(True, description="evaluate when the next day's data exists")
+    backfill: bool = Field(True, description="when the previous nights the fused ranking "
+                                             "learns from (expand.fusion.learn.nights) have no "
+                                             "graph and model yet, build and train them first "
+                                             "(their days must be in --raw)")
     spark_master: Optional[str] = Field(None, description="in-process build: Spark master")
     build_command: list[str] = Field(default_factory=list,
                                      description="e.g. spark-submit ... {cli} build-graph ...")

@@ -9,8 +9,10 @@ fail the run; a quality floor (QualityFloorError) does, with exit code 3.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -57,43 +59,45 @@ def _describe(counts: dict) -> str:
                      for k, v in list(counts.items())[:12])
 
 
-def _run_stage(stage: Stage, ctx: RunContext, summary: RunSummary, forced: bool) -> None:
+def _run_stage(stage: Stage, ctx: RunContext, summary: RunSummary, forced: bool,
+               name: str | None = None) -> None:
+    """Run one stage unless it is done; `name` labels it in the summary and the log."""
+    name = name or stage.name
     out = stage.output(ctx)
     reason = stage.skip_reason(ctx)
     if reason:
-        summary.end(stage.name, "skipped", reason=reason)
-        log.info("stage %s: skipped, %s", stage.name, reason)
+        summary.end(name, "skipped", reason=reason)
+        log.info("stage %s: skipped, %s", name, reason)
         return
     inputs = stage.inputs(ctx)
     fp = fingerprint(stage, ctx, inputs)
     if not forced and is_done(out, fp):
         counts = (read_state(out) or {}).get("counts", {})
-        summary.end(stage.name, "skipped", reason="already done", output=str(out), counts=counts)
-        log.info("stage %s: skipped, already done with the same inputs (%s)", stage.name, out)
+        summary.end(name, "skipped", reason="already done", output=str(out), counts=counts)
+        log.info("stage %s: skipped, already done with the same inputs (%s)", name, out)
         return
-    summary.start(stage.name, output=str(out),
+    summary.start(name, output=str(out),
                   inputs={k: str(p) if p else None for k, p in inputs.items()})
     leftovers = clean_staging(out.parent) + clean_staging(out)   # train stages inside `out`
     if leftovers:
         log.warning("stage %s: removed %d leftovers of an interrupted run under %s",
-                    stage.name, len(leftovers), out.parent)
+                    name, len(leftovers), out.parent)
     try:
         result = stage.run(ctx, inputs) or {}
         if not is_published(out):
             raise GieError(f"stage {stage.name} returned but {out} is not published (no _SUCCESS)")
     except BaseException as e:
-        summary.end(stage.name, "failed", error=f"{type(e).__name__}: {e}")
-        log.error("stage %s: failed after %ss: %s", stage.name,
-                  summary.stage(stage.name).get("seconds"), e)
+        summary.end(name, "failed", error=f"{type(e).__name__}: {e}")
+        log.error("stage %s: failed after %ss: %s", name, summary.stage(name).get("seconds"), e)
         raise
     counts = flat_counts(result)
     record_done(out, stage.name, fp, ctx.run_id, counts, inputs)
     extra = {"regressions": result["regressions"]} if result.get("regressions") else {}
-    summary.end(stage.name, "done", counts=counts, **extra)
-    log.info("stage %s: done in %.1fs (%s)", stage.name, summary.stage(stage.name)["seconds"],
+    summary.end(name, "done", counts=counts, **extra)
+    log.info("stage %s: done in %.1fs (%s)", name, summary.stage(name)["seconds"],
              _describe(counts))
     if extra:
-        log.warning("stage %s: regressions flagged (the run goes on): %s", stage.name,
+        log.warning("stage %s: regressions flagged (the run goes on): %s", name,
                     extra["regressions"])
 
 
@@ -111,6 +115,29 @@ def _publish(ctx: RunContext, summary: RunSummary, keep_days: int, forced: bool)
     removed = apply_retention(layout.work, date, keep_days)
     summary.stage("publish")["retention_removed"] = [str(p) for p in removed]
     summary.set(latest_after=latest_date(layout))
+
+
+def backfill_dates(ctx: RunContext) -> list[str]:
+    """The previous nights the fused ranking of `ctx.date` learns from that have no graph or
+    model yet but whose gifts are in the raw folder, oldest first. A night needs the day
+    before it too: training holds out the edges first seen on the night's own day."""
+    learn = ctx.cfg.expand.fusion
+    if not (ctx.cfg.nightly.backfill and learn.enabled and learn.learn.enabled):
+        return []
+    from gie.evaluate.rawdata import read_days
+
+    def has_gifts(day: dt.date) -> bool:
+        return bool(len(read_days(ctx.raw, "gift", day.isoformat(), 1, columns=["timestamp"])))
+
+    out = []
+    for back in range(learn.learn.nights, 0, -1):
+        day = parse_date(ctx.date) - dt.timedelta(days=back)
+        if is_published(ctx.layout.graph(day.isoformat())) and \
+                is_published(ctx.layout.model(day.isoformat())):
+            continue
+        if has_gifts(day) and has_gifts(day - dt.timedelta(days=1)):
+            out.append(day.isoformat())
+    return out
 
 
 def run_nightly(raw: str | Path, work: str | Path, date: str, cfg: PipelineConfig,
@@ -142,6 +169,11 @@ def run_nightly(raw: str | Path, work: str | Path, date: str, cfg: PipelineConfi
         log.info("nightly %s: run %s on %s (summary %s)", date, run_id, layout.work, summary.path)
         ctx = RunContext(raw, layout, date, cfg, config_file, run_id)
         try:
+            for day in backfill_dates(ctx):     # a first night: the nights it learns from
+                log.info("nightly %s: backfilling the graph and model of %s", date, day)
+                for stage in STAGES[:2]:
+                    _run_stage(stage, replace(ctx, date=day), summary, forced=False,
+                               name=f"{stage.name}@{day}")
             for i, stage in enumerate(STAGES):
                 _run_stage(stage, ctx, summary, forced=i >= first_forced)
             _publish(ctx, summary, keep_days, forced=len(STAGES) >= first_forced)

@@ -74,7 +74,7 @@ class RunSummary:
 
     def end(self, name: str, status: str, **info: Any) -> None:
         assert status in STATUSES, status
-        entry = self.data["stages"][name]
+        entry = self.data["stages"].setdefault(name, {})      # backfill stages: added on use
         entry.update(status=status, **info)
         if name in self._stage_t0:
             entry["finished"] = _now()
