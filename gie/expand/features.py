@@ -1,11 +1,9 @@
 """Features of (node, candidate) pairs for the fused ranking, computed from one graph.
 
 A row of the feature matrix describes one candidate of one source node, as of the end of the
-graph's window: each source's score, rank and share of the node's best score in that source
-(NaN when the source did not propose it), how many sources proposed it and its best rank, the
-model's embedding score, the evidence on the pair itself (gift and watch edges, recency), and
-statistics of both nodes (activity, history length, popularity, trend, age, popularity
-relative to the node's similar ones).
+graph's window: each source's score and rank for it (NaN when that source did not propose
+it), how many sources proposed it and its best rank, the model's embedding score, the evidence on the pair itself (gift and watch edges,
+recency), and statistics of both nodes (activity, history length, popularity, trend, age).
 Names are fixed by the sources enabled, so a ranker fitted on one night reads another's.
 """
 from __future__ import annotations
@@ -25,15 +23,14 @@ WATCH_COLUMNS = ("watch_weight", "watch_clicks", "watch_comments", "watch_likes"
                  "watch_minutes", "watch_days_since_last")
 USER_COLUMNS = ("user_gifted_streamers", "user_watched_streamers", "user_gifts", "user_clicks",
                 "user_comments", "user_likes", "user_spend", "user_days_active",
-                "user_gifts_1d", "user_local_activity")
+                "user_gifts_1d")
 STREAMER_COLUMNS = ("streamer_gifts", "streamer_gifters", "streamer_received",
                     "streamer_clicks", "streamer_watchers", "streamer_age_days",
-                    "streamer_gifters_1d", "streamer_gifters_3d", "streamer_watchers_1d",
-                    "streamer_local_popularity")
+                    "streamer_gifters_1d", "streamer_gifters_3d", "streamer_watchers_1d")
 
 
 def feature_names(sources: list[str]) -> list[str]:
-    per_source = [f"{s}.{kind}" for s in sources for kind in ("score", "rank", "share")]
+    per_source = [f"{s}.{kind}" for s in sources for kind in ("score", "rank")]
     return [*per_source, "n_sources", "best_rank", "emb_score", *GIFT_COLUMNS, *WATCH_COLUMNS,
             *USER_COLUMNS, *STREAMER_COLUMNS]
 
@@ -96,16 +93,6 @@ class GraphFeatures:
         w_dst = watch.dst if watch is not None else no_watch
         w_last = watch.data["last_ts"] if watch is not None else no_watch
         g_last = gift.data["last_ts"]
-        def local(value: np.ndarray, similar: EdgeSet | None) -> np.ndarray:
-            """A node's value over the mean of its similar nodes' (u2u / s2s edges): how it
-            stands within its own community, whatever that community's size."""
-            value = np.asarray(value, np.float64)
-            if similar is None or not len(similar):
-                return np.full(len(value), np.nan)
-            n = np.bincount(similar.src, minlength=len(value))
-            mean = np.bincount(similar.src, weights=value[similar.dst], minlength=len(value))
-            return np.where(n > 0, (value + 1) / (mean / np.maximum(n, 1) + 1), np.nan)
-
         user = {
             "user_gifted_streamers": count(gift.src, nu),
             "user_watched_streamers": count(w_src, nu),
@@ -113,7 +100,6 @@ class GraphFeatures:
             "user_comments": uc["n_comments"], "user_likes": uc["n_likes"],
             "user_spend": uc["total_spend"], "user_days_active": uc["days_active"],
             "user_gifts_1d": count(gift.src, nu, g_last >= end - DAY_MS),
-            "user_local_activity": local(uc["n_gifts"], graph.edges.get("u2u")),
         }
         streamer = {
             "streamer_gifts": sc["n_gifts"], "streamer_gifters": sc["n_gifters"],
@@ -123,7 +109,6 @@ class GraphFeatures:
             "streamer_gifters_1d": count(gift.dst, ns, g_last >= end - DAY_MS),
             "streamer_gifters_3d": count(gift.dst, ns, g_last >= end - 3 * DAY_MS),
             "streamer_watchers_1d": count(w_dst, ns, w_last >= end - DAY_MS),
-            "streamer_local_popularity": local(sc["n_gifts"], graph.edges.get("s2s")),
         }
         unit = {}
         for t, v in emb.items():
@@ -209,11 +194,7 @@ def candidate_table(gf: GraphFeatures, ntype: str, rows: np.ndarray,
         rank = R.rank_in_row(c.row).astype(np.float64) + 1
         score, rk = np.full(m, np.nan, np.float32), np.full(m, np.nan, np.float32)
         score[pos], rk[pos] = c.score, rank
-        top = np.zeros(len(rows))                # each row's best score in this source
-        np.maximum.at(top, c.row, c.score)
-        share = np.full(m, np.nan, np.float32)
-        share[pos] = c.score / np.where(top[c.row] > 0, top[c.row], 1.0)
-        cols[f"{name}.score"], cols[f"{name}.rank"], cols[f"{name}.share"] = score, rk, share
+        cols[f"{name}.score"], cols[f"{name}.rank"] = score, rk
         better = rank < best_rank[pos]            # first source wins ties (a fixed order)
         best_rank[pos[better]] = rank[better]
         best_source[pos[better]] = i
