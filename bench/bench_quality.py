@@ -55,8 +55,16 @@ def one(profile: str, seed: int, out: Path) -> dict:
     last = dt.date.fromisoformat(START) + dt.timedelta(days=DAYS - 2)
     for date in (last - dt.timedelta(days=2), last - dt.timedelta(days=1), last):
         run("nightly", "--raw", str(raw), "--work", str(work), "--date", date.isoformat(),
-            "--set", f"seed={seed}", "--set", f"nightly.evaluate={str(date == last).lower()}")
+            "--set", f"seed={seed}", "--set", f"nightly.evaluate={str(date == last).lower()}",
+            # the three nights are the steady state: no backfill of nights before D-2
+            "--set", "nightly.backfill=false")
     return json.loads((work / "reports" / f"dt={last}" / "metrics.json").read_text())
+
+
+def commit() -> str:
+    """The code a row was measured with (rows of older runs are kept on resume)."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                          capture_output=True).stdout.strip() or "unknown"
 
 
 def summarise(m: dict) -> dict:
@@ -116,6 +124,9 @@ def write_markdown(results: dict, path: Path, seeds: list[int]) -> None:
             f"{sum(r['fused_vs_sources_met'] is not False for r in rows)}/{len(rows)} | "
             f"{f(mean(rows, 'downstream_margin'))} / {f(mean(rows, 'downstream_spread'))} | "
             f"{sum(bool(r['emb_over_pop_met']) for r in rows)}/{len(rows)} |")
+    lines += ["", "Code measured (git commit per profile and seed): " + "; ".join(
+        f"{p} " + ", ".join(f"{r['seed']}: {r.get('commit', 'unknown')}" for r in rows)
+        for p, rows in results.items()) + "."]
     lines += ["", f"Every source alone (explore Recall@{K}, mean over seeds):", "",
               "| profile | " + " | ".join(SOURCES) + " |", "|---" * (len(SOURCES) + 1) + "|"]
     for profile, rows in results.items():
@@ -148,7 +159,7 @@ def main() -> int:
         for seed in seeds:
             if seed in done:
                 continue
-            row = {"seed": seed, **summarise(one(profile, seed, out))}
+            row = {"seed": seed, "commit": commit(), **summarise(one(profile, seed, out))}
             results.setdefault(profile, []).append(row)
             store.write_text(json.dumps(results, indent=2))
             print(profile, seed, {k: row[k] for k in ("explore", "explore_ratio", "oracle")},

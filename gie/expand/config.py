@@ -55,7 +55,7 @@ class IndexConfig(BaseModel):
 
 
 class LearnConfig(BaseModel):
-    """The nightly learning-to-rank fit (LightGBM lambdarank), see docs/BUNDLE.md "Fusion"."""
+    """The nightly fit of the fused ranking (LightGBM), see docs/BUNDLE.md "Fusion"."""
 
     model_config = ConfigDict(extra="forbid")
 
