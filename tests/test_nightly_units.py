@@ -227,7 +227,8 @@ def _cmd(script: Path, code: int) -> list[str]:
 
 
 def _cfg(script: Path, build: int, train: int):
-    cfg = load_config(None, ["train.epochs=4"])
+    # the fake raw folder has no real gifts: no backfill of previous nights to look for
+    cfg = load_config(None, ["train.epochs=4", "nightly.backfill=false"])
     cfg.nightly.build_command = _cmd(script, build)
     cfg.nightly.train_command = _cmd(script, train)
     return cfg
@@ -296,7 +297,8 @@ def test_sigterm_stops_the_command_releases_the_lock_and_records_it(tmp_path, fa
     cmd = json.dumps(_cmd(fake, 99))
     proc = subprocess.Popen(
         [PY, "cli.py", "nightly", "--raw", str(tmp_path / "raw"), "--work", str(work),
-         "--date", DATE, "--set", f"nightly.build_command={cmd}"], cwd=REPO)
+         "--date", DATE, "--set", f"nightly.build_command={cmd}",
+         "--set", "nightly.backfill=false"], cwd=REPO)
     deadline = time.time() + 60
     while time.time() < deadline:
         runs = _summaries(work) if (work / "runs").is_dir() else []
