@@ -1,14 +1,18 @@
 """Cost of the fused ranking: the expand stage of one night with and without it, same data.
 
-Reads a nightly work folder that holds the graphs and models of three consecutive dates
-(D-2, D-1, D; e.g. what `bench/bench_nightly.py` or `bench/bench_quality.py` leave) and runs
-`cli.py expand` for D three times, each a CLI process measured with its whole tree:
+Reads a work folder that holds the graphs and models of three consecutive dates (D-2, D-1, D)
+and runs `cli.py expand` for D three times, each a CLI process measured with its whole tree:
     sources only   `expand.fusion.enabled=false` (every source sequence, no merged/explore)
     fixed weights  the first-night fusion (no previous nights given)
     learned        the nightly's default: learned from D-1 and D-2 (the fit included)
-Results: bench/out/fusion-<name>.json and docs/benchmarks/fusion.md. Example:
-    .venv/bin/python bench/bench_fusion.py --work bench/out/work-1M --date 2025-05-14 --name 1M
-(the defaults: the 1M work folder that bench/bench_nightly.py leaves, three nights deep)
+By default it first prepares that folder when it is missing (bench/out/work-1M-users):
+1M generated users over 15 days (lean ratios: 5 clicks, 1 comment, 1 like per gift), the
+graphs of D-2, D-1 and D and a 1-epoch model each (warm-started from the night before);
+the fusion's cost does not depend on how well the model is trained. Another nightly work
+folder can be given with --work. Results: bench/out/fusion-<name>.json and
+docs/benchmarks/fusion.md. Example:
+    .venv/bin/python bench/bench_fusion.py                      # 1M users, prepared
+    .venv/bin/python bench/bench_fusion.py --work W --date D --name mine
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import json
 import os
 import resource
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -54,17 +59,44 @@ def run(name: str, cmd: list[str], out: Path) -> dict:
     return row
 
 
+def prepare(work: Path, raw: Path, dates: list[str], users: int) -> None:
+    """Generated data and the graphs and models of `dates` (oldest first), where missing."""
+    from graphbuild.synthetic import GenConfig, generate
+    if not (raw / "manifest.json").exists():
+        generate(raw, GenConfig(users=users, streamers=users // 10, days=15, start="2025-05-01",
+                                click_ratio=5, comment_ratio=1, like_ratio=1, seed=0))
+    cli = [sys.executable, str(ROOT / "cli.py")]
+    for i, day in enumerate(dates):
+        graph, model = work / "graph" / f"dt={day}", work / "model" / f"dt={day}"
+        if not (graph / "_SUCCESS").exists():
+            subprocess.run(cli + ["build-graph", "--raw", str(raw), "--out", str(graph.parent),
+                                  "--date", day], check=True, cwd=ROOT)
+        if not (model / "_SUCCESS").exists():
+            warm = ["--warm-start", str(work / "model" / f"dt={dates[i - 1]}")] if i else []
+            subprocess.run(cli + ["train-gie", "--graph", str(graph), "--out", str(model),
+                                  "--set", "train.epochs=1"] + warm, check=True, cwd=ROOT)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "work-1M"),
-                    help="default: the 1M work folder of bench/bench_nightly.py")
+    ap.add_argument("--work", default=None,
+                    help="a work folder with the graphs and models of D-2, D-1 and D "
+                         "(default: bench/out/work-1M-users, prepared when missing)")
+    ap.add_argument("--users", type=int, default=1_000_000,
+                    help="users of the prepared data (without --work)")
     ap.add_argument("--date", default="2025-05-14", help="D: the graphs and models of D-2 "
                                                          "and D-1 must be there too")
-    ap.add_argument("--name", default="1M")
+    ap.add_argument("--name", default="1M-users")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     args = ap.parse_args()
-    work, out = Path(args.work).resolve(), Path(args.out)
+    out = Path(args.out)
     d = dt.date.fromisoformat(args.date)
+    if args.work is None:
+        work = (out / f"work-{args.name}").resolve()
+        prepare(work, (out / f"raw-{args.name}").resolve(),
+                [(d - dt.timedelta(days=k)).isoformat() for k in (2, 1, 0)], args.users)
+    else:
+        work = Path(args.work).resolve()
     g = lambda day: work / "graph" / f"dt={day}"  # noqa: E731
     e = lambda day: work / "model" / f"dt={day}" / "embeddings"  # noqa: E731
     prev = [(d - dt.timedelta(days=1)).isoformat(), (d - dt.timedelta(days=2)).isoformat()]
@@ -88,7 +120,9 @@ def write_markdown(out: Path) -> None:
              "three ways, each a separate process measured with its tree (wall, CPU, peak "
              "RSS): every source sequence without the fused ranking (`expand.fusion.enabled="
              "false`, the named alternative); the first-night fixed weights; and the nightly's "
-             "default, learned from the two previous nights (the fit included). Raw figures: "
+             "default, learned from the two previous nights (the fit included). Data "
+             "`1M-users`: 1M generated users (761k of them and 95k streamers in the night's "
+             "graph), lean ratios, 1-epoch models (see the script). Raw figures: "
              "`bench/out/fusion-*.json`.", "",
              "| data | users | streamers | variant | wall (s) | CPU (s) | CPU ms / user | "
              "of which the fit (s) | peak RSS (MB) | load at start |",

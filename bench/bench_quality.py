@@ -109,7 +109,7 @@ def write_markdown(results: dict, path: Path, seeds: list[int]) -> None:
              "| profile | explore | best baseline | ratio (target 1.25x) | popularity | swing "
              "| emb_knn | oracle | share of oracle | new streamers ratio | merged >= baselines "
              "all K | fused >= sources | downstream margin / spread | emb > pop |",
-             "|---" * 15 + "|"]
+             "|---" * 14 + "|"]
     for profile, rows in results.items():
         ratio = mean(rows, "explore_ratio")
         share = (mean(rows, "explore") / mean(rows, "oracle")) if mean(rows, "oracle") else None
