@@ -107,3 +107,65 @@ def test_full_neighbour_blocks_cover_every_in_edge_once(g):
         assert torch.equal(torch.cat(outputs[t]), torch.arange(g.num_nodes(t)))
     for et, parts in seen.items():
         assert torch.equal(torch.cat(parts).sort().values, torch.arange(g.num_edges(et)))
+
+
+def test_top_per_segment_equals_sorting_every_key():
+    """The bucketed top-k picks what two stable sorts of all keys picked, in the same order
+    (segments grouped, best key first), also for segments given out of order."""
+    from gie.train.sampler import _top_per_segment
+
+    def by_sorting(key, seg, n_segments, k):
+        by_key = torch.argsort(key, descending=True, stable=True)
+        order = by_key[torch.argsort(seg[by_key], stable=True)]
+        counts = torch.bincount(seg, minlength=n_segments)
+        rank = torch.arange(len(order)) - (counts.cumsum(0) - counts)[seg[order]]
+        return order[rank < k]
+
+    gen = torch.Generator().manual_seed(1)
+    for trial in range(200):
+        n_seg = int(torch.randint(1, 40, (1,), generator=gen))
+        seg = torch.repeat_interleave(torch.arange(n_seg),
+                                      torch.randint(0, 300, (n_seg,), generator=gen))
+        if trial % 2:
+            seg = seg[torch.randperm(len(seg), generator=gen)]
+        key = torch.log(torch.rand(len(seg), generator=gen, dtype=torch.float64))
+        k = int(torch.randint(1, 15, (1,), generator=gen))
+        assert torch.equal(_top_per_segment(key, seg, n_seg, k), by_sorting(key, seg, n_seg, k))
+
+
+def _inclusion(weights: torch.Tensor, fanout: int, n: int, exclude=None):
+    """How often each in-edge of one node is drawn: ours and DGL's sample_neighbors."""
+    g = dgl.heterograph({("a", "r", "b"): (torch.arange(len(weights)),
+                                           torch.zeros(len(weights), dtype=torch.long))})
+    g.edata["w"] = weights
+    index, gen = InEdges(g, "w"), torch.Generator().manual_seed(0)
+    ours = torch.zeros(len(weights))
+    for _ in range(n):
+        picked = index.sample(("a", "r", "b"), torch.tensor([0]), fanout, gen, exclude)[2]
+        assert len(picked) == len(set(picked.tolist())) == fanout       # distinct edges
+        ours[picked] += 1
+    dgl.seed(0)
+    theirs = torch.zeros(len(weights))
+    for _ in range(n):
+        theirs[dgl.sampling.sample_neighbors(g, {"b": [0]}, fanout, prob="w",
+                                             exclude_edges=exclude).edata[dgl.EID]] += 1
+    return ours / n, theirs / n
+
+
+def test_high_degree_nodes_are_drawn_like_dgl():
+    """Above DRAW_ABOVE x fan-out in-edges, edges are drawn by successive sampling instead of
+    keyed: the inclusion frequencies still match DGL's (3000 draws each), excluded edges are
+    never drawn, and a dominant weight (the straggler path) changes nothing."""
+    gen = torch.Generator().manual_seed(3)
+    weights = torch.rand(40, generator=gen) * 5 + 0.1
+    ours, theirs = _inclusion(weights, 3, 3000)
+    np.testing.assert_allclose(ours, theirs, atol=0.035)
+    excluded = torch.tensor([0, 7, 19])
+    ours, theirs = _inclusion(weights, 3, 3000, exclude=excluded)
+    assert ours[excluded].sum() == 0
+    np.testing.assert_allclose(ours, theirs, atol=0.035)
+    dominant = torch.ones(30)
+    dominant[4], dominant[9] = 500.0, 200.0
+    ours, theirs = _inclusion(dominant, 3, 3000)
+    assert ours[4] > 0.98 and ours[9] > 0.9
+    np.testing.assert_allclose(ours, theirs, atol=0.035)
