@@ -20,7 +20,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,21 +31,15 @@ from bench.measure import measure  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def children_cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 def run(name: str, cmd: list[str], out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     load = os.getloadavg()[0]
-    cpu0 = children_cpu_s()
     m = measure(cmd, cwd=str(ROOT), env=dict(os.environ))
     if m.returncode != 0:
         raise SystemExit(f"{name}: expand exited with {m.returncode}")
     meta = json.loads((out / "metadata.json").read_text())
     users = meta["counts"]["nodes"]["user"]
-    row = {"variant": name, "wall_s": round(m.wall_s, 1), "cpu_s": round(children_cpu_s() - cpu0, 1),
+    row = {"variant": name, "wall_s": round(m.wall_s, 1), "cpu_s": round(m.cpu_s, 1),
            "peak_rss_mb": round(m.peak_rss_mb), "load_avg_1m_at_start": round(load, 2),
            "users": users, "streamers": meta["counts"]["nodes"]["streamer"],
            "learn_fusion_s": meta["timings_s"].get("learn_fusion"),

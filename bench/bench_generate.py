@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import shutil
 import sys
 import time
@@ -49,12 +48,9 @@ def run_scale(name: str, work: Path) -> dict:
            "gifts_per_day": spec["gifts_per_day"], "seed": 0, **spec["ratios"]}
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     m = measure([sys.executable, "-c", CHILD, str(out), json.dumps(cfg)], cwd=str(ROOT),
                 env={**os.environ, "PYTHONPATH": str(ROOT)})
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    wall = m.wall_s
+    wall, cpu = m.wall_s, m.cpu_s
     if m.returncode != 0:
         raise SystemExit(f"generation at scale {name} failed (exit {m.returncode})")
     manifest = json.loads((out / "manifest.json").read_text())

@@ -71,9 +71,11 @@ def main() -> int:
                 row["stages"][stage] = {**json.loads(record.read_text()), "reused": True}
                 print(name, stage, "reused", row["stages"][stage], flush=True)
                 continue
+            load = os.getloadavg()[0]
             m = measure(cmd, cwd=str(ROOT), env=dict(os.environ))
-            row["stages"][stage] = {"wall_s": round(m.wall_s, 1),
-                                    "peak_rss_mb": round(m.peak_rss_mb), "rc": m.returncode}
+            row["stages"][stage] = {"wall_s": round(m.wall_s, 1), "cpu_s": round(m.cpu_s, 1),
+                                    "peak_rss_mb": round(m.peak_rss_mb), "rc": m.returncode,
+                                    "load_avg_1m_at_start": round(load, 2)}
             print(name, stage, row["stages"][stage], flush=True)
             if m.returncode != 0:
                 break
@@ -111,13 +113,14 @@ def write_markdown(results: list[dict], sizes: str, epochs: int) -> None:
              f" (training runs {epochs} epochs; every other setting is the default). Each stage is "
              "its own CLI command; peak RSS is summed over its process tree (Spark JVM included).",
              "",
-             "| size | users | streamers | stage | wall (s) | peak RSS (MB) |",
-             "|---|---|---|---|---|---|"]
+             "| size | users | streamers | stage | wall (s) | CPU (s) | peak RSS (MB) | load at start |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         for st, v in r["stages"].items():
             lines.append(f"| {r['size']} | {r['users']} | {r['streamers']} | {st} | "
                          f"{v['wall_s']}{' (earlier run)' if v.get('reused') else ''} | "
-                         f"{v['peak_rss_mb']} |")
+                         f"{v.get('cpu_s', '')} | {v['peak_rss_mb']} | "
+                         f"{v.get('load_avg_1m_at_start', '')} |")
     lines += ["", "Quality of the same runs (`evaluate`, next-day gifts):", "",
               "| size | " + " | ".join(QUALITY.values()) + " |",
               "|---|" + "---|" * len(QUALITY)]

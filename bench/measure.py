@@ -1,10 +1,13 @@
 """Run a command and measure its wall time and the peak RSS of its whole process tree.
 
 Spark's JVM and torchrun's workers are children of the command, so RSS is summed over the
-tree (sampled every 0.2 s), which `resource.getrusage` alone would not give per command.
+tree (sampled every 0.2 s), which `resource.getrusage` alone would not give per command. CPU
+time is the command's and its waited-for descendants' (user + system), from getrusage of the
+children of this process before and after: run one measured command at a time.
 """
 from __future__ import annotations
 
+import resource
 import subprocess
 import time
 from dataclasses import dataclass
@@ -15,12 +18,14 @@ import psutil
 @dataclass
 class Measurement:
     wall_s: float
+    cpu_s: float
     peak_rss_mb: float
     returncode: int
 
 
 def measure(cmd: list[str], cwd: str | None = None, env: dict | None = None,
             interval: float = 0.2) -> Measurement:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env)
     root = psutil.Process(proc.pid)
@@ -38,4 +43,7 @@ def measure(cmd: list[str], cwd: str | None = None, env: dict | None = None,
         except psutil.Error:
             pass
         time.sleep(interval)
-    return Measurement(time.perf_counter() - start, peak / 2**20, proc.returncode)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Measurement(wall, cpu, peak / 2**20, proc.returncode)

@@ -92,6 +92,25 @@ def test_embedding_knn_is_exact_inner_product():
         assert got.tolist() == np.argsort(-(s @ u[i]))[:7].tolist()
 
 
+def test_ranking_without_history_equals_a_deep_ranking_with_history_cut():
+    """The explore lists (history excluded while ranking) are what cutting the history out of
+    a ranking `k + longest history` deep gives, ties (integer scores) included."""
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 6, size=(9, 40)).astype(float)
+    scores[scores == 0] = -np.inf
+    history = sp.csr_matrix(rng.random((9, 40)) < 0.4)
+    score = lambda sources: scores[sources].copy()          # noqa: E731
+    sources = np.array([0, 3, -1, 8, 5, 1])
+    k, depth = 6, 6 + int(np.diff(history.indptr).max())
+    full, explore = bl.top_k_lists_each(score, sources, k, 40, [None, history], batch_cells=80)
+    deep = bl.top_k_lists(score, sources, depth, 40)
+    for i, src in enumerate(sources):
+        hist = set(history[src].indices.tolist()) if src >= 0 else set()
+        assert full[i].tolist() == deep[i][:k].tolist()
+        assert explore[i].tolist() == [t for t in deep[i].tolist() if t not in hist][:k]
+    assert explore[2].size == 0                              # unknown source
+
+
 # ------------------------------------------------------------------------------------------
 # Streamer side: who gifts a streamer next
 # ------------------------------------------------------------------------------------------

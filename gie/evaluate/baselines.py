@@ -114,13 +114,16 @@ def user_cf_scores(weights: sp.csr_matrix) -> ScoreFn:
     binary = weights.copy().tocsr()
     binary.data[:] = 1.0
     norms = np.sqrt(np.asarray(binary.sum(axis=1)).ravel())
-    unit = sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ binary      # users x streamers
-    by_streamer = weights.T.tocsr()                                       # streamers x users
+    unit = (sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ binary).tocsr()  # users x streamers
+    by_streamer = weights.T.tocsr()                                             # streamers x users
 
     def score(streamers: np.ndarray) -> np.ndarray:
         rows = by_streamer[streamers]
+        # Dense streamer profiles times the sparse unit matrix: a popular streamer's gifters
+        # reach most users, and a sparse x sparse product of that many entries is far slower.
+        profile = (rows @ unit).toarray()                                   # batch x streamers
         # The v = u term is w(u, s) * cos(u, u) = w(u, s): removed.
-        dense = ((rows @ unit) @ unit.T).toarray() - rows.toarray()
+        dense = np.ascontiguousarray((unit @ profile.T).T) - rows.toarray()
         dense[dense <= 1e-9] = -np.inf
         return dense
     return score
@@ -131,18 +134,34 @@ def top_k_lists(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int,
     """Top-k target node ids per source (best first; ties by lower id); sources < 0 (unknown
     to the graph) get an empty list. Written for users and streamers, and vice versa.
     `exclude` (sources x targets, non-zero = excluded) removes e.g. the history before the cut."""
-    lists: list[np.ndarray] = [np.empty(0, np.int64)] * len(users)
+    return top_k_lists_each(score, users, k, n_streamers, [exclude], batch_cells)[0]
+
+
+def top_k_lists_each(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int,
+                     excludes: list[sp.csr_matrix | None],
+                     batch_cells: int = 1 << 24) -> list[list[np.ndarray]]:
+    """`top_k_lists` once per entry of `excludes`, scoring each batch of sources once (e.g. a
+    ranking with its history and without it: cutting the history from a ranking deep enough
+    to hold it would need the longest history's depth for every source)."""
+    out: list[list[np.ndarray]] = [[np.empty(0, np.int64)] * len(users) for _ in excludes]
     known = np.flatnonzero(users >= 0)
     batch = max(1, batch_cells // max(n_streamers, 1))
     kk = min(k, n_streamers)
     for start in range(0, len(known), batch):
         idx = known[start:start + batch]
         scores = score(users[idx])
-        if exclude is not None:
-            scores[exclude[users[idx]].toarray() != 0] = -np.inf
-        cand = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < n_streamers else \
-            np.broadcast_to(np.arange(n_streamers), scores.shape)
-        for row, c, i in zip(scores, cand, idx):
-            top = c[np.lexsort((c, -row[c]))]
-            lists[i] = top[np.isfinite(row[top])].astype(np.int64)
-    return lists
+        for lists, exclude in zip(out, excludes):
+            row_scores = scores
+            if exclude is not None:
+                row_scores = scores.copy()
+                row_scores[exclude[users[idx]].toarray() != 0] = -np.inf
+            # The k-th best score of each row; of the targets tied with it, the lowest ids.
+            kth = np.partition(row_scores, n_streamers - kk, axis=1)[:, n_streamers - kk]
+            for row, t, i in zip(row_scores, kth, idx):
+                if not np.isfinite(t):
+                    c = np.flatnonzero(np.isfinite(row))
+                else:
+                    above = np.flatnonzero(row > t)
+                    c = np.concatenate([above, np.flatnonzero(row == t)[:kk - len(above)]])
+                lists[i] = c[np.lexsort((c, -row[c]))].astype(np.int64)
+    return out

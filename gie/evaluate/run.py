@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import pyarrow as pa
 import pyarrow.dataset as pads
 
@@ -80,18 +81,24 @@ def next_day_labels(raw: str, date: str, graph: GraphData) -> tuple[dict[int, se
 
 def _score_lists(lists: dict[str, list[list[int]]], sources: list[int],
                  labels: dict[int, set[int]], history: dict[int, set[int]],
-                 segments: tuple[str, ...], new: set[int], ks: list[int]) -> dict:
-    """Per segment and method: ranking metrics averaged over sources, plus coverage."""
+                 segments: tuple[str, ...], new: set[int], ks: list[int],
+                 explore_lists: dict[str, list[list[int]]] | None = None) -> dict:
+    """Per segment and method: ranking metrics averaged over sources, plus coverage. The
+    explore segment reads `explore_lists[method]` where given (ranked without the history),
+    else the method's list with the history removed."""
     kmax = max(ks)
+    explore_lists = explore_lists or {}
     out: dict = {seg: {} for seg in segments}
     for method, per_source in progress(lists.items(), desc="retrieval metrics", leave=False):
         acc = {seg: RankingMetrics(ks) for seg in segments}
         covered = 0
-        for u, ranked in zip(sources, per_source):
+        explore = explore_lists.get(method)
+        for j, (u, ranked) in enumerate(zip(sources, per_source)):
             rel, hist = labels[u], history.get(u, set())
             covered += bool(len(ranked))
             acc["overall"].update(ranked, rel)
-            acc["explore"].update([s for s in ranked if s not in hist][:kmax], rel - hist)
+            acc["explore"].update(explore[j] if explore is not None else
+                                  [s for s in ranked if s not in hist][:kmax], rel - hist)
             if "new_streamers" in acc:
                 acc["new_streamers"].update(ranked, rel & new)
         for seg in segments:
@@ -121,15 +128,18 @@ def _link_prediction(graph: GraphData, labels: dict[int, set[int]], user_emb: np
 
 
 def _baseline_lists(rankers: dict[str, bl.ScoreFn], target_ids: np.ndarray,
-                    source_nodes: np.ndarray, depth: int) -> dict[str, list[list[int]]]:
-    """Raw target ids per source for every baseline, `depth` deep: max(K) plus the longest
-    history, so that the exploration cut (history removed) still has max(K) entries."""
-    out = {}
+                    source_nodes: np.ndarray, depth: int, history_matrix: sp.csr_matrix
+                    ) -> tuple[dict[str, list[list[int]]], dict[str, list[list[int]]]]:
+    """Raw target ids per source for every baseline, `depth` deep: ranked over every target,
+    and ranked without the source's history (the explore segment)."""
+    ranked, explore = {}, {}
     for name, score in rankers.items():
-        ranked = bl.top_k_lists(score, source_nodes, depth, len(target_ids))
-        out[name] = [target_ids[r].tolist() for r in ranked]
-        log.info("baseline %s: %d ranked", name, sum(bool(len(r)) for r in ranked))
-    return out
+        full, cut = bl.top_k_lists_each(score, source_nodes, depth, len(target_ids),
+                                        [None, history_matrix])
+        ranked[name] = [target_ids[r].tolist() for r in full]
+        explore[name] = [target_ids[r].tolist() for r in cut]
+        log.info("baseline %s: %d ranked", name, sum(bool(len(r)) for r in full))
+    return ranked, explore
 
 
 def _side(graph: GraphData, expansions: dict, labels: dict[int, set[int]], ntype: str,
@@ -143,10 +153,10 @@ def _side(graph: GraphData, expansions: dict, labels: dict[int, set[int]], ntype
                for n in nodes[nodes >= 0]}
     lists = {mp: [expansions[mp].get(u, []) for u in sources]
              for mp in SEQUENCES[ntype] if mp in expansions}
-    depth = max(cfg.ks) + max((len(h) for h in history.values()), default=0)
-    lists.update(_baseline_lists(rankers, target_ids, nodes, depth))
+    ranked, explore = _baseline_lists(rankers, target_ids, nodes, max(cfg.ks), history_matrix)
+    lists.update(ranked)
     return {"retrieval": _score_lists(lists, sources, labels, history, SEGMENTS[ntype], new,
-                                      cfg.ks),
+                                      cfg.ks, explore),
             "methods": {"gie": [m for m in lists if m not in BASELINES[ntype]],
                         "baselines": list(BASELINES[ntype])},
             "history": history}
