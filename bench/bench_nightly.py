@@ -1,7 +1,11 @@
-"""Stage-by-stage wall time and peak memory of the nightly chain at several generated sizes.
+"""Stage-by-stage wall time, CPU time and peak memory of the nightly chain at generated sizes.
 
 Each stage runs as its own CLI command (as a scheduler would run it), measured with its whole
-process tree (Spark JVM included). Results: bench/out/nightly.json and
+process tree (Spark JVM included). The measured night is a steady-state one: the `--nights - 1`
+nights before it are built and trained first (not measured; kept and reused when published),
+so the measured build keeps their id map, training warm-starts from the night before, and
+`expand` learns the fused ranking from them, as `cli.py nightly` does. `--nights 1` measures
+a first night (fixed fusion weights, cold start). Results: bench/out/nightly.json and
 docs/benchmarks/nightly.md. Example:
     .venv/bin/python bench/bench_nightly.py --sizes 100k,1M
 """
@@ -36,37 +40,61 @@ def main() -> int:
     ap.add_argument("--sizes", default="100k,1M")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--nights", type=int, default=3,
+                    help="nights in the work folder at the measured one (1 = a first night)")
     ap.add_argument("--reuse", action="store_true",
                     help="keep the figures and outputs of stages an interrupted run finished "
-                         "(bench/out/stage-<size>-<stage>.json); marked in the table")
+                         "(bench/out/stage-<size>-n<nights>-<stage>.json); marked in the table")
     args = ap.parse_args()
     out = Path(args.out)
     py = [sys.executable, str(ROOT / "cli.py")]
-    date = (dt.date.fromisoformat(START) + dt.timedelta(days=DAYS - 2)).isoformat()
+    last = dt.date.fromisoformat(START) + dt.timedelta(days=DAYS - 2)
+    dates = [(last - dt.timedelta(days=k)).isoformat() for k in range(args.nights)][::-1]
+    date = dates[-1]
     results = []
     for name in args.sizes.split(","):
         s = shape(SIZES[name])
         raw, work = out / f"raw-{name}", out / f"work-{name}"
-        row = {"size": name, "gift_events": SIZES[name], **s, "stages": {}}
-        stages = {
-            "generate": py + ["generate", "--out", str(raw), "--users", str(s["users"]),
+        row = {"size": name, "gift_events": SIZES[name], **s, "nights": args.nights,
+               "stages": {}}
+
+        def night(d: str) -> dict[str, list[str]]:
+            graph, model = work / "graph" / f"dt={d}", work / "model" / f"dt={d}"
+            earlier = [x for x in dates if x < d][::-1]          # newest first
+            warm = ["--warm-start", str(work / "model" / f"dt={earlier[0]}")] if earlier else []
+            prev = [a for x in earlier for a in (
+                "--prev-graph", str(work / "graph" / f"dt={x}"),
+                "--prev-embeddings", str(work / "model" / f"dt={x}" / "embeddings"))]
+            return {
+                "build": py + ["build-graph", "--raw", str(raw), "--out", str(work / "graph"),
+                               "--date", d],
+                "train": py + ["train-gie", "--graph", str(graph), "--out", str(model),
+                               "--epochs", str(args.epochs)] + warm,
+                "expand": py + ["expand", "--graph", str(graph), "--embeddings",
+                                str(model / "embeddings"), "--out",
+                                str(work / "bundle" / f"dt={d}")] + prev,
+                "evaluate": py + ["evaluate", "--raw", str(raw), "--work", str(work),
+                                  "--date", d],
+            }
+
+        if not (raw / "manifest.json").exists():
+            m = measure(py + ["generate", "--out", str(raw), "--users", str(s["users"]),
                               "--streamers", str(s["streamers"]), "--days", str(DAYS),
                               "--start", START, "--gifts-per-day", str(s["gifts_per_day"])],
-            "build": py + ["build-graph", "--raw", str(raw), "--out", str(work / "graph"),
-                           "--date", date],
-            "train": py + ["train-gie", "--graph", str(work / "graph" / f"dt={date}"),
-                           "--out", str(work / "model" / f"dt={date}"),
-                           "--epochs", str(args.epochs)],
-            "expand": py + ["expand", "--graph", str(work / "graph" / f"dt={date}"),
-                            "--embeddings", str(work / "model" / f"dt={date}" / "embeddings"),
-                            "--out", str(work / "bundle" / f"dt={date}")],
-            "evaluate": py + ["evaluate", "--raw", str(raw), "--work", str(work),
-                              "--date", date],
-        }
+                        cwd=str(ROOT), env=dict(os.environ))
+            row["stages"]["generate"] = {"wall_s": round(m.wall_s, 1), "cpu_s": round(m.cpu_s, 1),
+                                         "peak_rss_mb": round(m.peak_rss_mb), "rc": m.returncode}
+        for d in dates[:-1]:                                     # the nights learned from
+            cmds = night(d)
+            for stage, folder in (("build", work / "graph"), ("train", work / "model")):
+                if not (folder / f"dt={d}" / "_SUCCESS").exists():
+                    m = measure(cmds[stage], cwd=str(ROOT), env=dict(os.environ))
+                    print(name, d, stage, "(earlier night)", round(m.wall_s, 1), flush=True)
+                    if m.returncode != 0:
+                        raise SystemExit(f"{name}: {stage} of {d} exited with {m.returncode}")
+        stages = night(date)
         for stage, cmd in stages.items():
-            if stage == "generate" and (raw / "manifest.json").exists():
-                continue
-            record = out / f"stage-{name}-{stage}.json"
+            record = out / f"stage-{name}-n{args.nights}-{stage}.json"
             if args.reuse and record.exists():   # measured by an earlier, interrupted run
                 row["stages"][stage] = {**json.loads(record.read_text()), "reused": True}
                 print(name, stage, "reused", row["stages"][stage], flush=True)
@@ -85,7 +113,7 @@ def main() -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "nightly.json").write_text(json.dumps(results, indent=2))
-    write_markdown(results, args.sizes, args.epochs)
+    write_markdown(results, args.sizes, args.epochs, args.nights)
     return 0
 
 
@@ -106,12 +134,15 @@ def quality(report: Path) -> dict:
     return {title: lookup(metrics, key) for key, title in QUALITY.items()}
 
 
-def write_markdown(results: list[dict], sizes: str, epochs: int) -> None:
+def write_markdown(results: list[dict], sizes: str, epochs: int, nights: int) -> None:
     lines = ["# Nightly chain: stage wall time and peak memory", "",
              f"Machine: {os.cpu_count()} cores, {platform.platform()}. "
-             f"Command: `.venv/bin/python bench/bench_nightly.py --sizes {sizes} --epochs {epochs}`"
-             f" (training runs {epochs} epochs; every other setting is the default). Each stage is "
-             "its own CLI command; peak RSS is summed over its process tree (Spark JVM included).",
+             f"Command: `.venv/bin/python bench/bench_nightly.py --sizes {sizes} --epochs {epochs} "
+             f"--nights {nights}` (training runs {epochs} epochs; every other setting is the "
+             f"default). The measured night is night {nights} of the work folder"
+             f"{': it keeps the id map of the night before, warm-starts from its model and learns the fused ranking from the nights before' if nights > 1 else ' (a first night: fixed fusion weights, cold start)'}. "
+             "Each stage is its own CLI command; peak RSS is summed over its process tree (Spark "
+             "JVM included).",
              "",
              "| size | users | streamers | stage | wall (s) | CPU (s) | peak RSS (MB) | load at start |",
              "|---|---|---|---|---|---|---|---|"]

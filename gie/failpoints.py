@@ -9,7 +9,7 @@ step. Without the variable, `reached` only counts.
 
 Names: `train-step` (after an optimizer step), `train-epoch-end` (after an epoch's
 checkpoint is written), `publish-before-switch` and `publish-after-switch` (around the
-switch of `latest`).
+switch of `latest`), `expand-local-worker` (a local expand worker, before it starts).
 """
 from __future__ import annotations
 

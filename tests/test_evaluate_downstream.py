@@ -44,10 +44,16 @@ def work(tmp_path_factory):
 def test_run_downstream_trains_and_evaluates_both_variants(work):
     raw, w = work
     expansions = read_expansions(WorkLayout(w).bundle(DATE))
-    gie = [expansions["merged"], expansions["U-S-S"]]
+    asked = []
+
+    def gie(users):
+        asked.append(users)
+        return [expansions["merged"], expansions["U-S-S"]]
+
     cfg = DownstreamConfig(seeds=2, epochs=1, max_train_samples=300, max_test_samples=200)
     out = run_downstream(str(raw), DATE, gie, cfg, seed=0)
     assert out["samples"]["train"] == 300 and out["samples"]["test"] <= 200
+    assert 0 < len(asked[0]) <= 500                  # the sampled clicks' users only
     assert 0 < out["samples"]["test_positive"] < out["samples"]["test"]
     for v in ("history_only", "with_gie"):
         assert [r["seed"] for r in out[v]["runs"]] == [0, 1]
@@ -63,5 +69,5 @@ def test_run_downstream_skips_when_a_class_is_missing(work, tmp_path):
     gifts = pd.read_parquet(raw / "gift.parquet")
     write_raw(tmp_path, "gift", gifts.assign(live_id=-1))    # no gift matches a clicked live
     write_raw(tmp_path, "click", pd.read_parquet(raw / "click.parquet"))
-    out = run_downstream(str(tmp_path), DATE, [{}], DownstreamConfig(seeds=1, epochs=1), seed=0)
+    out = run_downstream(str(tmp_path), DATE, lambda users: [{}], DownstreamConfig(seeds=1, epochs=1), seed=0)
     assert "skipped" in out and out["samples"]["train_positive"] == 0

@@ -14,7 +14,7 @@ import pytest
 
 import cli
 from gie.embeddings import read_embeddings
-from gie.errors import BadInputError, QualityFloorError
+from gie.errors import BadInputError, GieError, QualityFloorError
 from gie.expand.config import ExpandConfig, IndexConfig
 from gie.expand.index import build_index, normalise, save_index
 from gie.expand.run import expand
@@ -81,6 +81,28 @@ def test_shards_concatenate_to_the_single_run_and_reruns_are_identical(inputs, t
     expand(graph, emb, tmp_path / "single", ExpandConfig())    # rerun replaces, same result
     _same_bundle(tmp_path / "single", tmp_path / "sharded")
     assert not _leftovers(tmp_path)
+
+
+def test_local_workers_write_the_shards_of_a_sharded_run(inputs, tmp_path, monkeypatch):
+    graph, emb, _ = inputs
+    cfg = ExpandConfig(batch_size=37, workers=2)
+    expand(graph, emb, tmp_path / "single", ExpandConfig(batch_size=37))
+    meta = expand(graph, emb, tmp_path / "local", cfg)
+    assert meta["shards"] == 2 and (tmp_path / "local" / "_SUCCESS").is_file()
+    for i in (0, 1):
+        expand(graph, emb, tmp_path / "sharded", cfg, shard=f"{i}/2")
+    for ntype in ("user", "streamer"):
+        parts = sorted((tmp_path / "local" / "expansions" / ntype).iterdir())
+        assert [p.name for p in parts] == ["part-0-of-2.parquet", "part-1-of-2.parquet"]
+        for p in parts:
+            assert p.read_bytes() == (tmp_path / "sharded" / "expansions" / ntype /
+                                      p.name).read_bytes()
+    _same_bundle(tmp_path / "single", tmp_path / "local")
+    # A worker that dies fails the run, which publishes nothing and leaves nothing behind.
+    monkeypatch.setenv("GIE_FAILPOINT", "expand-local-worker")
+    with pytest.raises(GieError, match="shard 1 exited with -9"):
+        expand(graph, emb, tmp_path / "failed", cfg)
+    assert not (tmp_path / "failed").exists() and not _leftovers(tmp_path)
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -157,9 +158,12 @@ def _sample(df: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
     return df.iloc[np.sort(rng.choice(len(df), n, replace=False))].reset_index(drop=True)
 
 
-def run_downstream(raw: str, date: str, gie: list[dict[int, list[int]]], cfg: DownstreamConfig,
-                   seed: int = 0) -> dict:
-    """Train/test both variants over `cfg.seeds` seeds; AUC and GAUC means, spreads, margin."""
+def run_downstream(raw: str, date: str,
+                   sequences_of: Callable[[set[int]], list[dict[int, list[int]]]],
+                   cfg: DownstreamConfig, seed: int = 0) -> dict:
+    """Train/test both variants over `cfg.seeds` seeds; AUC and GAUC means, spreads, margin.
+    `sequences_of(users)` gives the GIE sequences of the sampled users (raw id -> targets, one
+    dict per sequence): a bundle's are too many to hold whole at 1M users."""
     test_start = day_start_ms(next_date(date))
     train_start = test_start - cfg.train_days * DAY_MS
     clicks = read_events(raw, "click", train_start, test_start + DAY_MS,
@@ -171,7 +175,7 @@ def run_downstream(raw: str, date: str, gie: list[dict[int, list[int]]], cfg: Do
     test_clicks = _sample(clicks[clicks["timestamp"] >= test_start], cfg.max_test_samples, rng)
 
     sampled = set(train_clicks["user_id"]) | set(test_clicks["user_id"])
-    gie = [{u: seqs[u] for u in sampled if u in seqs} for seqs in gie]
+    gie = [{u: seqs[u] for u in sampled if u in seqs} for seqs in sequences_of(sampled)]
     ids = np.unique(np.concatenate([clicks["streamer_id"].to_numpy(), gifts["streamer_id"].to_numpy(),
                                     np.fromiter((s for seqs in gie for v in seqs.values()
                                                  for s in v), np.int64)]))

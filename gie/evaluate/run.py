@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 import gie
@@ -42,24 +43,33 @@ BASELINES = {"user": ("popularity", "history", "swing", "emb_knn"),
 SEGMENTS = {"user": ("overall", "explore", "new_streamers"), "streamer": ("overall", "explore")}
 
 
-def read_expansions(bundle: Path, node_type: str = "user") -> dict[str, dict[int, list[int]]]:
-    """metapath -> source raw id -> target raw ids (best first)."""
+def read_expansions(bundle: Path, node_type: str = "user", sources: set[int] | None = None
+                    ) -> dict[str, dict[int, list[int]]]:
+    """metapath -> source raw id -> target raw ids (best first), of `sources` only when given
+    (a 1M-user bundle as Python lists would not fit in memory). Every row's metapath is
+    checked."""
     folder = bundle / "expansions" / node_type
     schema = expansion_schema(node_type)
     key = schema.names[0]
     try:
-        table = pads.dataset(folder, format="parquet").to_table()
+        dataset = pads.dataset(folder, format="parquet")
+        missing = [n for n in (key, "metapath", "targets") if n not in dataset.schema.names]
+        if missing:
+            raise BadInputError(f"expansions {folder} lack columns {missing} "
+                                f"(schema: {schema.names})")
+        unknown = sorted(set(pc.unique(dataset.to_table(columns=["metapath"])["metapath"])
+                             .to_pylist()) - set(SEQUENCES[node_type]))
+        if unknown:
+            raise BadInputError(f"expansions {folder}: unknown metapath(s) {unknown} for "
+                                f"{node_type}s")
+        wanted = None if sources is None else \
+            pc.field(key).isin(pa.array(sorted(sources), pa.int64()))
+        table = dataset.to_table(columns=[key, "metapath", "targets"], filter=wanted)
     except (pa.ArrowInvalid, OSError, FileNotFoundError) as e:
         raise BadInputError(f"cannot read expansions {folder}: {e}") from e
-    missing = [n for n in (key, "metapath", "targets") if n not in table.column_names]
-    if missing:
-        raise BadInputError(f"expansions {folder} lack columns {missing} (schema: {schema.names})")
     out: dict[str, dict[int, list[int]]] = {}
-    cols = table.select([key, "metapath", "targets"]).to_pydict()
+    cols = table.to_pydict()
     for u, mp, targets in zip(cols[key], cols["metapath"], cols["targets"]):
-        if mp not in SEQUENCES[node_type]:
-            raise BadInputError(f"expansions {folder}: unknown metapath {mp!r} for "
-                                f"{node_type} {u}")
         out.setdefault(mp, {})[u] = targets or []
     return out
 
@@ -185,9 +195,11 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
 
     t = time.time()
     graph = load_graph(layout.graph(date), edge_types=("gift",))
-    expansions = read_expansions(bundle)
+    labels, counts = next_day_labels(str(raw), date, graph)
+    expansions = read_expansions(bundle, sources=set(labels))
     if MERGED not in expansions:
-        raise BadInputError(f"expansions in {bundle} have no {MERGED!r} sequences")
+        raise BadInputError(f"expansions in {bundle} have no {MERGED!r} sequences for the "
+                            f"users who gift on {next_date(date)}")
     u_raw, user_emb = read_embeddings(bundle / "embeddings", "user", graph.num_nodes("user"))
     s_raw, streamer_emb = read_embeddings(bundle / "embeddings", "streamer",
                                           graph.num_nodes("streamer"))
@@ -195,7 +207,6 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
             and np.array_equal(s_raw, graph.raw_ids["streamer"])):
         raise BadInputError(f"embeddings in {bundle} do not match the id map of "
                             f"{layout.graph(date)} (different raw ids per node id)")
-    labels, counts = next_day_labels(str(raw), date, graph)
     bundle_meta = _read_json(bundle / "metadata.json")
     timings["load"] = time.time() - t
     log.info("evaluating %s on %s: %s", date, next_date(date), counts)
@@ -212,9 +223,10 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
         "popularity": bl.popularity_scores(graph), "history": bl.history_scores(weights),
         "swing": bl.swing_scores(weights, swing),
         "emb_knn": bl.embedding_scores(user_emb, streamer_emb)}, weights, new, cfg)
-    streamer_expansions = read_expansions(bundle, "streamer") \
+    streamer_labels = _streamer_labels(labels)
+    streamer_expansions = read_expansions(bundle, "streamer", set(streamer_labels)) \
         if (bundle / "expansions" / "streamer").is_dir() else {}
-    streamers = _side(graph, streamer_expansions, _streamer_labels(labels), "streamer", {
+    streamers = _side(graph, streamer_expansions, streamer_labels, "streamer", {
         "active_gifters": bl.active_gifter_scores(graph),
         "history": bl.history_scores(weights.T.tocsr()),
         "user_cf": bl.user_cf_scores(weights),
@@ -236,9 +248,12 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
         missing = [q for q in cfg.downstream.sequences if q not in expansions]
         if missing:
             raise BadInputError(f"evaluate.downstream.sequences {missing} are not in {bundle}")
-        downstream = run_downstream(str(raw), date, [expansions[q] for q in
-                                                     cfg.downstream.sequences],
-                                    cfg.downstream, seed)
+
+        def sequences_of(users: set[int]) -> list[dict[int, list[int]]]:
+            found = read_expansions(bundle, sources=users)
+            return [found.get(q, {}) for q in cfg.downstream.sequences]
+
+        downstream = run_downstream(str(raw), date, sequences_of, cfg.downstream, seed)
     timings["downstream"] = time.time() - t
 
     metrics = {

@@ -118,6 +118,10 @@ class ExpandConfig(BaseModel):
     batch_size: int = Field(1024, ge=1, description="source nodes expanded per vectorised batch "
                                                     "(the fused candidates of a batch are in "
                                                     "memory together)")
+    workers: int = Field(1, ge=1, description="local processes that expand a plain run's nodes "
+                         "side by side, each one shard of the bundle (gie/expand/workers.py); "
+                         "the bundle's part files follow the count, so keep it fixed between "
+                         "runs that must give the same bytes. Memory: each holds the graph")
     shard_wait_s: int = Field(3600, ge=1, description="how long shards wait for shard 0's indexes")
     index: IndexConfig = IndexConfig()
     fusion: FusionConfig = FusionConfig()

@@ -8,6 +8,7 @@ the index against exact search on a sample of the indexed vectors; IVF `nprobe` 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -80,6 +81,21 @@ def _set_effort(index: faiss.Index, name: str, value: int) -> None:
     faiss.ParameterSpace().set_index_parameter(index, name, value)
     if isinstance(index, faiss.IndexRefine):
         index.k_factor = 4
+
+
+@contextlib.contextmanager
+def omp_threads(n: int | None):
+    """Faiss' OpenMP threads set to `n` inside the block (None: left as they are), e.g. one
+    core each for local workers that search side by side."""
+    if n is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int, desc: str | None = None

@@ -22,7 +22,7 @@ from gie.config import dump_config
 from gie.embeddings import read_embeddings, write_embeddings
 from gie.errors import BadInputError
 from gie.expand import index as ix
-from gie.expand import ranker
+from gie.expand import ranker, workers
 from gie.expand.bundle import (
     FAILED, PREPARED, ShardedStage, batch_table, file_signature, fingerprint, parse_shard,
     part_path, shard_from_env,
@@ -162,12 +162,13 @@ def _save_fusion(fusion: Fusion | None, folder: Path) -> dict | None:
     return desc
 
 
-def _load_fusion(folder: Path, cfg: ExpandConfig) -> Fusion | None:
+def _load_fusion(folder: Path, cfg: ExpandConfig, threads: int | None = None) -> Fusion | None:
+    """The saved scorers; `threads` (LightGBM's when scoring) unless the config sets them."""
     path = folder / FUSION_FILE
     if not path.is_file():
         return None
     desc = json.loads(path.read_text())
-    threads = cfg.fusion.predict_threads or os.cpu_count() or 1
+    threads = cfg.fusion.predict_threads or threads or os.cpu_count() or 1
     scorers = {t: {k: ranker.load(desc[t][k], folder, threads) for k in FUSED}
                for t in NODE_TYPES}
     for t in NODE_TYPES:
@@ -285,7 +286,10 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
     is learned on them against the gifts that came after each; without them, fixed weights.
     """
     started = time.time()
-    i, n = parse_shard(shard) or shard_from_env() or (0, 1)
+    given = parse_shard(shard) or shard_from_env()
+    i, n = given or (0, cfg.workers)            # a plain run: shard 0 of its local workers
+    local = given is None and n > 1
+    local_worker = os.environ.get("GIE_EXPAND_LOCAL_WORKER") == "1"
     graph, embeddings, out = Path(graph), Path(embeddings), Path(out)
     data, emb = _load_inputs(graph, embeddings)
     inputs = {"graph": str(graph.resolve()), "embeddings": str(embeddings.resolve()),
@@ -297,6 +301,7 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
                         [file_signature(Path(p)) for night in learn_from or [] for p in night])
     stage = ShardedStage(out, i, n, token)
     stage.open()
+    procs: list = []
     log.info("expanding shard %d/%d of %d users and %d streamers into %s", i, n,
              data.num_nodes("user"), data.num_nodes("streamer"), out)
     try:
@@ -308,6 +313,9 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
                 raise
             stage.mark(PREPARED, prepared)
             indexes = {t: b.index for t, b in indexes.items()}
+            if local:
+                procs = workers.start(graph, embeddings, out, dump_config(cfg), seed, n,
+                                      learn_from or [])
         else:
             prepared = stage.wait_prepared(cfg.shard_wait_s)
             work = stage.path / "_work"
@@ -316,15 +324,22 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
             indexes = {t: ix.load_index(stage.path / "index", t, prepared["index"][t])
                        for t in NODE_TYPES}
         view = _view(data, emb, indexes, knn, cfg)
-        fusion = _load_fusion(stage.path / "ranker", cfg)
+        threads = workers.threads_per_worker(n) if local or local_worker else None
+        fusion = _load_fusion(stage.path / "ranker", cfg, threads)
         del knn
-        stats = {t: _expand_type(stage, view, fusion, cfg, t) for t in NODE_TYPES}
+        with ix.omp_threads(threads):
+            stats = {t: _expand_type(stage, view, fusion, cfg, t) for t in NODE_TYPES}
         stage.mark(f"_done-{i}.json", {"shard": i, "types": stats})
+        if procs:
+            workers.wait(procs)
         num_nodes = {t: data.num_nodes(t) for t in NODE_TYPES}
         metadata = stage.try_publish(lambda prep, done: _metadata(
             cfg, seed, inputs, n, num_nodes, prep, done, started))
+        if metadata is None and local:          # the last worker to finish published it
+            metadata = json.loads((out / "metadata.json").read_text())
     except BaseException:
-        if n == 1:
+        workers.stop(procs)
+        if n == 1 or local:
             stage.discard()                      # a plain run leaves nothing half-written
         raise
     if metadata is None:

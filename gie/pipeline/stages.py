@@ -14,12 +14,10 @@ quality floor.
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import logging
 import shlex
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from gie.errors import (
     QualityFloorError,
 )
 from gie.layout import WorkLayout, dated, dates_under
+from gie.procs import PREEXEC
 from gie.publish import is_published, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -153,19 +152,11 @@ def expand_command(template: list[str], values: dict[str, str]) -> list[str]:
     return out
 
 
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGKILL if the nightly process dies (even by kill -9)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def run_command(stage: str, cmd: list[str], out: Path, timeout_s: float | None) -> dict:
     log.info("stage %s: running %s", stage, shlex.join(cmd))
     try:
         rc = subprocess.run(cmd, cwd=CLI.parent, timeout=timeout_s,
-                            preexec_fn=_die_with_parent if sys.platform == "linux" else None
+                            preexec_fn=PREEXEC
                             ).returncode
     except FileNotFoundError as e:
         raise BadInputError(f"{stage} command not found: {cmd[0]} ({e})") from e
