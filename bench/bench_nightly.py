@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from bench.measure import measure  # noqa: E402
 from gie.evaluate.report import lookup  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = {"100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}
+SIZES = {"100k": 100_000, "1M": 1_000_000, "3M": 3_000_000, "10M": 10_000_000}
 DAYS, START = 15, "2025-05-01"
 
 
@@ -42,12 +43,16 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--nights", type=int, default=3,
                     help="nights in the work folder at the measured one (1 = a first night)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    metavar="SECTION.KEY=VALUE", help="config override for every stage "
+                    "(repeatable), e.g. expand.workers=2")
     ap.add_argument("--reuse", action="store_true",
                     help="keep the figures and outputs of stages an interrupted run finished "
                          "(bench/out/stage-<size>-n<nights>-<stage>.json); marked in the table")
     args = ap.parse_args()
     out = Path(args.out)
     py = [sys.executable, str(ROOT / "cli.py")]
+    sets = [a for o in args.overrides for a in ("--set", o)]
     last = dt.date.fromisoformat(START) + dt.timedelta(days=DAYS - 2)
     dates = [(last - dt.timedelta(days=k)).isoformat() for k in range(args.nights)][::-1]
     date = dates[-1]
@@ -67,14 +72,14 @@ def main() -> int:
                 "--prev-embeddings", str(work / "model" / f"dt={x}" / "embeddings"))]
             return {
                 "build": py + ["build-graph", "--raw", str(raw), "--out", str(work / "graph"),
-                               "--date", d],
+                               "--date", d] + sets,
                 "train": py + ["train-gie", "--graph", str(graph), "--out", str(model),
-                               "--epochs", str(args.epochs)] + warm,
+                               "--epochs", str(args.epochs)] + warm + sets,
                 "expand": py + ["expand", "--graph", str(graph), "--embeddings",
                                 str(model / "embeddings"), "--out",
-                                str(work / "bundle" / f"dt={d}")] + prev,
+                                str(work / "bundle" / f"dt={d}")] + prev + sets,
                 "evaluate": py + ["evaluate", "--raw", str(raw), "--work", str(work),
-                                  "--date", d],
+                                  "--date", d] + sets,
             }
 
         if not (raw / "manifest.json").exists():
@@ -112,8 +117,16 @@ def main() -> int:
         results.append(row)
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "nightly.json").write_text(json.dumps(results, indent=2))
-    write_markdown(results, args.sizes, args.epochs, args.nights)
+    kept = json.loads((out / "nightly.json").read_text()) if (out / "nightly.json").exists() else []
+    for r in results:
+        r.update(epochs=args.epochs, overrides=args.overrides, commit=git_commit(),
+                 measured=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    same = {(r["size"], r["nights"], tuple(r["overrides"])) for r in results}
+    kept = [r for r in kept if (r["size"], r.get("nights", 1), tuple(r.get("overrides", [])))
+            not in same] + results
+    kept.sort(key=lambda r: (SIZES[r["size"]], r.get("nights", 1)))
+    (out / "nightly.json").write_text(json.dumps(kept, indent=2))
+    write_markdown(kept)
     return 0
 
 
@@ -134,31 +147,49 @@ def quality(report: Path) -> dict:
     return {title: lookup(metrics, key) for key, title in QUALITY.items()}
 
 
-def write_markdown(results: list[dict], sizes: str, epochs: int, nights: int) -> None:
-    lines = ["# Nightly chain: stage wall time and peak memory", "",
-             f"Machine: {os.cpu_count()} cores, {platform.platform()}. "
-             f"Command: `.venv/bin/python bench/bench_nightly.py --sizes {sizes} --epochs {epochs} "
-             f"--nights {nights}` (training runs {epochs} epochs; every other setting is the "
-             f"default). The measured night is night {nights} of the work folder"
-             f"{': it keeps the id map of the night before, warm-starts from its model and learns the fused ranking from the nights before' if nights > 1 else ' (a first night: fixed fusion weights, cold start)'}. "
-             "Each stage is its own CLI command; peak RSS is summed over its process tree (Spark "
-             "JVM included).",
-             "",
-             "| size | users | streamers | stage | wall (s) | CPU (s) | peak RSS (MB) | load at start |",
+def git_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _run_name(r: dict) -> str:
+    night = "first night" if r.get("nights", 1) == 1 else f"night {r['nights']}"
+    sets = ", ".join(r.get("overrides", []))
+    return f"{r['size']}, {night}" + (f", {sets}" if sets else "")
+
+
+def write_markdown(results: list[dict]) -> None:
+    """Every run kept in bench/out/nightly.json, one row per stage."""
+    lines = ["# Nightly chain: wall time, CPU time and peak memory per stage", "",
+             f"Machine: {os.cpu_count()} cores, {platform.platform()}. Command: `.venv/bin/python "
+             "bench/bench_nightly.py --sizes SIZE --epochs E --nights N [--set K=V]` (training "
+             "runs E epochs; every setting not named is the default). Night N of a work folder "
+             "is measured after the N-1 nights before it were built and trained: it keeps their "
+             "id map, warm-starts from the previous model and learns the fused ranking from "
+             "them, as `cli.py nightly` does; a first night uses fixed fusion weights and a cold "
+             "start. Each stage is its own CLI command; CPU time and peak RSS cover its process "
+             "tree (Spark JVM included); the load average at each stage's start shows whether "
+             "the machine was idle.", "",
+             "| run | users | streamers | stage | wall (s) | CPU (s) | peak RSS (MB) | load at start |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         for st, v in r["stages"].items():
-            lines.append(f"| {r['size']} | {r['users']} | {r['streamers']} | {st} | "
+            lines.append(f"| {_run_name(r)} | {r['users']:,} | {r['streamers']:,} | {st} | "
                          f"{v['wall_s']}{' (earlier run)' if v.get('reused') else ''} | "
-                         f"{v.get('cpu_s', '')} | {v['peak_rss_mb']} | "
+                         f"{v.get('cpu_s', '')} | {v['peak_rss_mb']:,} | "
                          f"{v.get('load_avg_1m_at_start', '')} |")
+        total = sum(v["wall_s"] for st, v in r["stages"].items() if st != "generate")
+        lines.append(f"| {_run_name(r)} | | | **night (build to evaluate)** | **{total:.0f}** "
+                     f"| | | |")
     lines += ["", "Quality of the same runs (`evaluate`, next-day gifts):", "",
-              "| size | " + " | ".join(QUALITY.values()) + " |",
+              "| run | " + " | ".join(QUALITY.values()) + " |",
               "|---|" + "---|" * len(QUALITY)]
     for r in results:
         cells = [f"{v:.3f}" if isinstance(v, float) else "n/a"
                  for v in (r.get("quality", {}).get(t) for t in QUALITY.values())]
-        lines.append(f"| {r['size']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_run_name(r)} | " + " | ".join(cells) + " |")
+    lines += ["", "Code measured: " + "; ".join(
+        f"{_run_name(r)}: {r.get('commit', '?')} ({r.get('measured', '?')})" for r in results) + "."]
     (ROOT / "docs" / "benchmarks").mkdir(parents=True, exist_ok=True)
     (ROOT / "docs" / "benchmarks" / "nightly.md").write_text("\n".join(lines) + "\n")
 

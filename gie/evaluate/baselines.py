@@ -76,7 +76,11 @@ def _gift_counts(graph: GraphData, end: str) -> ScoreFn:
     counts = np.bincount(ids, weights=gift.data["count"], minlength=graph.num_nodes(
         "streamer" if end == "dst" else "user")).astype(np.float64)
     counts[counts == 0] = -np.inf
-    return lambda sources: np.broadcast_to(counts, (len(sources), len(counts))).copy()
+
+    def score(sources: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(counts, (len(sources), len(counts))).copy()
+    score.same_for_all = counts          # ranked once for every source (top_k_lists_each)
+    return score
 
 
 def popularity_scores(graph: GraphData) -> ScoreFn:
@@ -84,10 +88,14 @@ def popularity_scores(graph: GraphData) -> ScoreFn:
 
 
 def _sparse_scores(m: sp.csr_matrix) -> ScoreFn:
+    m = m.tocsr()
+    m.sort_indices()
+
     def score(users: np.ndarray) -> np.ndarray:
         dense = m[users].toarray()
         dense[dense <= 0] = -np.inf
         return dense
+    score.sparse_rows = m                # ranked from the stored entries (top_k_lists_each)
     return score
 
 
@@ -137,16 +145,54 @@ def top_k_lists(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int,
     return top_k_lists_each(score, users, k, n_streamers, [exclude], batch_cells)[0]
 
 
+def _row_entries(m: sp.csr_matrix, r: int) -> np.ndarray:
+    """Columns of row r's non-zero entries."""
+    lo, hi = m.indptr[r], m.indptr[r + 1]
+    return m.indices[lo:hi][m.data[lo:hi] != 0]
+
+
 def top_k_lists_each(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int,
                      excludes: list[sp.csr_matrix | None],
                      batch_cells: int = 1 << 24) -> list[list[np.ndarray]]:
     """`top_k_lists` once per entry of `excludes`, scoring each batch of sources once (e.g. a
     ranking with its history and without it: cutting the history from a ranking deep enough
-    to hold it would need the longest history's depth for every source)."""
+    to hold it would need the longest history's depth for every source).
+
+    Two scorers skip the dense score rows (same lists, far less work at 1M users): one with
+    the same scores for every source (`score.same_for_all`) is ranked once; one from a sparse
+    matrix (`score.sparse_rows`: entries > 0 are candidates) is ranked from each row's
+    stored entries."""
+    excludes = [None if e is None else sp.csr_matrix(e) for e in excludes]
     out: list[list[np.ndarray]] = [[np.empty(0, np.int64)] * len(users) for _ in excludes]
     known = np.flatnonzero(users >= 0)
-    batch = max(1, batch_cells // max(n_streamers, 1))
     kk = min(k, n_streamers)
+    shared = getattr(score, "same_for_all", None)
+    rows = getattr(score, "sparse_rows", None)
+    if shared is not None:
+        cand = np.flatnonzero(np.isfinite(shared))
+        order = cand[np.lexsort((cand, -shared[cand]))]
+        for lists, exclude in zip(out, excludes):
+            for i in known:
+                if exclude is None:
+                    lists[i] = order[:kk]
+                else:
+                    banned = _row_entries(exclude, users[i])
+                    head = order[:kk + len(banned)]
+                    lists[i] = head[~np.isin(head, banned)][:kk]
+        return out
+    if rows is not None:
+        for i in known:
+            lo, hi = rows.indptr[users[i]], rows.indptr[users[i] + 1]
+            idx, val = rows.indices[lo:hi], rows.data[lo:hi]
+            idx, val = idx[val > 0], val[val > 0]
+            for lists, exclude in zip(out, excludes):
+                c, v = idx, val
+                if exclude is not None:
+                    keep = ~np.isin(c, _row_entries(exclude, users[i]))
+                    c, v = c[keep], v[keep]
+                lists[i] = c[np.lexsort((c, -v))][:kk].astype(np.int64)
+        return out
+    batch = max(1, batch_cells // max(n_streamers, 1))
     for start in range(0, len(known), batch):
         idx = known[start:start + batch]
         scores = score(users[idx])
