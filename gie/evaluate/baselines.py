@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from gie.progress import progress
 from graphbuild.dataset import GraphData
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -193,21 +194,22 @@ def top_k_lists_each(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int
                 lists[i] = c[np.lexsort((c, -v))][:kk].astype(np.int64)
         return out
     batch = max(1, batch_cells // max(n_streamers, 1))
-    for start in range(0, len(known), batch):
+    for start in progress(range(0, len(known), batch), desc="ranking", unit="batch",
+                          mininterval=30, leave=False):
         idx = known[start:start + batch]
-        scores = score(users[idx])
-        for lists, exclude in zip(out, excludes):
-            row_scores = scores
-            if exclude is not None:
-                row_scores = scores.copy()
-                row_scores[exclude[users[idx]].toarray() != 0] = -np.inf
-            # The k-th best score of each row; of the targets tied with it, the lowest ids.
-            kth = np.partition(row_scores, n_streamers - kk, axis=1)[:, n_streamers - kk]
-            for row, t, i in zip(row_scores, kth, idx):
-                if not np.isfinite(t):
-                    c = np.flatnonzero(np.isfinite(row))
-                else:
-                    above = np.flatnonzero(row > t)
-                    c = np.concatenate([above, np.flatnonzero(row == t)[:kk - len(above)]])
-                lists[i] = c[np.lexsort((c, -row[c]))].astype(np.int64)
+        for row, i in zip(score(users[idx]), idx):
+            # One selection serves every exclusion: the best kk + (most excluded) targets,
+            # those tied with the last of them by lowest id, then ordered (score desc, id asc).
+            banned = [None if e is None else _row_entries(e, users[i]) for e in excludes]
+            need = min(kk + max((len(b) for b in banned if b is not None), default=0),
+                       n_streamers)
+            t = np.partition(row, n_streamers - need)[n_streamers - need]
+            if not np.isfinite(t):
+                c = np.flatnonzero(np.isfinite(row))
+            else:
+                above = np.flatnonzero(row > t)
+                c = np.concatenate([above, np.flatnonzero(row == t)[:need - len(above)]])
+            c = c[np.lexsort((c, -row[c]))].astype(np.int64)
+            for lists, b in zip(out, banned):
+                lists[i] = c[:kk] if b is None else c[~np.isin(c, b)][:kk]
     return out
