@@ -14,7 +14,7 @@ from cli import main
 from gie.errors import BadInputError
 from gie.evaluate.config import DownstreamConfig, EvalConfig
 from gie.evaluate.rawdata import day_start_ms
-from gie.evaluate.run import evaluate, read_expansions
+from gie.evaluate.run import evaluate, read_expansions, sample_sources
 from gie.layout import WorkLayout
 from graphbuild.schema import expansion_schema
 from tests.evaluate_fixtures import DATE, make_work
@@ -121,3 +121,19 @@ def test_missing_next_day_and_bad_expansions_are_bad_input(tmp_path):
     with pytest.raises(BadInputError, match=r"unknown metapath\(s\) \['U-X-S'\] for users"):
         read_expansions(bundle)
     assert not WorkLayout(work).report(DATE).exists()
+
+
+def test_a_sample_of_sources_is_seeded_and_evaluated(evaluated, tmp_path):
+    labels = {u: {u + 1} for u in range(100)}
+    a, b = sample_sources(labels, 30, seed=3), sample_sources(labels, 30, seed=3)
+    assert a == b and len(a) == 30 and list(a) == sorted(a) and set(a) <= set(labels)
+    assert sample_sources(labels, 100, seed=3) is labels
+    raw, work, full = evaluated
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    shutil.rmtree(WorkLayout(copy).report(DATE))
+    m = evaluate(raw, copy, DATE, NO_DS.model_copy(update={"max_sources": 7}), seed=0)
+    assert m["counts"]["evaluated_users"] == 7
+    assert m["counts"]["users_sampled_from"] == full["counts"]["evaluated_users"]
+    assert m["counts"]["evaluated_streamers"] == 7
+    assert m["link_prediction"]["all"]["edges"] == full["link_prediction"]["all"]["edges"]

@@ -34,6 +34,10 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ks: list[int] = Field(default_factory=lambda: [10, 50, 100])
+    max_sources: int = Field(10_000, ge=1, description="users (and streamers) scored at most "
+                             "per side, a seeded uniform sample of those with next-day gifts: "
+                             "retrieval metrics are means over sources; link prediction uses "
+                             "every next-day gift")
     regression_tolerance: float = Field(0.1, ge=0, description="relative drop that is flagged")
     new_streamer_days: int = Field(3, ge=1, description="'new streamer' = first seen within "
                                    "this many days before the end of D")

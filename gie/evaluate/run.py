@@ -181,6 +181,16 @@ def _streamer_labels(labels: dict[int, set[int]]) -> dict[int, set[int]]:
     return out
 
 
+def sample_sources(labels: dict[int, set[int]], cap: int, seed: int) -> dict[int, set[int]]:
+    """At most `cap` of the labelled sources (a seeded uniform sample, ids in order): the
+    metrics are means over sources, so a sample bounds the cost at any scale."""
+    if len(labels) <= cap:
+        return labels
+    keys = np.array(sorted(labels), np.int64)
+    picked = np.sort(np.random.default_rng(seed).choice(len(keys), cap, replace=False))
+    return {int(u): labels[int(u)] for u in keys[picked]}
+
+
 def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed: int = 0) -> dict:
     """Evaluate the bundle of `date`; publish and return the report's metrics."""
     parse_date(date)
@@ -195,7 +205,9 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
 
     t = time.time()
     graph = load_graph(layout.graph(date), edge_types=("gift",))
-    labels, counts = next_day_labels(str(raw), date, graph)
+    all_labels, counts = next_day_labels(str(raw), date, graph)
+    labels = sample_sources(all_labels, cfg.max_sources, seed)
+    counts.update(evaluated_users=len(labels), users_sampled_from=len(all_labels))
     expansions = read_expansions(bundle, sources=set(labels))
     if MERGED not in expansions:
         raise BadInputError(f"expansions in {bundle} have no {MERGED!r} sequences for the "
@@ -223,7 +235,8 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
         "popularity": bl.popularity_scores(graph), "history": bl.history_scores(weights),
         "swing": bl.swing_scores(weights, swing),
         "emb_knn": bl.embedding_scores(user_emb, streamer_emb)}, weights, new, cfg)
-    streamer_labels = _streamer_labels(labels)
+    every_streamer = _streamer_labels(all_labels)
+    streamer_labels = sample_sources(every_streamer, cfg.max_sources, seed)
     streamer_expansions = read_expansions(bundle, "streamer", set(streamer_labels)) \
         if (bundle / "expansions" / "streamer").is_dir() else {}
     streamers = _side(graph, streamer_expansions, streamer_labels, "streamer", {
@@ -236,7 +249,7 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
     t = time.time()
     k = 50 if 50 in cfg.ks else max(cfg.ks)
     oracle = explore_ceiling(raw, date, labels, users["history"], k)
-    lp = _link_prediction(graph, labels, user_emb, streamer_emb, cfg.lp_negatives, seed)
+    lp = _link_prediction(graph, all_labels, user_emb, streamer_emb, cfg.lp_negatives, seed)
     timings["oracle_and_link_prediction"] = time.time() - t
 
     t = time.time()
@@ -262,7 +275,8 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
         "inputs": {"graph": str(layout.graph(date)), "bundle": str(bundle), "raw": str(raw)},
         "counts": {**counts, "new_streamers": len(new),
                    "users_with_history": sum(bool(h) for h in users["history"].values()),
-                   "evaluated_streamers": len(streamers["history"])},
+                   "evaluated_streamers": len(streamers["history"]),
+                   "streamers_sampled_from": len(every_streamer)},
         "methods": users["methods"], "retrieval": users["retrieval"],
         "streamer_methods": streamers["methods"], "streamer_retrieval": streamers["retrieval"],
         "oracle": oracle, "fusion": fusion_summary(bundle_meta.get("fusion")),
