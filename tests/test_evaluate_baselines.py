@@ -111,26 +111,32 @@ def test_ranking_without_history_equals_a_deep_ranking_with_history_cut():
     assert explore[2].size == 0                              # unknown source
 
 
-@pytest.mark.parametrize("kind", ["sparse", "same_for_all"])
+@pytest.mark.parametrize("kind", ["sparse", "same_for_all", "columns"])
 def test_shortcut_rankings_equal_the_dense_ranking(kind):
-    """Sparse and shared scorers skip the dense rows; their lists are the dense path's, ties
-    (integer scores) and exclusions included."""
+    """Sparse, shared and column-restricted scorers skip (part of) the dense rows; their lists
+    are the dense path's, ties (integer scores) and exclusions included."""
     rng = np.random.default_rng(11)
-    m = sp.csr_matrix(rng.integers(0, 4, size=(30, 25)) * (rng.random((30, 25)) < 0.5), dtype=float)
+    dense_m = rng.integers(0, 4, size=(30, 25)) * (rng.random((30, 25)) < 0.5)
+    dense_m[[2, 9]] = 0                            # users without gifts: no user_cf column
+    m = sp.csr_matrix(dense_m, dtype=float)
     if kind == "sparse":
         fast = bl.history_scores(m)
+    elif kind == "columns":                        # streamers (25) x users (30)
+        fast = bl.user_cf_scores(m)
+        m = sp.csr_matrix(m.T)
     else:
         src, dst = np.nonzero(m.toarray())
         fast = bl.popularity_scores(toy_graph(src, dst, np.ones(len(src)),
                                               rng.integers(1, 3, len(src)), 30, 25))
     dense = lambda sources: fast(sources)            # noqa: E731  (no shortcut attribute)
-    history = sp.csr_matrix(rng.random((30, 25)) < 0.3)
-    sources = np.array([4, -1, 0, 29, 7, 7])
+    n_sources, n_targets = m.shape
+    history = sp.csr_matrix(rng.random((n_sources, n_targets)) < 0.3)
+    sources = np.array([4, -1, 0, n_sources - 1, 7, 7])
     for k in (3, 10, 25):
         assert [[a.tolist() for a in lists] for lists in
-                bl.top_k_lists_each(fast, sources, k, 25, [None, history])] == \
+                bl.top_k_lists_each(fast, sources, k, n_targets, [None, history])] == \
             [[a.tolist() for a in lists] for lists in
-             bl.top_k_lists_each(dense, sources, k, 25, [None, history], batch_cells=50)]
+             bl.top_k_lists_each(dense, sources, k, n_targets, [None, history], batch_cells=50)]
 
 
 # ------------------------------------------------------------------------------------------

@@ -125,16 +125,25 @@ def user_cf_scores(weights: sp.csr_matrix) -> ScoreFn:
     norms = np.sqrt(np.asarray(binary.sum(axis=1)).ravel())
     unit = (sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ binary).tocsr()  # users x streamers
     by_streamer = weights.T.tocsr()                                             # streamers x users
+    gifters = np.flatnonzero(norms > 0)      # every other user scores 0: not a candidate
+    unit_g, by_streamer_g = unit[gifters], by_streamer[:, gifters].tocsr()
 
-    def score(streamers: np.ndarray) -> np.ndarray:
-        rows = by_streamer[streamers]
+    def compact(streamers: np.ndarray) -> np.ndarray:
+        """Scores over the gifters only (columns `gifters`)."""
+        rows = by_streamer_g[streamers]
         # Dense streamer profiles times the sparse unit matrix: a popular streamer's gifters
         # reach most users, and a sparse x sparse product of that many entries is far slower.
-        profile = (rows @ unit).toarray()                                   # batch x streamers
+        profile = (rows @ unit_g).toarray()                                 # batch x streamers
         # The v = u term is w(u, s) * cos(u, u) = w(u, s): removed.
-        dense = np.ascontiguousarray((unit @ profile.T).T) - rows.toarray()
+        dense = np.ascontiguousarray((unit_g @ profile.T).T) - rows.toarray()
         dense[dense <= 1e-9] = -np.inf
         return dense
+
+    def score(streamers: np.ndarray) -> np.ndarray:
+        dense = np.full((len(streamers), weights.shape[0]), -np.inf)
+        dense[:, gifters] = compact(streamers)
+        return dense
+    score.columns = (gifters, compact)       # ranked over the gifters only (top_k_lists_each)
     return score
 
 
@@ -193,6 +202,12 @@ def top_k_lists_each(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int
                     c, v = c[keep], v[keep]
                 lists[i] = c[np.lexsort((c, -v))][:kk].astype(np.int64)
         return out
+    columns, compact = getattr(score, "columns", (None, None))
+    if columns is not None:                  # scores outside `columns` are not candidates
+        score, n_streamers = compact, len(columns)
+    kk = min(kk, n_streamers)
+    if kk == 0:
+        return out
     batch = max(1, batch_cells // max(n_streamers, 1))
     for start in progress(range(0, len(known), batch), desc="ranking", unit="batch",
                           mininterval=30, leave=False):
@@ -210,6 +225,8 @@ def top_k_lists_each(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int
                 above = np.flatnonzero(row > t)
                 c = np.concatenate([above, np.flatnonzero(row == t)[:need - len(above)]])
             c = c[np.lexsort((c, -row[c]))].astype(np.int64)
+            if columns is not None:
+                c = columns[c]                   # ascending: the id order of ties is kept
             for lists, b in zip(out, banned):
                 lists[i] = c[:kk] if b is None else c[~np.isin(c, b)][:kk]
     return out
