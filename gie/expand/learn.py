@@ -37,18 +37,29 @@ def label_pairs(prev: GraphData, today: GraphData) -> tuple[np.ndarray, np.ndarr
     return u[known], s[known]
 
 
-def training_sets(view: View, cfg: ExpandConfig, users: np.ndarray, streamers: np.ndarray,
-                  seed: int) -> dict[str, dict[str, TrainingSet]]:
-    """Per node type, the candidates of every label node (at most `max_groups`, sampled)."""
+def label_groups(users: np.ndarray, streamers: np.ndarray, cfg: ExpandConfig, seed: int
+                 ) -> dict[str, np.ndarray]:
+    """Per node type, the label nodes learned from: at most `max_groups`, a seeded sample."""
     out = {}
-    for ntype in NODE_TYPES:
-        src, tgt = (users, streamers) if ntype == "user" else (streamers, users)
-        n_tgt = view.graph.num_nodes(OTHER[ntype])
-        label_keys = np.unique(src * n_tgt + tgt)
+    for ntype, src in (("user", users), ("streamer", streamers)):
         groups = np.unique(src)
         if len(groups) > cfg.fusion.learn.max_groups:
             rng = np.random.default_rng(seed)
             groups = np.sort(rng.choice(groups, cfg.fusion.learn.max_groups, replace=False))
+        out[ntype] = groups
+    return out
+
+
+def training_sets(view: View, cfg: ExpandConfig, users: np.ndarray, streamers: np.ndarray,
+                  seed: int) -> dict[str, dict[str, TrainingSet]]:
+    """Per node type, the candidates of every label node (at most `max_groups`, sampled)."""
+    out = {}
+    sampled_groups = label_groups(users, streamers, cfg, seed)
+    for ntype in NODE_TYPES:
+        src, tgt = (users, streamers) if ntype == "user" else (streamers, users)
+        n_tgt = view.graph.num_nodes(OTHER[ntype])
+        label_keys = np.unique(src * n_tgt + tgt)
+        groups = sampled_groups[ntype]
         parts: dict[str, list] = {MERGED: [], EXPLORE: []}
         for lo in range(0, len(groups), cfg.batch_size):
             rows = groups[lo:lo + cfg.batch_size]

@@ -30,10 +30,10 @@ from gie.expand.bundle import (
 from gie.expand.config import ExpandConfig
 from gie.expand.features import GraphFeatures
 from gie.expand.fusion import Fusion, View, fixed_fusion, fuse, pooled_table
-from gie.expand.learn import fit_fusion, label_pairs, training_sets
+from gie.expand.learn import fit_fusion, label_groups, label_pairs, training_sets
 from gie.expand.sources import (
     OTHER, Relations, enabled_sources, knn_relation, published_sequences,
-    source_candidates,
+    similar_rows_read, source_candidates,
 )
 from gie.progress import progress
 from gie.publish import write_json_atomic
@@ -62,9 +62,10 @@ def _load_inputs(graph: Path, embeddings: Path) -> tuple[GraphData, dict]:
     return data, emb
 
 
-def _neighbours(data: GraphData, emb: dict, cfg: ExpandConfig, seed: int, timings: dict
-                ) -> tuple[dict, dict]:
-    """Faiss index of each node type, and every node's kNN among its own type."""
+def _neighbours(data: GraphData, emb: dict, cfg: ExpandConfig, seed: int, timings: dict,
+                only: dict[str, np.ndarray | None] | None = None) -> tuple[dict, dict]:
+    """Faiss index of each node type, and every node's kNN among its own type; with `only`
+    (node ids per type, None = all), the kNN of those nodes alone (other rows: no neighbour)."""
     indexes, knn = {}, {}
     for t in NODE_TYPES:
         t0 = time.perf_counter()
@@ -72,11 +73,18 @@ def _neighbours(data: GraphData, emb: dict, cfg: ExpandConfig, seed: int, timing
         indexes[t] = ix.build_index(vectors, cfg.index, cfg.recall_floor, seed, name=t)
         t1 = time.perf_counter()
         k = min(cfg.knn_k + 1, data.num_nodes(t))
-        knn[t] = ix.search(indexes[t].index, vectors, k, desc=f"kNN {t}")
+        rows = (only or {}).get(t)
+        if rows is None:
+            knn[t] = ix.search(indexes[t].index, vectors, k, desc=f"kNN {t}")
+        else:
+            sims, ids = np.zeros((len(vectors), k), np.float32), np.full((len(vectors), k), -1)
+            sims[rows], ids[rows] = ix.search(indexes[t].index, vectors[rows], k,
+                                              desc=f"kNN {t}")
+            knn[t] = (sims, ids)
         timings[f"index_{t}"] = round(t1 - t0, 3)
         timings[f"knn_{t}"] = round(time.perf_counter() - t1, 3)
-        log.info("kNN of %d %ss (k=%d) in %.1fs", data.num_nodes(t), t, k - 1,
-                 time.perf_counter() - t1)
+        log.info("kNN of %d %ss (k=%d) in %.1fs", data.num_nodes(t) if rows is None else
+                 len(rows), t, k - 1, time.perf_counter() - t1)
     return indexes, knn
 
 
@@ -132,10 +140,15 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
             break
         log.info("fused ranking: learning from %s against the gifts of the %g day(s) after it",
                  graph, gap)
-        built, knn = _neighbours(prev, prev_emb, cfg, seed, {})
-        view = _view(prev, prev_emb, {t: b.index for t, b in built.items()}, knn, cfg)
         users, streamers = label_pairs(prev, later)
-        nights.append(training_sets(view, cfg, users, streamers, seed + len(nights)))
+        night_seed = seed + len(nights)
+        # Only the kNN rows the label nodes' walks read (tested equal to the full table).
+        bare = Relations(prev, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days)
+        read = similar_rows_read(bare, cfg, label_groups(users, streamers, cfg, night_seed))
+        built, knn = _neighbours(prev, prev_emb, cfg, seed, {},
+                                 only={t: read[KNN_STEP[t]] for t in NODE_TYPES})
+        view = _view(prev, prev_emb, {t: b.index for t, b in built.items()}, knn, cfg)
+        nights.append(training_sets(view, cfg, users, streamers, night_seed))
         used.append({"graph": str(graph), "date": prev.metadata.get("date"),
                      "labels_from_ms": int(prev.metadata["window"]["end_ms"]),
                      "labels_to_ms": int(later.metadata["window"]["end_ms"]),

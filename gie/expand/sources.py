@@ -186,6 +186,31 @@ def _cross_knn(rels: Relations, cfg: ExpandConfig, ntype: str, rows: np.ndarray,
                        rows[owner[keep]], order)
 
 
+def similar_rows_read(rels: Relations, cfg: ExpandConfig, groups: dict[str, np.ndarray]
+                      ) -> dict[str, np.ndarray | None]:
+    """Rows of each kNN similar-node step (UU, SS) that the walk sources of `groups` (source
+    node ids per type) read; None when every row may be read. A night learned from needs
+    only these rows of its kNN table, not a search of every node."""
+    need: dict[str, list | None] = {step: [] for step in SIMILAR_EDGES}
+    for ntype, rows in groups.items():
+        for name in enabled_sources(cfg, ntype):
+            mcfg = cfg.metapaths[name]
+            if name in CROSS_KNN or name in GRAPH_HOP_ONLY or mcfg.hop == "graph":
+                continue
+            steps = STEPS[name]
+            if steps[0] in SIMILAR_EDGES and need[steps[0]] is not None:
+                need[steps[0]].append(rows)
+            if len(steps) > 1 and steps[1] in SIMILAR_EDGES:
+                if steps[0] in SIMILAR_EDGES:             # reached through kNN rows itself
+                    need[steps[1]] = None
+                elif need[steps[1]] is not None:
+                    _, cols, _ = R.gather(rels.truncated(steps[0], mcfg.hop, mcfg.fanout[0]),
+                                          rows)
+                    need[steps[1]].append(cols)
+    return {step: None if rows is None else np.unique(np.concatenate(rows or [np.zeros(0, int)]))
+            for step, rows in need.items()}
+
+
 def source_candidates(rels: Relations, cfg: ExpandConfig, ntype: str, rows: np.ndarray
                       ) -> dict[str, R.Candidates]:
     """Every enabled source's candidates for source node ids `rows`, unsorted and uncapped.

@@ -1,0 +1,48 @@
+"""The nightly fit's training sets: a night learned from searches only the kNN rows its label
+nodes' walks read, and gets the same training sets as with every node's kNN (up to the last
+bits of a similarity)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gie.expand.config import ExpandConfig, MetapathConfig
+from gie.expand.learn import label_groups, training_sets
+from gie.expand.run import KNN_STEP, _load_inputs, _neighbours, _view
+from gie.expand.sources import Relations, similar_rows_read
+from graphbuild.schema import EXPLORE, MERGED, NODE_TYPES
+from tests.expand_helpers import make_inputs
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return make_inputs(tmp_path_factory.mktemp("learn"))
+
+
+def test_training_sets_need_only_the_knn_rows_their_walks_read(inputs):
+    graph, emb_dir, _ = inputs
+    data, emb = _load_inputs(graph, emb_dir)
+    cfg = ExpandConfig(batch_size=16)
+    for name in cfg.metapaths:                    # narrow hops: truncation decides the rows
+        cfg.metapaths[name] = MetapathConfig(fanout=(3, 4))
+    cfg.fusion.learn.max_groups = 25              # sampled label nodes
+    rng = np.random.default_rng(4)
+    users = rng.integers(0, data.num_nodes("user"), 300)
+    streamers = rng.integers(0, data.num_nodes("streamer"), 300)
+
+    read = similar_rows_read(Relations(data, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days),
+                             cfg, label_groups(users, streamers, cfg, seed=7))
+    assert 0 < len(read["UU"]) < data.num_nodes("user")
+    sets = []
+    for only in (None, {t: read[KNN_STEP[t]] for t in NODE_TYPES}):
+        built, knn = _neighbours(data, emb, cfg, 0, {}, only=only)
+        view = _view(data, emb, {t: b.index for t, b in built.items()}, knn, cfg)
+        sets.append(training_sets(view, cfg, users, streamers, seed=7))
+    for t in NODE_TYPES:
+        for kind in (MERGED, EXPLORE):
+            full, part = sets[0][t][kind], sets[1][t][kind]
+            assert len(full.y) > 0 and full.y.sum() > 0
+            # Faiss scores a query batch with BLAS: another batch can move the last bits.
+            np.testing.assert_allclose(full.X, part.X, rtol=1e-6, equal_nan=True)
+            np.testing.assert_array_equal(full.y, part.y)
+            np.testing.assert_array_equal(full.group, part.group)
