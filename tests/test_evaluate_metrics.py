@@ -89,3 +89,12 @@ def test_to_node_ids_maps_through_the_id_map():
     raw_ids = np.array([1005, 1001, 1003])
     assert to_node_ids(raw_ids, np.array([1003, 1001, 9, 1005])).tolist() == [2, 1, -1, 0]
     assert to_node_ids(np.array([], np.int64), np.array([1])).tolist() == [-1]
+
+
+def test_oracle_top_n_is_a_stable_sort_cut():
+    from gie.evaluate.oracle import _best
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        score = rng.integers(0, 5, rng.integers(1, 40)).astype(float)   # many ties
+        n = int(rng.integers(0, 45))
+        assert _best(score, n).tolist() == np.argsort(-score, kind="stable")[:n].tolist()

@@ -111,7 +111,7 @@ def swing_scores(weights: sp.csr_matrix, similarity: sp.csr_matrix) -> ScoreFn:
 
 
 def embedding_scores(source_emb: np.ndarray, target_emb: np.ndarray) -> ScoreFn:
-    return lambda sources: (source_emb[sources] @ target_emb.T).astype(np.float64)
+    return lambda sources: source_emb[sources] @ target_emb.T          # float32, as stored
 
 
 def active_gifter_scores(graph: GraphData) -> ScoreFn:
