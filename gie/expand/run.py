@@ -88,8 +88,10 @@ def _neighbours(data: GraphData, emb: dict, cfg: ExpandConfig, seed: int, timing
     return indexes, knn
 
 
-def _view(data: GraphData, emb: dict, indexes: dict, knn: dict, cfg: ExpandConfig) -> View:
-    """Relations, cross-type searches and features of one graph."""
+def _view(data: GraphData, emb: dict, indexes: dict, knn: dict, cfg: ExpandConfig,
+          bare: Relations | None = None) -> View:
+    """Relations, cross-type searches and features of one graph; `bare`: its relations
+    built already without kNN and cross searches (they are added to it)."""
     vectors = {t: ix.normalise(emb[t]) for t in NODE_TYPES}
 
     def cross(ntype: str):
@@ -97,8 +99,9 @@ def _view(data: GraphData, emb: dict, indexes: dict, knn: dict, cfg: ExpandConfi
         return lambda rows, k: ix.search_exact_scores(indexes[other], vectors[other],
                                                       vectors[ntype][rows], k)
 
-    rels = Relations(data, {KNN_STEP[t]: knn_relation(*knn[t], cfg.knn_k) for t in NODE_TYPES},
-                     cfg.graph_weight, {t: cross(t) for t in NODE_TYPES}, cfg.fusion.fresh_days)
+    rels = bare or Relations(data, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days)
+    rels.knn = {KNN_STEP[t]: knn_relation(*knn[t], cfg.knn_k) for t in NODE_TYPES}
+    rels.cross = {t: cross(t) for t in NODE_TYPES}
     return View(rels, GraphFeatures.of(data, emb))
 
 
@@ -147,7 +150,7 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
         read = similar_rows_read(bare, cfg, label_groups(users, streamers, cfg, night_seed))
         built, knn = _neighbours(prev, prev_emb, cfg, seed, {},
                                  only={t: read[KNN_STEP[t]] for t in NODE_TYPES})
-        view = _view(prev, prev_emb, {t: b.index for t, b in built.items()}, knn, cfg)
+        view = _view(prev, prev_emb, {t: b.index for t, b in built.items()}, knn, cfg, bare)
         nights.append(training_sets(view, cfg, users, streamers, night_seed))
         used.append({"graph": str(graph), "date": prev.metadata.get("date"),
                      "labels_from_ms": int(prev.metadata["window"]["end_ms"]),
