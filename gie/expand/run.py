@@ -330,6 +330,7 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
             stage.mark(PREPARED, prepared)
             indexes = {t: b.index for t, b in indexes.items()}
             if local:
+                workers.release_memory()         # the fit's training sets, before W copies
                 procs = workers.start(graph, embeddings, out, dump_config(cfg), seed, n,
                                       learn_from or [])
         else:

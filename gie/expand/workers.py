@@ -9,6 +9,8 @@ from previous nights' graphs) is not held twice.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import logging
 import os
@@ -54,6 +56,16 @@ def stop(procs: list[subprocess.Popen]) -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc), so that the preparation's
+    peak (previous nights' graphs and training sets) is not held beside every worker."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def threads_per_worker(n: int) -> int:
