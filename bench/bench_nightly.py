@@ -176,7 +176,8 @@ def write_markdown(results: list[dict]) -> None:
         for st, v in r["stages"].items():
             lines.append(f"| {_run_name(r)} | {r['users']:,} | {r['streamers']:,} | {st} | "
                          f"{v['wall_s']}{' (earlier run)' if v.get('reused') else ''} | "
-                         f"{v.get('cpu_s', '')} | {v['peak_rss_mb']:,} | "
+                         f"{'n/a' if v.get('cpu_s') is None else v['cpu_s']} | "
+                         f"{v['peak_rss_mb']:,} | "
                          f"{v.get('load_avg_1m_at_start', '')} |")
         total = sum(v["wall_s"] for st, v in r["stages"].items() if st != "generate")
         lines.append(f"| {_run_name(r)} | | | **night (build to evaluate)** | **{total:.0f}** "
@@ -188,6 +189,8 @@ def write_markdown(results: list[dict]) -> None:
         cells = [f"{v:.3f}" if isinstance(v, float) else "n/a"
                  for v in (r.get("quality", {}).get(t) for t in QUALITY.values())]
         lines.append(f"| {_run_name(r)} | " + " | ".join(cells) + " |")
+    notes = [f"- {_run_name(r)}: {r['note']}" for r in results if r.get("note")]
+    lines += ["", "Notes:", "", *notes] if notes else []
     lines += ["", "Code measured: " + "; ".join(
         f"{_run_name(r)}: {r.get('commit', '?')} ({r.get('measured', '?')})" for r in results) + "."]
     (ROOT / "docs" / "benchmarks").mkdir(parents=True, exist_ok=True)
