@@ -91,10 +91,14 @@ def test_to_node_ids_maps_through_the_id_map():
     assert to_node_ids(np.array([], np.int64), np.array([1])).tolist() == [-1]
 
 
-def test_oracle_top_n_is_a_stable_sort_cut():
-    from gie.evaluate.oracle import _best
+def test_best_positions_is_a_stable_sort_cut():
+    """The top-n selection of the dense baselines and the oracle."""
+    from gie.evaluate.baselines import best_positions
     rng = np.random.default_rng(0)
     for _ in range(200):
         score = rng.integers(0, 5, rng.integers(1, 40)).astype(float)   # many ties
         n = int(rng.integers(0, 45))
-        assert _best(score, n).tolist() == np.argsort(-score, kind="stable")[:n].tolist()
+        assert best_positions(score, n).tolist() == np.argsort(-score, kind="stable")[:n].tolist()
+        score[score == 0] = -np.inf                                       # not candidates
+        want = [i for i in np.argsort(-score, kind="stable") if np.isfinite(score[i])][:n]
+        assert best_positions(score, n).tolist() == want

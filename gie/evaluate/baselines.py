@@ -155,6 +155,21 @@ def top_k_lists(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int,
     return top_k_lists_each(score, users, k, n_streamers, [exclude], batch_cells)[0]
 
 
+def best_positions(row: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the n best finite scores of `row`, best first, ties by lower position
+    (a stable sort's order), without sorting the whole row."""
+    n = min(n, len(row))
+    if n == 0:
+        return np.zeros(0, np.int64)
+    t = np.partition(row, len(row) - n)[len(row) - n]       # the n-th best score
+    if not np.isfinite(t):
+        c = np.flatnonzero(np.isfinite(row))
+    else:
+        above = np.flatnonzero(row > t)
+        c = np.concatenate([above, np.flatnonzero(row == t)[:n - len(above)]])
+    return c[np.lexsort((c, -row[c]))].astype(np.int64)
+
+
 def _row_entries(m: sp.csr_matrix, r: int) -> np.ndarray:
     """Columns of row r's non-zero entries."""
     lo, hi = m.indptr[r], m.indptr[r + 1]
@@ -175,7 +190,7 @@ def top_k_lists_each(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int
     excludes = [None if e is None else sp.csr_matrix(e) for e in excludes]
     out: list[list[np.ndarray]] = [[np.empty(0, np.int64)] * len(users) for _ in excludes]
     known = np.flatnonzero(users >= 0)
-    kk = min(k, n_streamers)
+    kk = min(k, n_streamers)           # (the dense path below may narrow the targets)
     shared = getattr(score, "same_for_all", None)
     rows = getattr(score, "sparse_rows", None)
     if shared is not None:
@@ -213,18 +228,10 @@ def top_k_lists_each(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int
                           mininterval=30, leave=False):
         idx = known[start:start + batch]
         for row, i in zip(score(users[idx]), idx):
-            # One selection serves every exclusion: the best kk + (most excluded) targets,
-            # those tied with the last of them by lowest id, then ordered (score desc, id asc).
+            # One selection serves every exclusion: the best kk + (most excluded) targets.
             banned = [None if e is None else _row_entries(e, users[i]) for e in excludes]
-            need = min(kk + max((len(b) for b in banned if b is not None), default=0),
-                       n_streamers)
-            t = np.partition(row, n_streamers - need)[n_streamers - need]
-            if not np.isfinite(t):
-                c = np.flatnonzero(np.isfinite(row))
-            else:
-                above = np.flatnonzero(row > t)
-                c = np.concatenate([above, np.flatnonzero(row == t)[:need - len(above)]])
-            c = c[np.lexsort((c, -row[c]))].astype(np.int64)
+            c = best_positions(row, kk + max((len(b) for b in banned if b is not None),
+                                             default=0))
             if columns is not None:
                 c = columns[c]                   # ascending: the id order of ties is kept
             for lists, b in zip(out, banned):

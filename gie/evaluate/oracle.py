@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from gie.evaluate.baselines import best_positions
 from gie.evaluate.rawdata import next_date
 
 
@@ -55,20 +56,8 @@ def explore_ceiling(raw: str | Path, date: str, labels: dict[int, set[int]],
         mix = np.full(topics, cross / topics)
         mix[int(row.topic)] += row.main_weight
         mix[int(row.second_topic)] += max(0.0, 1 - cross - row.main_weight)
-        ranked = ids[_best(mix[s_topic] * chance, k + len(seen))]
+        ranked = ids[best_positions(mix[s_topic] * chance, k + len(seen))]
         top = [s for s in ranked if s not in seen][:k]
         recalls.append(len(relevant & set(top)) / len(relevant))
     return {"users": len(recalls), f"recall@{k}": float(np.mean(recalls)) if recalls else 0.0,
             "method": "the generator's planted chance of an explored gift"}
-
-
-def _best(score: np.ndarray, n: int) -> np.ndarray:
-    """Positions of the n best scores, best first, ties by position (a stable sort's order,
-    without sorting every streamer for every user)."""
-    n = min(n, len(score))
-    if n == 0:
-        return np.zeros(0, np.int64)
-    t = np.partition(score, len(score) - n)[len(score) - n]
-    above = np.flatnonzero(score > t)
-    c = np.concatenate([above, np.flatnonzero(score == t)[:n - len(above)]])
-    return c[np.lexsort((c, -score[c]))]

@@ -46,8 +46,8 @@ SEGMENTS = {"user": ("overall", "explore", "new_streamers"), "streamer": ("overa
 def read_expansions(bundle: Path, node_type: str = "user", sources: set[int] | None = None
                     ) -> dict[str, dict[int, list[int]]]:
     """metapath -> source raw id -> target raw ids (best first), of `sources` only when given
-    (a 1M-user bundle as Python lists would not fit in memory). Every row's metapath is
-    checked."""
+    (a 1M-user bundle as Python lists would not fit in memory). Every row read has its
+    metapath checked."""
     folder = bundle / "expansions" / node_type
     schema = expansion_schema(node_type)
     key = schema.names[0]
@@ -57,16 +57,15 @@ def read_expansions(bundle: Path, node_type: str = "user", sources: set[int] | N
         if missing:
             raise BadInputError(f"expansions {folder} lack columns {missing} "
                                 f"(schema: {schema.names})")
-        unknown = sorted(set(pc.unique(dataset.to_table(columns=["metapath"])["metapath"])
-                             .to_pylist()) - set(SEQUENCES[node_type]))
-        if unknown:
-            raise BadInputError(f"expansions {folder}: unknown metapath(s) {unknown} for "
-                                f"{node_type}s")
         wanted = None if sources is None else \
             pc.field(key).isin(pa.array(sorted(sources), pa.int64()))
         table = dataset.to_table(columns=[key, "metapath", "targets"], filter=wanted)
     except (pa.ArrowInvalid, OSError, FileNotFoundError) as e:
         raise BadInputError(f"cannot read expansions {folder}: {e}") from e
+    unknown = sorted(set(pc.unique(table["metapath"]).to_pylist()) - set(SEQUENCES[node_type]))
+    if unknown:
+        raise BadInputError(f"expansions {folder}: unknown metapath(s) {unknown} for "
+                            f"{node_type}s")
     out: dict[str, dict[int, list[int]]] = {}
     cols = table.to_pydict()
     for u, mp, targets in zip(cols[key], cols["metapath"], cols["targets"]):
