@@ -9,7 +9,8 @@ step. Without the variable, `reached` only counts.
 
 Names: `train-step` (after an optimizer step), `train-epoch-end` (after an epoch's
 checkpoint is written), `publish-before-switch` and `publish-after-switch` (around the
-switch of `latest`), `expand-local-worker` (a local expand worker, before it starts).
+switch of `latest`), `expand-prepared` (shard 0 of `expand`, once its preparation is marked),
+`expand-local-worker` (a local expand worker, before it starts).
 """
 from __future__ import annotations
 

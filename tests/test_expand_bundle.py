@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,21 @@ def test_local_workers_write_the_shards_of_a_sharded_run(inputs, tmp_path, monke
     with pytest.raises(GieError, match="shard 1 exited with -9"):
         expand(graph, emb, tmp_path / "failed", cfg)
     assert not (tmp_path / "failed").exists() and not _leftovers(tmp_path)
+
+
+def test_a_rerun_after_a_run_killed_once_prepared_publishes_the_same_bundle(inputs, tmp_path):
+    graph, emb, _ = inputs
+    expand(graph, emb, tmp_path / "single", ExpandConfig())
+    cmd = [sys.executable, "cli.py", "expand", "--graph", str(graph), "--embeddings", str(emb),
+           "--out", str(tmp_path / "bundle")]
+    killed = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=300, start_new_session=True,
+                            env={**os.environ, "GIE_FAILPOINT": "expand-prepared"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-3000:]
+    assert not (tmp_path / "bundle").exists() and _leftovers(tmp_path)   # staging, with _work/
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    _same_bundle(tmp_path / "single", tmp_path / "bundle")
+    assert not _leftovers(tmp_path)
 
 
 @pytest.mark.slow

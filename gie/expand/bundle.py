@@ -73,8 +73,9 @@ class ShardedStage:
     def open(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         if self.shard == 0:                     # forget markers of an earlier, different run
-            for p in self.path.glob("_*"):
-                if p.name != PUBLISHING and self._marker(p).get("token") != self.token:
+            for p in self.path.glob("_*"):      # (_work/ is a folder shard 0 rewrites)
+                if p.is_file() and p.name != PUBLISHING and \
+                        self._marker(p).get("token") != self.token:
                     p.unlink(missing_ok=True)
             (self.path / PUBLISHING).unlink(missing_ok=True)
 

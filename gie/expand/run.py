@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import gie
 from gie.config import dump_config
 from gie.embeddings import read_embeddings, write_embeddings
+from gie import failpoints
 from gie.errors import BadInputError
 from gie.expand import index as ix
 from gie.expand import ranker, workers
@@ -328,6 +329,7 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
                 stage.mark(FAILED, {"error": f"{type(e).__name__}: {e}"})
                 raise
             stage.mark(PREPARED, prepared)
+            failpoints.reached("expand-prepared")
             indexes = {t: b.index for t, b in indexes.items()}
             if local:
                 workers.release_memory()         # the fit's training sets, before W copies
