@@ -10,7 +10,9 @@ import pytest
 
 from gie.embeddings import read_embeddings
 from gie.expand.config import ExpandConfig
-from gie.expand.run import expand
+from gie.expand import relations as R
+from gie.expand.run import KNN_STEP, _load_inputs, _neighbours, expand
+from gie.expand.sources import Relations, knn_relation
 from graphbuild.dataset import load_graph
 from tests.expand_helpers import make_inputs
 
@@ -302,3 +304,22 @@ def test_nodes_without_history_get_knn_expansions(inputs, tmp_path):
     same = [truth["streamer_topic"][t - 10000] == truth["user_topic"][u]
             for u in covered for t in u_rows[u + 1000, "explore"]["targets"][:5]]
     assert np.mean(same) > 0.6
+
+
+def test_a_batch_mixes_its_own_rows_into_the_same_bits_as_the_whole_relation(inputs):
+    graph, emb_dir, _ = inputs
+    data, emb = _load_inputs(graph, emb_dir)
+    cfg = ExpandConfig()
+    _, knn = _neighbours(data, emb, cfg, 0, {})
+    knn = {KNN_STEP[t]: knn_relation(*knn[t], cfg.knn_k) for t in knn}
+    whole = Relations(data, knn, cfg.graph_weight)
+    rng = np.random.default_rng(3)
+    for step in ("UU", "SS"):
+        n = whole.get(step, "graph").n_rows
+        for k in (2, 5, 50):
+            rows = rng.integers(0, n, 40)                # repeats, any order
+            batch = Relations(data, knn, cfg.graph_weight).gather(step, "both", k, rows)
+            full = R.gather(whole.truncated(step, "both", k), rows)
+            assert len(full[0]) > len(rows)
+            for got, want in zip(batch, full):
+                assert got.dtype == want.dtype and got.tobytes() == want.tobytes()

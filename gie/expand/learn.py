@@ -12,12 +12,13 @@ read. The newest night is held out to judge the fit (ranker.py). Both sides are 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from gie.expand.config import ExpandConfig
 from gie.expand.fusion import Fusion, View, pooled_table, fixed_weights, fusion_sources
-from gie.expand.ranker import TrainingSet, concat, fit_fused
+from gie.expand.ranker import Scorer, TrainingSet, concat, fit_fused
 from gie.expand.sources import OTHER, source_candidates
 from graphbuild.dataset import GraphData, to_node_ids
 from graphbuild.schema import EXPLORE, MERGED, NODE_TYPES
@@ -90,15 +91,24 @@ def training_sets(view: View, cfg: ExpandConfig, users: np.ndarray, streamers: n
 def fit_fusion(nights: list[dict[str, dict[str, TrainingSet]]], cfg: ExpandConfig, seed: int,
                info: dict) -> Fusion:
     """Fit the fused rankings on the training sets of several nights, newest first; the
-    newest is held out when there are older ones."""
-    scorers = {}
+    newest is held out when there are older ones. The nights' sets are released as they
+    are joined.
+
+    The two node types are fitted side by side, one thread each: LightGBM works outside
+    Python's lock, and each fit keeps its own `learn.threads`, so the models are the same
+    bits as when fitted one after the other."""
+    sets: dict[str, dict[str, TrainingSet]] = {t: {} for t in NODE_TYPES}
     for t in NODE_TYPES:
-        sets = {}
         for kind in (MERGED, EXPLORE):
-            per_night = [n[t][kind] for n in nights]
+            per_night = [n[t].pop(kind) for n in nights]
             for i, ts in enumerate(per_night):
                 ts.held_out = np.full(ts.n_groups, i == 0 and len(per_night) > 1)
-            sets[kind] = concat(per_night)
-        scorers[t] = fit_fused(sets[MERGED], sets[EXPLORE], fusion_sources(cfg, t),
-                               fixed_weights(cfg, t), cfg.fusion, cfg.topk, seed, t)
+            sets[t][kind] = concat(per_night)
+            del per_night
+
+    def fit(t: str) -> dict[str, Scorer]:
+        return fit_fused(sets[t][MERGED], sets[t][EXPLORE], fusion_sources(cfg, t),
+                         fixed_weights(cfg, t), cfg.fusion, cfg.topk, seed, t)
+    with ThreadPoolExecutor(len(NODE_TYPES)) as pool:
+        scorers = dict(zip(NODE_TYPES, pool.map(fit, NODE_TYPES)))
     return Fusion(scorers, {"learned": True, **info})

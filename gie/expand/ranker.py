@@ -16,6 +16,7 @@ bundle says so. The models kept are refitted on all nights with the chosen round
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -252,9 +253,12 @@ def _choose(data: TrainingSet, fit: _Fit, companion: _Fit | None, held_out: np.n
     if fit.booster is None:
         log.warning("%s: %s; fixed weights", label, fit.reason)
         return fixed_scorer(data.names, fixed, cfg, {"reason": fit.reason, **fit.sizes})
-    fused = _predict(fit.booster, companion.booster if companion else None, data.X,
-                     data.history, np.ones(len(data.y), bool), cfg.learn.threads,
-                     (fit.rounds, companion.rounds if companion else None))
+    # Only the held-out rows are judged; scores do not depend on the thread count.
+    judged = np.isin(data.group, np.flatnonzero(held_out))
+    fused = np.full(len(data.y), -np.inf)
+    fused[judged] = _predict(fit.booster, companion.booster if companion else None, data.X,
+                             data.history, judged, cfg.predict_threads or os.cpu_count() or 1,
+                             (fit.rounds, companion.rounds if companion else None))
     held = _judge(data, held_out, fused, sources, fixed, cfg, k)
     best = max(sources, key=lambda s: (held[s], -sources.index(s)))
     info = {"held_out": {f"recall@{k}": {m: round(v, 6) for m, v in held.items()}},

@@ -1,4 +1,4 @@
-"""Weighted relations between nodes as CSR arrays, and the vectorised two-hop walk over them.
+"""Weighted relations between nodes as CSR arrays, and the vectorised reductions of a walk.
 
 A `Rel` row lists one source node's neighbours sorted best first (weight desc, node id asc),
 so "keep the top-f neighbours" is a slice. scipy.sparse products would give the sums over
@@ -83,6 +83,14 @@ def mix(a: Rel, b: Rel, share_a: float) -> Rel:
     return normalise_rows(both)
 
 
+def sub_rows(rel: Rel, rows: np.ndarray) -> Rel:
+    """The relation of `rows` alone (row i = rows[i]), entries in the same order."""
+    _, cols, w = gather(rel, rows)
+    indptr = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(rel.indptr[rows + 1] - rel.indptr[rows], out=indptr[1:])
+    return Rel(indptr, cols, w, rel.n_cols)
+
+
 def gather(rel: Rel, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Entries of `rows`: (position of the row in `rows`, column, weight), rows in order."""
     starts = rel.indptr[rows]
@@ -122,13 +130,6 @@ class Candidates:
 def one_hop(rel: Rel, rows: np.ndarray, order: RawOrder) -> Candidates:
     owner, tgt, w = gather(rel, rows)
     return aggregate(owner, tgt, w, rows[owner], order)
-
-
-def two_hop(first: Rel, second: Rel, rows: np.ndarray, order: RawOrder) -> Candidates:
-    """score(s, t) = sum over mids m of first(s, m) * second(m, t); via = argmax contribution."""
-    owner, mid, a = gather(first, rows)
-    pos, tgt, b = gather(second, mid)
-    return aggregate(owner[pos], tgt, a[pos] * b, mid[pos], order)
 
 
 def aggregate(row: np.ndarray, target: np.ndarray, contrib: np.ndarray, via: np.ndarray,

@@ -107,6 +107,18 @@ class Relations:
             self._cache[step, hop] = rel
         return self._cache[step, hop]
 
+    def gather(self, step: str, hop: str, k: int, rows: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """R.gather of `rows` in truncated(step, hop, k). A mixed ('both') step not built
+        whole is mixed for these rows alone: the same entries, bit for bit (a row's mix reads
+        that row only), without mixing a million-row kNN table in every process first."""
+        if step in SIMILAR_EDGES and hop == "both" and (step, hop) not in self._cache:
+            uniq, inverse = np.unique(rows, return_inverse=True)
+            part = R.mix(R.sub_rows(self.get(step, "graph"), uniq),
+                         R.sub_rows(self.get(step, "knn"), uniq), self.graph_weight)
+            return R.gather(R.truncate(part, k), inverse.reshape(-1))
+        return R.gather(self.truncated(step, hop, k), rows)
+
     def raw_order(self, ntype: str) -> R.RawOrder:
         if ntype not in self._cache:
             self._cache[ntype] = R.RawOrder.of(self.graph.raw_ids[ntype])
@@ -204,8 +216,7 @@ def similar_rows_read(rels: Relations, cfg: ExpandConfig, groups: dict[str, np.n
                 if steps[0] in SIMILAR_EDGES:             # reached through kNN rows itself
                     need[steps[1]] = None
                 elif need[steps[1]] is not None:
-                    _, cols, _ = R.gather(rels.truncated(steps[0], mcfg.hop, mcfg.fanout[0]),
-                                          rows)
+                    _, cols, _ = rels.gather(steps[0], mcfg.hop, mcfg.fanout[0], rows)
                     need[steps[1]].append(cols)
     return {step: None if rows is None else np.unique(np.concatenate(rows or [np.zeros(0, int)]))
             for step, rows in need.items()}
@@ -235,9 +246,11 @@ def source_candidates(rels: Relations, cfg: ExpandConfig, ntype: str, rows: np.n
             if len(steps) == 1:
                 c = R.one_hop(rels.get(steps[0]), rows, order)
             else:
-                first = rels.truncated(steps[0], hop, mcfg.fanout[0])
-                second = rels.truncated(steps[1], hop, mcfg.fanout[1])
-                c = R.two_hop(first, second, rows, order)
+                # score(s, t) = sum over mids m of first(s, m) * second(m, t); via = the
+                # mid of the largest contribution.
+                owner, mid, a = rels.gather(steps[0], hop, mcfg.fanout[0], rows)
+                pos, tgt, b = rels.gather(steps[1], hop, mcfg.fanout[1], mid)
+                c = R.aggregate(owner[pos], tgt, a[pos] * b, mid[pos], order)
             via_type = ntype if len(steps) == 1 else STEP_TYPES[steps[0]][1]
             if name in NEVER_GIFTED or (cfg.exclude_history and len(steps) > 1):
                 c = R.drop_pairs(c, history, rows)
