@@ -77,8 +77,9 @@ def _list_to_matrix(col: pa.ChunkedArray, where: str) -> np.ndarray:
     return flat.reshape(len(lengths), width)
 
 
-def load_graph(path: str | Path, edge_types: tuple[str, ...] | None = None) -> GraphData:
-    """Load a published graph dataset; fail clearly when it is absent or does not match."""
+def graph_metadata(path: str | Path) -> dict:
+    """The metadata of a published graph dataset; fail clearly when it is absent or does not
+    match."""
     path = Path(path)
     if not path.is_dir():
         raise BadInputError(f"graph dataset {path} does not exist")
@@ -92,7 +93,13 @@ def load_graph(path: str | Path, edge_types: tuple[str, ...] | None = None) -> G
     if metadata.get("schema_version") != GRAPH_SCHEMA_VERSION:
         raise BadInputError(f"{meta_file}: schema_version {metadata.get('schema_version')} "
                             f"is not {GRAPH_SCHEMA_VERSION}")
+    return metadata
 
+
+def load_graph(path: str | Path, edge_types: tuple[str, ...] | None = None) -> GraphData:
+    """Load a published graph dataset; fail clearly when it is absent or does not match."""
+    path = Path(path)
+    metadata = graph_metadata(path)
     raw_ids, features, columns = {}, {}, {}
     modalities: dict[str, np.ndarray] = {}
     modality_mask = np.zeros((0, len(MODALITIES)), dtype=bool)

@@ -108,6 +108,33 @@ def test_explore_holds_no_history_and_merged_caps_it(chain):
 
 
 @pytest.mark.slow
+def test_local_workers_learn_and_publish_the_same_bundle(chain, tmp_path, monkeypatch):
+    """expand.workers = 2: the nights' training sets in two processes, two shards."""
+    from gie.errors import GieError
+    from gie.expand.run import expand
+
+    raw, work, cfg, metas = chain
+    previous = [(work.graph(d), work.model(d) / "embeddings") for d in reversed(NIGHTS[:2])]
+    two = cfg.expand.model_copy(update={"workers": 2})
+    expand(work.graph(D), work.model(D) / "embeddings", tmp_path / "w2", two,
+           learn_from=previous)
+    a, b = work.bundle(D), tmp_path / "w2"
+    for f in sorted(p.name for p in (a / "ranker").iterdir()):
+        assert (a / "ranker" / f).read_bytes() == (b / "ranker" / f).read_bytes(), f
+    for ntype, key in (("user", "user_id"), ("streamer", "streamer_id")):
+        ta, tb = (pq.read_table(x / "expansions" / ntype).sort_by(
+            [(key, "ascending"), ("metapath", "ascending")]) for x in (a, b))
+        assert ta.equals(tb), ntype
+    # A night's worker that dies fails the run: nothing is published.
+    monkeypatch.setenv("GIE_FAILPOINT", "expand-local-worker")
+    with pytest.raises(GieError, match="worker of night 0 exited with -9"):
+        expand(work.graph(D), work.model(D) / "embeddings", tmp_path / "failed", two,
+               learn_from=previous)
+    assert not (tmp_path / "failed").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".staging-")]
+
+
+@pytest.mark.slow
 def test_day_after_d_never_reaches_the_bundle(chain, tmp_path, spark):
     """Change the gifts of D+1: the graph of D, and so the bundle of D, do not change."""
     from gie.expand.run import expand

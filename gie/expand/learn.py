@@ -12,7 +12,9 @@ read. The newest night is held out to judge the fit (ranker.py). Both sides are 
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -86,6 +88,28 @@ def training_sets(view: View, cfg: ExpandConfig, users: np.ndarray, streamers: n
         log.info("fusion training set (%s): %d label nodes, %d labels, %d candidates",
                  ntype, len(groups), len(label_keys), len(out[ntype][MERGED].y))
     return out
+
+
+SET_FIELDS = ("X", "y", "group", "n_labels", "history")
+
+
+def save_sets(sets: dict[str, dict[str, TrainingSet]], path: Path) -> None:
+    """One night's training sets as one .npz (written whole, then renamed into place)."""
+    arrays = {f"{t}.{kind}.{f}": getattr(ts, f) for t, by in sets.items()
+              for kind, ts in by.items() for f in SET_FIELDS}
+    arrays.update({f"{t}.{kind}.names": np.array(ts.names) for t, by in sets.items()
+                   for kind, ts in by.items()})
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def load_sets(path: Path) -> dict[str, dict[str, TrainingSet]]:
+    with np.load(path) as z:
+        return {t: {kind: TrainingSet(*(z[f"{t}.{kind}.{f}"] for f in SET_FIELDS[:4]),
+                                      z[f"{t}.{kind}.names"].tolist(), z[f"{t}.{kind}.history"])
+                    for kind in (MERGED, EXPLORE)} for t in NODE_TYPES}
 
 
 def fit_fusion(nights: list[dict[str, dict[str, TrainingSet]]], cfg: ExpandConfig, seed: int,

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 import gie
+from gie import failpoints
 from gie.config import dump_config
 from gie.embeddings import read_embeddings, write_embeddings
-from gie import failpoints
 from gie.errors import BadInputError
 from gie.expand import index as ix
 from gie.expand import ranker, workers
@@ -31,14 +31,16 @@ from gie.expand.bundle import (
 from gie.expand.config import ExpandConfig
 from gie.expand.features import GraphFeatures
 from gie.expand.fusion import Fusion, View, fixed_fusion, fuse, pooled_table
-from gie.expand.learn import fit_fusion, label_groups, label_pairs, training_sets
+from gie.expand.learn import (
+    fit_fusion, label_groups, label_pairs, load_sets, training_sets,
+)
 from gie.expand.sources import (
     OTHER, Relations, enabled_sources, knn_relation, published_sequences,
     similar_rows_read, source_candidates,
 )
 from gie.progress import progress
 from gie.publish import write_json_atomic
-from graphbuild.dataset import GraphData, load_graph
+from graphbuild.dataset import GraphData, graph_metadata, load_graph
 from graphbuild.schema import BUNDLE_SCHEMA_VERSION, FUSED, NODE_TYPES, expansion_schema
 
 log = logging.getLogger(__name__)
@@ -120,9 +122,12 @@ def load_fusion(bundle: Path, cfg: ExpandConfig) -> Fusion | None:
     return _load_fusion(bundle / "ranker", cfg)
 
 
-def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, timings: dict
-            ) -> Fusion | None:
-    """Learn the fused ranking from previous nights, or say why fixed weights are used."""
+def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, timings: dict,
+            work: Path) -> Fusion | None:
+    """Learn the fused ranking from previous nights, or say why fixed weights are used.
+
+    With `workers` > 1 the nights' training sets are built side by side in local processes
+    (gie.expand.workers), each holding one previous graph; else one after the other here."""
     if not cfg.fusion.enabled:
         return None
     if not learn_from:
@@ -130,43 +135,63 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
     if not cfg.fusion.learn.enabled:
         return fixed_fusion(cfg, "learning switched off (expand.fusion.learn.enabled)")
     t0 = time.perf_counter()
-    nights, used, later = [], [], data
+    plan, later = [], (data.path, data.metadata)   # (graph, embeddings, later graph, gap)
     for graph, embeddings in learn_from[: cfg.fusion.learn.nights]:
-        prev, prev_emb = _load_inputs(Path(graph), Path(embeddings))
-        gap = (int(later.metadata["window"]["end_ms"]) -
-               int(prev.metadata["window"]["end_ms"])) / DAY_MS
+        meta = graph_metadata(graph)
+        gap = (int(later[1]["window"]["end_ms"]) - int(meta["window"]["end_ms"])) / DAY_MS
         if gap <= 0:
             raise BadInputError(f"previous graph {graph} ends at or after the graph after it "
-                                f"({later.path}): it cannot be an earlier night")
+                                f"({later[0]}): it cannot be an earlier night")
         if gap > cfg.fusion.learn.max_gap_days:
             log.warning("night %s is %g days before the next: not learned from (max_gap_days "
-                        "%d)", prev.metadata.get("date"), gap, cfg.fusion.learn.max_gap_days)
+                        "%d)", meta.get("date"), gap, cfg.fusion.learn.max_gap_days)
             break
-        log.info("fused ranking: learning from %s against the gifts of the %g day(s) after it",
-                 graph, gap)
-        users, streamers = label_pairs(prev, later)
-        night_seed = seed + len(nights)
-        # Only the kNN rows the label nodes' walks read (tested equal to the full table).
-        bare = Relations(prev, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days)
-        read = similar_rows_read(bare, cfg, label_groups(users, streamers, cfg, night_seed))
-        built, knn = _neighbours(prev, prev_emb, cfg, seed, {},
-                                 only={t: read[KNN_STEP[t]] for t in NODE_TYPES})
-        view = _view(prev, prev_emb, {t: b.index for t, b in built.items()}, knn, cfg, bare)
-        nights.append(training_sets(view, cfg, users, streamers, night_seed))
-        used.append({"graph": str(graph), "date": prev.metadata.get("date"),
-                     "labels_from_ms": int(prev.metadata["window"]["end_ms"]),
-                     "labels_to_ms": int(later.metadata["window"]["end_ms"]),
-                     "label_pairs": int(len(users))})
-        later = prev
-    if not nights:
+        plan.append((Path(graph), Path(embeddings), Path(later[0]), gap))
+        later = (graph, meta)
+    if not plan:
         return fixed_fusion(cfg, f"the previous night is more than "
                                  f"{cfg.fusion.learn.max_gap_days} days back")
-    fusion = fit_fusion(nights, cfg, seed, {"learned_from": used,
-                                            "held_out": "newest night" if len(nights) > 1
-                                            else f"{cfg.fusion.learn.valid_share:.0%} of the "
-                                                 f"label nodes"})
+    if cfg.workers > 1 and len(plan) > 1:
+        nights, used = [], []
+        for f in workers.nights(plan, dump_config(cfg), seed, work):
+            nights.append(load_sets(f))
+            used.append(json.loads(f.with_suffix(".json").read_text()))
+            f.unlink()
+    else:
+        nights, used, later = [], [], data
+        for i, (graph, embeddings, _, gap) in enumerate(plan):
+            sets, info, later = night_sets(graph, embeddings, later, gap, cfg, seed, i)
+            nights.append(sets)
+            used.append(info)
+    fusion = fit_fusion(nights, cfg, seed, {
+        "learned_from": used,
+        "held_out": "newest night" if len(nights) > 1 else
+                    f"{cfg.fusion.learn.valid_share:.0%} of the label nodes"})
     timings["learn_fusion"] = round(time.perf_counter() - t0, 3)
     return fusion
+
+
+def night_sets(graph: Path, embeddings: Path, later: GraphData, gap: float, cfg: ExpandConfig,
+               seed: int, night: int) -> tuple[dict, dict, GraphData]:
+    """The fused ranking's training sets of the `night`-th previous night (0 = newest): its
+    candidates against the gifts of the night after it (`later`, `gap` days later).
+    Returns (sets, what was learned from, its graph)."""
+    log.info("fused ranking: learning from %s against the gifts of the %g day(s) after it",
+             graph, gap)
+    prev, prev_emb = _load_inputs(graph, embeddings)
+    night_seed = seed + night
+    users, streamers = label_pairs(prev, later)
+    # Only the kNN rows the label nodes' walks read (tested equal to the full table).
+    bare = Relations(prev, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days)
+    read = similar_rows_read(bare, cfg, label_groups(users, streamers, cfg, night_seed))
+    built, knn = _neighbours(prev, prev_emb, cfg, seed, {},
+                             only={t: read[KNN_STEP[t]] for t in NODE_TYPES})
+    view = _view(prev, prev_emb, {t: b.index for t, b in built.items()}, knn, cfg, bare)
+    info = {"graph": str(graph), "date": prev.metadata.get("date"),
+            "labels_from_ms": int(prev.metadata["window"]["end_ms"]),
+            "labels_to_ms": int(later.metadata["window"]["end_ms"]),
+            "label_pairs": int(len(users))}
+    return training_sets(view, cfg, users, streamers, night_seed), info, prev
 
 
 def _save_fusion(fusion: Fusion | None, folder: Path) -> dict | None:
@@ -210,7 +235,7 @@ def _prepare(stage: ShardedStage, data: GraphData, emb: dict, cfg: ExpandConfig,
         if stage.n > 1:
             np.save(work / f"knn-{t}-sims.npy", knn[t][0])
             np.save(work / f"knn-{t}-ids.npy", knn[t][1])
-    info["fusion"] = _save_fusion(_fusion(data, cfg, seed, learn_from, info["timings_s"]),
+    info["fusion"] = _save_fusion(_fusion(data, cfg, seed, learn_from, info["timings_s"], work),
                                   stage.path / "ranker")
     return indexes, knn, info
 

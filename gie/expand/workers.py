@@ -1,4 +1,4 @@
-"""Local expansion workers: one host's cores expand disjoint shards of the same bundle.
+"""Local workers: one host's cores share the work of one `expand` run.
 
 A plain `expand` with `expand.workers = W > 1` is shard 0 of W: once it has prepared the
 indexes, kNN tables and fused ranking (gie.expand.bundle), it starts W-1 processes of this
@@ -6,6 +6,10 @@ module, one per other shard, which load the same inputs, expand their nodes and 
 shard done; whichever shard finishes last publishes, exactly as with `--shard I/W` on several
 hosts. They are started after the preparation, so that its memory (the fused ranking learns
 from previous nights' graphs) is not held twice.
+
+During the preparation, the previous nights' training sets of the fused ranking are built
+by one process of this module per night, side by side (each loads one previous graph), and
+handed back as files in the staging folder.
 """
 from __future__ import annotations
 
@@ -25,29 +29,52 @@ from gie.procs import PREEXEC
 log = logging.getLogger(__name__)
 
 
+def _spawn(spec: dict) -> subprocess.Popen:
+    """A worker process of this module; it inherits stderr (its log lines)."""
+    proc = subprocess.Popen([sys.executable, "-m", "gie.expand.workers"], stdin=subprocess.PIPE,
+                            preexec_fn=PREEXEC,
+                            env={**os.environ, "GIE_EXPAND_LOCAL_WORKER": "1"})
+    proc.stdin.write(json.dumps(spec).encode())
+    proc.stdin.close()
+    return proc
+
+
 def start(graph: Path, embeddings: Path, out: Path, cfg_dump: dict, seed: int, n: int,
           learn_from: list) -> list[subprocess.Popen]:
-    """Start shards 1..n-1 of this run; they inherit stderr (their log lines)."""
-    procs = []
-    for i in range(1, n):
-        spec = {"graph": str(graph), "embeddings": str(embeddings), "out": str(out),
-                "cfg": cfg_dump, "seed": seed, "shard": [i, n],
-                "learn_from": [[str(p) for p in night] for night in learn_from]}
-        procs.append(subprocess.Popen([sys.executable, "-m", "gie.expand.workers"],
-                                      stdin=subprocess.PIPE, preexec_fn=PREEXEC,
-                                      env={**os.environ, "GIE_EXPAND_LOCAL_WORKER": "1"}))
-        procs[-1].stdin.write(json.dumps(spec).encode())
-        procs[-1].stdin.close()
+    """Start shards 1..n-1 of this run."""
+    procs = [_spawn({"graph": str(graph), "embeddings": str(embeddings), "out": str(out),
+                     "cfg": cfg_dump, "seed": seed, "shard": [i, n],
+                     "learn_from": [[str(p) for p in night] for night in learn_from]})
+             for i in range(1, n)]
     log.info("started %d local expand worker(s) for shards 1..%d of %d", n - 1, n - 1, n)
     return procs
 
 
-def wait(procs: list[subprocess.Popen]) -> None:
+def nights(plan: list[tuple[Path, Path, Path, float]], cfg_dump: dict, seed: int,
+               work: Path) -> list[Path]:
+    """The training sets of every night of `plan` ((graph, embeddings, later graph, gap),
+    newest first), one process per night; returns their files, in `plan` order."""
+    files = [work / f"night-{i}.npz" for i in range(len(plan))]
+    procs = [_spawn({"night": i, "nights": len(plan), "graph": str(g), "embeddings": str(e),
+                     "later": str(later), "gap": gap, "cfg": cfg_dump, "seed": seed,
+                     "out": str(f)})
+             for i, ((g, e, later, gap), f) in enumerate(zip(plan, files))]
+    log.info("building the training sets of %d previous nights in %d local workers",
+             len(plan), len(procs))
+    try:
+        wait(procs, "night")
+    except BaseException:
+        stop(procs)
+        raise
+    return files
+
+
+def wait(procs: list[subprocess.Popen], what: str = "shard") -> None:
     """Wait for every worker; the first that fails stops the others and fails the run."""
-    for i, p in enumerate(procs, start=1):
+    for i, p in enumerate(procs, start=1 if what == "shard" else 0):
         if p.wait() != 0:
             stop(procs)
-            raise GieError(f"local expand worker of shard {i} exited with {p.returncode} "
+            raise GieError(f"local expand worker of {what} {i} exited with {p.returncode} "
                            f"(see its log lines above)")
 
 
@@ -72,6 +99,22 @@ def threads_per_worker(n: int) -> int:
     return max(1, (os.cpu_count() or 1) // n)
 
 
+def _night(spec: dict, cfg) -> None:
+    from gie.expand import index as ix
+    from gie.expand.learn import save_sets
+    from gie.expand.run import night_sets
+    from gie.publish import write_json_atomic
+    from graphbuild.dataset import load_graph
+
+    later = load_graph(spec["later"], edge_types=("gift",))     # its labels, nothing else
+    with ix.omp_threads(threads_per_worker(spec["nights"])):
+        sets, info, _ = night_sets(Path(spec["graph"]), Path(spec["embeddings"]), later,
+                                   spec["gap"], cfg, spec["seed"], spec["night"])
+    out = Path(spec["out"])
+    save_sets(sets, out)
+    write_json_atomic(out.with_suffix(".json"), info)
+
+
 def _main() -> int:
     from gie.expand.config import ExpandConfig
     from gie.expand.run import expand
@@ -80,9 +123,12 @@ def _main() -> int:
     setup_logging()
     spec = json.loads(sys.stdin.read())
     failpoints.reached("expand-local-worker")
-    expand(spec["graph"], spec["embeddings"], spec["out"],
-           ExpandConfig.model_validate(spec["cfg"]), seed=spec["seed"],
-           shard=tuple(spec["shard"]), learn_from=[tuple(x) for x in spec["learn_from"]])
+    cfg = ExpandConfig.model_validate(spec["cfg"])
+    if "night" in spec:
+        _night(spec, cfg)
+    else:
+        expand(spec["graph"], spec["embeddings"], spec["out"], cfg, seed=spec["seed"],
+               shard=tuple(spec["shard"]), learn_from=[tuple(x) for x in spec["learn_from"]])
     return 0
 
 
