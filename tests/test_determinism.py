@@ -21,7 +21,9 @@ from gie.pipeline.compare import first_difference
 from gie.train.run import train
 from tests.train_helpers import cli, graph_for_day, small_cfg
 
-CFG = {"epochs": 2, "num_threads": 2}          # 2 threads: the parallel paths are exercised
+# 2 threads: the parallel paths are exercised; 1024-edge batches of 64-d vectors are large
+# enough for torch's parallel (atomic) row additions, which smaller steps never reach.
+CFG = {"epochs": 2, "num_threads": 2, "batch_size": 1024, "hidden_dim": 64, "embed_dim": 64}
 SEED = 7
 
 
@@ -49,7 +51,7 @@ def train_cli(graph: Path, out: Path) -> None:
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory) -> Path:
-    return graph_for_day(tmp_path_factory.mktemp("graph"), 1, n_users=300)
+    return graph_for_day(tmp_path_factory.mktemp("graph"), 1, n_users=600)
 
 
 @pytest.fixture(scope="module")
