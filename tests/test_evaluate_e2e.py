@@ -109,13 +109,14 @@ def test_explore_holds_no_history_and_merged_caps_it(chain):
 
 @pytest.mark.slow
 def test_local_workers_learn_and_publish_the_same_bundle(chain, tmp_path, monkeypatch):
-    """expand.workers = 2: the nights' training sets in two processes, two shards."""
+    """The nights' training sets in two processes, two shards."""
     from gie.errors import GieError
     from gie.expand.run import expand
 
     raw, work, cfg, metas = chain
     previous = [(work.graph(d), work.model(d) / "embeddings") for d in reversed(NIGHTS[:2])]
-    two = cfg.expand.model_copy(update={"workers": 2})
+    two = cfg.expand.model_copy(deep=True, update={"workers": 2})
+    two.fusion.learn.workers = 2
     expand(work.graph(D), work.model(D) / "embeddings", tmp_path / "w2", two,
            learn_from=previous)
     a, b = work.bundle(D), tmp_path / "w2"

@@ -82,6 +82,11 @@ class LearnConfig(BaseModel):
     feature_fraction: float = Field(0.8, gt=0, le=1)
     threads: int = Field(1, ge=1, description="LightGBM threads; a fit is reproduced bit for "
                                               "bit with the same value")
+    workers: int = Field(1, ge=1, description="local processes that build the previous "
+                         "nights' training sets side by side (1: one after the other, in the "
+                         "run's own process). Each holds one previous graph, its view and "
+                         "sets: about 10 GB at 1.3M users, so two ran out of memory on a "
+                         "24 GB host there. The sets are the same bytes either way")
 
 
 class FusionConfig(BaseModel):

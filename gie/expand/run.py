@@ -126,8 +126,9 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
             work: Path) -> Fusion | None:
     """Learn the fused ranking from previous nights, or say why fixed weights are used.
 
-    With `workers` > 1 the nights' training sets are built side by side in local processes
-    (gie.expand.workers), each holding one previous graph; else one after the other here."""
+    With `learn.workers` > 1 the nights' training sets are built side by side in local
+    processes (gie.expand.workers), each holding one previous graph; else one after the other
+    here."""
     if not cfg.fusion.enabled:
         return None
     if not learn_from:
@@ -151,9 +152,9 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
     if not plan:
         return fixed_fusion(cfg, f"the previous night is more than "
                                  f"{cfg.fusion.learn.max_gap_days} days back")
-    if cfg.workers > 1 and len(plan) > 1:
+    if cfg.fusion.learn.workers > 1 and len(plan) > 1:
         nights, used = [], []
-        for f in workers.nights(plan, dump_config(cfg), seed, work):
+        for f in workers.nights(plan, dump_config(cfg), seed, work, cfg.fusion.learn.workers):
             nights.append(load_sets(f))
             used.append(json.loads(f.with_suffix(".json").read_text()))
             f.unlink()

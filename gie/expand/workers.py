@@ -7,9 +7,9 @@ shard done; whichever shard finishes last publishes, exactly as with `--shard I/
 hosts. They are started after the preparation, so that its memory (the fused ranking learns
 from previous nights' graphs) is not held twice.
 
-During the preparation, the previous nights' training sets of the fused ranking are built
-by one process of this module per night, side by side (each loads one previous graph), and
-handed back as files in the staging folder.
+During the preparation, with `expand.fusion.learn.workers` > 1, the previous nights' training
+sets of the fused ranking are built by one process of this module per night, that many side by
+side (each loads one previous graph), and handed back as files in the staging folder.
 """
 from __future__ import annotations
 
@@ -51,27 +51,30 @@ def start(graph: Path, embeddings: Path, out: Path, cfg_dump: dict, seed: int, n
 
 
 def nights(plan: list[tuple[Path, Path, Path, float]], cfg_dump: dict, seed: int,
-               work: Path) -> list[Path]:
+           work: Path, parallel: int) -> list[Path]:
     """The training sets of every night of `plan` ((graph, embeddings, later graph, gap),
-    newest first), one process per night; returns their files, in `plan` order."""
+    newest first), one process per night, `parallel` at a time; returns their files, in
+    `plan` order."""
     files = [work / f"night-{i}.npz" for i in range(len(plan))]
-    procs = [_spawn({"night": i, "nights": len(plan), "graph": str(g), "embeddings": str(e),
-                     "later": str(later), "gap": gap, "cfg": cfg_dump, "seed": seed,
-                     "out": str(f)})
-             for i, ((g, e, later, gap), f) in enumerate(zip(plan, files))]
-    log.info("building the training sets of %d previous nights in %d local workers",
-             len(plan), len(procs))
-    try:
-        wait(procs, "night")
-    except BaseException:
-        stop(procs)
-        raise
+    log.info("building the training sets of %d previous nights, %d local workers at a time",
+             len(plan), parallel)
+    for lo in range(0, len(plan), parallel):
+        procs = [_spawn({"night": i, "nights": min(parallel, len(plan)), "graph": str(g),
+                         "embeddings": str(e), "later": str(later), "gap": gap,
+                         "cfg": cfg_dump, "seed": seed, "out": str(files[i])})
+                 for i, (g, e, later, gap) in enumerate(plan) if lo <= i < lo + parallel]
+        try:
+            wait(procs, "night", first=lo)
+        except BaseException:
+            stop(procs)
+            raise
     return files
 
 
-def wait(procs: list[subprocess.Popen], what: str = "shard") -> None:
-    """Wait for every worker; the first that fails stops the others and fails the run."""
-    for i, p in enumerate(procs, start=1 if what == "shard" else 0):
+def wait(procs: list[subprocess.Popen], what: str = "shard", first: int = 1) -> None:
+    """Wait for every worker (of shards or nights `first`, `first` + 1, ...); the first that
+    fails stops the others and fails the run."""
+    for i, p in enumerate(procs, start=first):
         if p.wait() != 0:
             stop(procs)
             raise GieError(f"local expand worker of {what} {i} exited with {p.returncode} "
