@@ -25,11 +25,14 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "| expand | 1M users: IVF recall@50 0.964, 54.5x faster than exact; 6.9 CPU-min "
     "| recall >= 0.95, >= 10x, < 10 min | met (CPU time; wall time on an idle host not shown) |",
     "| nightly | 1M gifts (1.29M users), steady-state night (learned fusion, 2 local expand "
-    "workers), idle machine: build 219 s, train 292 s (2 epochs, warm start), expand 949 s "
-    "(418 s serial on shard 0), evaluate 287 s = 1747 s; first night 1859 s; 100k: 195 s; "
-    "every quality target met at 1M (explore 1.64x emb_knn) | 1M night in 20 min on 2 cores, "
-    "growth no worse than linear | not met (29 min); 100k -> 1M for 10x the events: build "
-    "3.3x, train 11x, expand 12x, evaluate 13x; 3M not run |",
+    "workers, 2 training threads), idle machine: build 252 s, train 275 s (2 epochs, warm "
+    "start), expand 755 s (313 s serial on shard 0), evaluate 159 s = 1442 s (was 1747 s); "
+    "first night 1859 s (older code); 100k: 200 s; every quality target met at 1M (explore "
+    "1.65x emb_knn); two 2-thread trainings byte-identical | 1M night in 20 min on 2 cores, "
+    "growth no worse than linear | not met (24 min); 100k -> 1M for 10x the events: build "
+    "3.4x, train 12.6x, expand 9.7x, evaluate 6.3x, night 7.2x; 3M not run: scaling the 1M "
+    "peaks, training would need about 31 GB and a learned expand about 55 GB, over this "
+    "host's 24 GB |",
     "| fusion | 761k users, 95k streamers (1M generated users): expand 340 s wall / 291 CPU s with the "
     "source sequences only; fixed-weight fusion 391 s / 415 CPU s; learned 1065 s / 1375 CPU s "
     "(472 s preparing two previous nights and fitting), peak RSS 4.1 -> 16.4 GB | cost at 1M "
