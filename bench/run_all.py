@@ -31,8 +31,8 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "1.65x emb_knn); two 2-thread trainings byte-identical | 1M night in 20 min on 2 cores, "
     "growth no worse than linear | not met (24 min); 100k -> 1M for 10x the events: build "
     "3.4x, train 12.6x, expand 9.7x, evaluate 6.3x, night 7.2x; 3M not run: scaling the 1M "
-    "peaks, training would need about 31 GB and a learned expand about 55 GB, over this "
-    "host's 24 GB |",
+    "peaks, training would need about 25 GB (8.4 GB at 1M since this stop) and a learned "
+    "expand about 55 GB, over this host's 24 GB |",
     "| fusion | 761k users, 95k streamers (1M generated users): expand 340 s wall / 291 CPU s with the "
     "source sequences only; fixed-weight fusion 391 s / 415 CPU s; learned 1065 s / 1375 CPU s "
     "(472 s preparing two previous nights and fitting), peak RSS 4.1 -> 16.4 GB | cost at 1M "

@@ -136,7 +136,8 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
     if not cfg.fusion.learn.enabled:
         return fixed_fusion(cfg, "learning switched off (expand.fusion.learn.enabled)")
     t0 = time.perf_counter()
-    plan, later = [], (data.path, data.metadata)   # (graph, embeddings, later graph, gap)
+    plan = []                # (graph, embeddings, the graph after it, days between them)
+    later = (data.path, data.metadata)
     for graph, embeddings in learn_from[: cfg.fusion.learn.nights]:
         meta = graph_metadata(graph)
         gap = (int(later[1]["window"]["end_ms"]) - int(meta["window"]["end_ms"])) / DAY_MS

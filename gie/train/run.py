@@ -168,7 +168,7 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
     t0 = time.time()
     data = load_graph(graph)
     holdout = holdout_mask(data)
-    g_train, g_full = to_dgl(data, drop_gift=holdout), to_dgl(data)
+    g_train = to_dgl(data, drop_gift=holdout)
     idmap = id_map_version(data)
     log.info("graph %s: %d users, %d streamers, %d gift edges (%d held out for validation)",
              graph, data.num_nodes("user"), data.num_nodes("streamer"), len(holdout),
@@ -178,9 +178,9 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
         raise BadInputError(f"graph {graph}: no gift edges left for training")
 
     seed_all(seed)
-    spec = model_spec(data, g_full, cfg)
+    spec = model_spec(data, g_train, cfg)            # the same node types, edge types
     model = GIEModel(spec)
-    model.fit_scaling(g_full.nodes["user"].data["feat"], g_full.nodes["streamer"].data["feat"])
+    model.fit_scaling(g_train.nodes["user"].data["feat"], g_train.nodes["streamer"].data["feat"])
     warm = load_warm_start(model, warm_start, data.raw_ids, str(graph)) if warm_start else None
     model.to(ctx.device)
     opt = GIEOptimizer(model, cfg.lr, cfg.weight_decay)
@@ -263,7 +263,11 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
         write_json_atomic(out / "metrics.json", metrics)
         raise QualityFloorError(f"validation AUC {best['auc']:.4f} < min_valid_auc "
                                 f"{cfg.min_valid_auc} (see {out / 'metrics.json'}); not published")
-    emb = full_inference(model, g_full, cfg.infer_batch_size, ctx.device, desc="embeddings")
+    # The full graph (held-out edges included) only now, once training's graph and sampler
+    # index are released: one graph in memory at a time.
+    g_train = index = loader = history = None
+    emb = full_inference(model, to_dgl(data), cfg.infer_batch_size, ctx.device,
+                         desc="embeddings")
     metrics["seconds"] = round(time.time() - t0, 2)
     meta = {"schema_version": EMBEDDINGS_SCHEMA_VERSION, "version": gie.__version__,
             "graph": str(graph), "seed": seed, "config": dump_config(cfg), "id_map": idmap,
