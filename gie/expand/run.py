@@ -7,6 +7,7 @@ gie.expand.bundle for how shards meet and publish, docs/BUNDLE.md for the output
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -162,9 +163,14 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
     else:
         nights, used, later = [], [], data
         for i, (graph, embeddings, _, gap) in enumerate(plan):
-            sets, info, later = night_sets(graph, embeddings, later, gap, cfg, seed, i)
+            sets, info, prev = night_sets(graph, embeddings, later, gap, cfg, seed, i)
             nights.append(sets)
             used.append(info)
+            # The next (older) night reads only this one's gift edges, for its labels: the
+            # watch edges and node attributes go now, not after every night is loaded.
+            later = dataclasses.replace(prev, features={}, node_columns={}, modalities={},
+                                        edges={"gift": prev.edges["gift"]})
+            del prev
     fusion = fit_fusion(nights, cfg, seed, {
         "learned_from": used,
         "held_out": "newest night" if len(nights) > 1 else
