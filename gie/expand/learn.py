@@ -107,8 +107,8 @@ def save_sets(sets: dict[str, dict[str, TrainingSet]], path: Path) -> None:
 
 def load_sets(path: Path) -> dict[str, dict[str, TrainingSet]]:
     with np.load(path) as z:
-        return {t: {kind: TrainingSet(*(z[f"{t}.{kind}.{f}"] for f in SET_FIELDS[:4]),
-                                      z[f"{t}.{kind}.names"].tolist(), z[f"{t}.{kind}.history"])
+        return {t: {kind: TrainingSet(names=z[f"{t}.{kind}.names"].tolist(),
+                                      **{f: z[f"{t}.{kind}.{f}"] for f in SET_FIELDS})
                     for kind in (MERGED, EXPLORE)} for t in NODE_TYPES}
 
 

@@ -138,19 +138,19 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
         return fixed_fusion(cfg, "learning switched off (expand.fusion.learn.enabled)")
     t0 = time.perf_counter()
     plan = []                # (graph, embeddings, the graph after it, days between them)
-    later = (data.path, data.metadata)
+    after, after_meta = data.path, data.metadata
     for graph, embeddings in learn_from[: cfg.fusion.learn.nights]:
         meta = graph_metadata(graph)
-        gap = (int(later[1]["window"]["end_ms"]) - int(meta["window"]["end_ms"])) / DAY_MS
+        gap = (int(after_meta["window"]["end_ms"]) - int(meta["window"]["end_ms"])) / DAY_MS
         if gap <= 0:
             raise BadInputError(f"previous graph {graph} ends at or after the graph after it "
-                                f"({later[0]}): it cannot be an earlier night")
+                                f"({after}): it cannot be an earlier night")
         if gap > cfg.fusion.learn.max_gap_days:
             log.warning("night %s is %g days before the next: not learned from (max_gap_days "
                         "%d)", meta.get("date"), gap, cfg.fusion.learn.max_gap_days)
             break
-        plan.append((Path(graph), Path(embeddings), Path(later[0]), gap))
-        later = (graph, meta)
+        plan.append((Path(graph), Path(embeddings), Path(after), gap))
+        after, after_meta = graph, meta
     if not plan:
         return fixed_fusion(cfg, f"the previous night is more than "
                                  f"{cfg.fusion.learn.max_gap_days} days back")

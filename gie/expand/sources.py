@@ -109,10 +109,10 @@ class Relations:
 
     def gather(self, step: str, hop: str, k: int, rows: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """R.gather of `rows` in truncated(step, hop, k). A mixed ('both') step not built
-        whole is mixed for these rows alone: the same entries, bit for bit (a row's mix reads
-        that row only), without mixing a million-row kNN table in every process first."""
-        if step in SIMILAR_EDGES and hop == "both" and (step, hop) not in self._cache:
+        """R.gather of `rows` in truncated(step, hop, k). A mixed ('both') step is mixed for
+        these rows alone: the same entries as get(step, 'both'), bit for bit (a row's mix
+        reads that row only), without mixing a million-row kNN table in every process."""
+        if step in SIMILAR_EDGES and hop == "both":
             uniq, inverse = np.unique(rows, return_inverse=True)
             part = R.mix(R.sub_rows(self.get(step, "graph"), uniq),
                          R.sub_rows(self.get(step, "knn"), uniq), self.graph_weight)
