@@ -1,8 +1,10 @@
 """Quality of the published sequences on several shapes of data, over several seeds.
 
-For each generator profile and seed: generate the data, run the nightly chain for D-2, D-1
-and D (so that the fused ranking of D is learned from the two previous nights, each against
-the gifts of the day after it, the newer one held out), and read the evaluation of D against
+For each generator profile and seed: generate the data, run the nightly chain for D-6 .. D
+(a nightly that has run for a week: the fused ranking of D learns from the previous nights,
+each against the gifts of the day after it, the newest held out; at these sizes one night's
+label nodes are few, so it reads up to `expand.fusion.learn.max_nights` of them), and read
+the evaluation of D against
 the gifts of D+1: every source, the fused sequences and the baselines, the targets, and the
 oracle ceiling. Results: bench/out/quality.json and
 docs/benchmarks/quality.md. Example:
@@ -21,6 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS, START = 15, "2025-05-01"
+NIGHTS = 7     # D-6 .. D: a week of nightly runs (expand.fusion.learn.max_nights 6)
 K = 50
 FIGURES = {  # column -> dotted path in metrics.json
     "explore": f"retrieval.explore.explore.recall@{K}",
@@ -53,10 +56,11 @@ def one(profile: str, seed: int, out: Path) -> dict:
         run("generate", "--out", str(raw), "--profile", profile, "--seed", str(seed),
             "--days", str(DAYS), "--start", START)
     last = dt.date.fromisoformat(START) + dt.timedelta(days=DAYS - 2)
-    for date in (last - dt.timedelta(days=2), last - dt.timedelta(days=1), last):
+    for back in range(NIGHTS - 1, -1, -1):
+        date = last - dt.timedelta(days=back)
         run("nightly", "--raw", str(raw), "--work", str(work), "--date", date.isoformat(),
             "--set", f"seed={seed}", "--set", f"nightly.evaluate={str(date == last).lower()}",
-            # the three nights are the steady state: no backfill of nights before D-2
+            # the nights run are the steady state: no backfill of nights before the first
             "--set", "nightly.backfill=false")
     return json.loads((work / "reports" / f"dt={last}" / "metrics.json").read_text())
 
@@ -102,9 +106,11 @@ def write_markdown(results: dict, path: Path, seeds: list[int]) -> None:
     f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["# Quality of the published sequences", "",
              f"Command: `.venv/bin/python bench/bench_quality.py --seeds "
-             f"{','.join(map(str, seeds))}`. Per profile and seed: generate, nightly for D-2, "
-             f"D-1 and D (the fused ranking of D is learned from D-2 and D-1 against the gifts "
-             f"of the day after each, D-1 held out), evaluate D on D+1. Explore Recall@{K}: streamers the user never gifted before, history removed "
+             f"{','.join(map(str, seeds))}`. Per profile and seed: generate, nightly for "
+             f"D-{NIGHTS - 1} .. D (the fused ranking of D learns from the previous nights, up "
+             f"to expand.fusion.learn.max_nights, each against the gifts of the day after it, "
+             f"the newest held out), evaluate D on D+1. Explore Recall@{K}: streamers the "
+             f"user never gifted before, history removed "
              f"from every list. Means over seeds; per-seed figures in bench/out/quality.json.", "",
              "| profile | explore | best baseline | ratio (target 1.25x) | popularity | swing "
              "| emb_knn | oracle | share of oracle | new streamers ratio | merged >= baselines "

@@ -136,6 +136,36 @@ def test_local_workers_learn_and_publish_the_same_bundle(chain, tmp_path, monkey
 
 
 @pytest.mark.slow
+def test_older_nights_are_learned_from_while_label_nodes_are_few(chain, tmp_path, spark):
+    """`learn.nights` at least, then older nights up to `max_nights` until each node type has
+    `min_label_nodes`; the same bundle when the first nights are built by local workers."""
+    from gie.expand.run import expand
+    from gie.train.run import train
+    from graphbuild.job import run_build
+
+    raw, work, cfg, _ = chain
+    older = "2025-05-02"                # built and trained only, as a backfill would
+    run_build(raw, work.work / "graph", older, cfg.build, spark=spark)
+    train(work.graph(older), work.model(older), cfg.train, seed=0)
+    previous = [(work.graph(d), work.model(d) / "embeddings")
+                for d in (NIGHTS[1], NIGHTS[0], older)]
+
+    def run(name: str, **learn) -> list[str]:
+        c = cfg.expand.model_copy(deep=True)
+        c.fusion.learn = c.fusion.learn.model_copy(update=learn)
+        meta = expand(work.graph(D), work.model(D) / "embeddings", tmp_path / name, c,
+                      learn_from=previous)
+        return [n["date"] for n in meta["fusion"]["learned_from"]]
+
+    every = [NIGHTS[1], NIGHTS[0], older]
+    assert run("few", nights=1, min_label_nodes=10**9) == every
+    assert run("enough", nights=1, min_label_nodes=0) == [NIGHTS[1]]
+    assert run("capped", nights=1, max_nights=2, min_label_nodes=10**9) == every[:2]
+    assert run("workers", nights=2, workers=2, min_label_nodes=10**9) == every
+    _same_bundle(tmp_path / "few", tmp_path / "workers")
+
+
+@pytest.mark.slow
 def test_day_after_d_never_reaches_the_bundle(chain, tmp_path, spark):
     """Change the gifts of D+1: the graph of D, and so the bundle of D, do not change."""
     from gie.expand.run import expand

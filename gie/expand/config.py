@@ -61,8 +61,16 @@ class LearnConfig(BaseModel):
 
     enabled: bool = Field(True, description="learn the ranker from the previous night when one "
                                             "exists; otherwise (and when off) fixed weights")
-    nights: int = Field(2, ge=1, description="previous nights learned from; with two or "
-                                             "more, the newest is held out to judge the fit")
+    nights: int = Field(2, ge=1, description="previous nights learned from, at least (where "
+                                             "they exist); with two or more, the newest is "
+                                             "held out to judge the fit")
+    max_nights: int = Field(6, ge=1, description="older nights are added, up to this many in "
+                            "all, while the nights so far hold fewer than `min_label_nodes` "
+                            "label nodes of either node type (a small population's next-day "
+                            "gifters are too few to fit on)")
+    min_label_nodes: int = Field(5000, ge=0, description="label nodes of each node type "
+                                 "(summed over nights, each night at most `max_groups`) that "
+                                 "stop adding older nights")
     max_gap_days: int = Field(3, ge=1, description="learn only from nights at most this many "
                                                    "days before the next one")
     valid_share: float = Field(0.2, gt=0, lt=1, description="share of label nodes held out "

@@ -42,7 +42,7 @@ from gie.expand.sources import (
 from gie.progress import progress
 from gie.publish import write_json_atomic
 from graphbuild.dataset import GraphData, graph_metadata, load_graph
-from graphbuild.schema import BUNDLE_SCHEMA_VERSION, FUSED, NODE_TYPES, expansion_schema
+from graphbuild.schema import BUNDLE_SCHEMA_VERSION, FUSED, MERGED, NODE_TYPES, expansion_schema
 
 log = logging.getLogger(__name__)
 KNN_STEP = {"user": "UU", "streamer": "SS"}
@@ -137,46 +137,57 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
     if not cfg.fusion.learn.enabled:
         return fixed_fusion(cfg, "learning switched off (expand.fusion.learn.enabled)")
     t0 = time.perf_counter()
+    learn = cfg.fusion.learn
     plan = []                # (graph, embeddings, the graph after it, days between them)
     after, after_meta = data.path, data.metadata
-    for graph, embeddings in learn_from[: cfg.fusion.learn.nights]:
+    for graph, embeddings in learn_from[: max(learn.nights, learn.max_nights)]:
         meta = graph_metadata(graph)
         gap = (int(after_meta["window"]["end_ms"]) - int(meta["window"]["end_ms"])) / DAY_MS
         if gap <= 0:
             raise BadInputError(f"previous graph {graph} ends at or after the graph after it "
                                 f"({after}): it cannot be an earlier night")
-        if gap > cfg.fusion.learn.max_gap_days:
+        if gap > learn.max_gap_days:
             log.warning("night %s is %g days before the next: not learned from (max_gap_days "
-                        "%d)", meta.get("date"), gap, cfg.fusion.learn.max_gap_days)
+                        "%d)", meta.get("date"), gap, learn.max_gap_days)
             break
         plan.append((Path(graph), Path(embeddings), Path(after), gap))
         after, after_meta = graph, meta
     if not plan:
         return fixed_fusion(cfg, f"the previous night is more than "
-                                 f"{cfg.fusion.learn.max_gap_days} days back")
-    if cfg.fusion.learn.workers > 1 and len(plan) > 1:
-        nights, used = [], []
-        for f in workers.nights(plan, dump_config(cfg), seed, work, cfg.fusion.learn.workers):
+                                 f"{learn.max_gap_days} days back")
+    nights, used, later = [], [], data
+    if learn.workers > 1 and min(learn.nights, len(plan)) > 1:
+        first = plan[:learn.nights]
+        for f in workers.nights(first, dump_config(cfg), seed, work, learn.workers):
             nights.append(load_sets(f))
             used.append(json.loads(f.with_suffix(".json").read_text()))
             f.unlink()
-    else:
-        nights, used, later = [], [], data
-        for i, (graph, embeddings, _, gap) in enumerate(plan):
-            sets, info, prev = night_sets(graph, embeddings, later, gap, cfg, seed, i)
-            nights.append(sets)
-            used.append(info)
-            # The next (older) night reads only this one's gift edges, for its labels: the
-            # watch edges and node attributes go now, not after every night is loaded.
-            later = dataclasses.replace(prev, features={}, node_columns={}, modalities={},
-                                        edges={"gift": prev.edges["gift"]})
-            del prev
+        if len(plan) > len(first):          # an older night's labels: this one's gift edges
+            later = load_graph(first[-1][0], edge_types=("gift",))
+    for i in range(len(nights), len(plan)):
+        if i >= learn.nights and _enough_labels(nights, learn.min_label_nodes):
+            break
+        graph, embeddings, _, gap = plan[i]
+        sets, info, prev = night_sets(graph, embeddings, later, gap, cfg, seed, i)
+        nights.append(sets)
+        used.append(info)
+        # The next (older) night reads only this one's gift edges, for its labels: the
+        # watch edges and node attributes go now, not after every night is loaded.
+        later = dataclasses.replace(prev, features={}, node_columns={}, modalities={},
+                                    edges={"gift": prev.edges["gift"]})
+        del prev
+    log.info("fused ranking: learning from %d previous night(s), %s label nodes", len(nights),
+             {t: sum(n[t][MERGED].n_groups for n in nights) for t in NODE_TYPES})
     fusion = fit_fusion(nights, cfg, seed, {
         "learned_from": used,
         "held_out": "newest night" if len(nights) > 1 else
                     f"{cfg.fusion.learn.valid_share:.0%} of the label nodes"})
     timings["learn_fusion"] = round(time.perf_counter() - t0, 3)
     return fusion
+
+
+def _enough_labels(nights: list[dict], wanted: int) -> bool:
+    return all(sum(n[t][MERGED].n_groups for n in nights) >= wanted for t in NODE_TYPES)
 
 
 def night_sets(graph: Path, embeddings: Path, later: GraphData, gap: float, cfg: ExpandConfig,

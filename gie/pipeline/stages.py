@@ -243,7 +243,8 @@ def _expand_inputs(ctx: RunContext) -> dict[str, Path | None]:
     inputs: dict[str, Path | None] = {"graph": lay.graph(ctx.date), "model": lay.model(ctx.date)}
     dates = [d for d in dates_under(lay.work / "graph") if d < ctx.date
              and is_published(lay.graph(d)) and is_published(lay.model(d))]
-    for i, d in enumerate(reversed(dates[-ctx.cfg.expand.fusion.learn.nights:]), start=1):
+    learn = ctx.cfg.expand.fusion.learn
+    for i, d in enumerate(reversed(dates[-max(learn.nights, learn.max_nights):]), start=1):
         inputs[f"prev_graph_{i}"], inputs[f"prev_model_{i}"] = lay.graph(d), lay.model(d)
     return inputs
 
