@@ -127,9 +127,10 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
             work: Path) -> Fusion | None:
     """Learn the fused ranking from previous nights, or say why fixed weights are used.
 
-    With `learn.workers` > 1 the nights' training sets are built side by side in local
-    processes (gie.expand.workers), each holding one previous graph; else one after the other
-    here."""
+    The newest `learn.nights` nights are read, then older ones while their label nodes are
+    fewer than `learn.min_label_nodes`. With `learn.workers` > 1 the first `learn.nights`
+    nights' training sets are built side by side in local processes (gie.expand.workers),
+    each holding one previous graph; the others one after the other here."""
     if not cfg.fusion.enabled:
         return None
     if not learn_from:
