@@ -4,9 +4,8 @@ For each generator profile and seed: generate the data, run the nightly chain fo
 (a nightly that has run for a week: the fused ranking of D learns from the previous nights,
 each against the gifts of the day after it, the newest held out; at these sizes one night's
 label nodes are few, so it reads up to `expand.fusion.learn.max_nights` of them), and read
-the evaluation of D against
-the gifts of D+1: every source, the fused sequences and the baselines, the targets, and the
-oracle ceiling. Results: bench/out/quality.json and
+the evaluation of D against the gifts of D+1: every source, the fused sequences and the
+baselines, the targets, and the oracle ceiling. Results: bench/out/quality.json and
 docs/benchmarks/quality.md. Example:
     .venv/bin/python bench/bench_quality.py --profiles default,long_history,weak_clicks --seeds 0,1,2
 """
