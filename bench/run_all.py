@@ -40,9 +40,9 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "their label walks read: 97 s -> 3 s a night at 1.29M users) |",
     "| quality | explore Recall@50 vs best baseline, a week of nights (mean of seeds 0-2): "
     "default 0.558 (1.28x), weak_clicks 0.466 (1.24x, was 1.14x with two nights learned from), "
-    "long_history seed 0 only 0.352 (1.14x; oracle 0.371, 95% reached) | 1.25x on every "
+    "long_history seeds 0-1 0.383 (1.18x; oracle 0.392, 98% reached) | 1.25x on every "
     "profile | met on default; weak_clicks just short (seeds 1.27x, 1.29x, 1.17x); not on "
-    "long_history (the oracle itself is about 1.2x the best baseline there) |",
+    "long_history (the oracle itself is 1.15x-1.28x the best baseline there) |",
 ]
 
 
