@@ -42,7 +42,7 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "default 0.558 (1.28x), weak_clicks 0.466 (1.24x, was 1.14x with two nights learned from), "
     "long_history seeds 0-1 0.383 (1.18x; oracle 0.392, 98% reached) | 1.25x on every "
     "profile | met on default; weak_clicks just short (seeds 1.27x, 1.29x, 1.17x); not on "
-    "long_history (the oracle itself is 1.15x-1.28x the best baseline there) |",
+    "long_history (the oracle itself is 1.20x-1.22x the best baseline there) |",
 ]
 
 
