@@ -163,12 +163,13 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
             nights.append(load_sets(f))
             used.append(json.loads(f.with_suffix(".json").read_text()))
             f.unlink()
-        if len(plan) > len(first):          # an older night's labels: this one's gift edges
-            later = load_graph(first[-1][0], edge_types=("gift",))
+        later = None         # an older night's labels: loaded only if one is read
     for i in range(len(nights), len(plan)):
-        if i >= learn.nights and _enough_labels(nights, learn.min_label_nodes):
+        if i >= learn.nights and min(_label_nodes(nights).values()) >= learn.min_label_nodes:
             break
         graph, embeddings, _, gap = plan[i]
+        if later is None:
+            later = load_graph(plan[i - 1][0], edge_types=("gift",))
         sets, info, prev = night_sets(graph, embeddings, later, gap, cfg, seed, i)
         nights.append(sets)
         used.append(info)
@@ -178,7 +179,7 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
                                     edges={"gift": prev.edges["gift"]})
         del prev
     log.info("fused ranking: learning from %d previous night(s), %s label nodes", len(nights),
-             {t: sum(n[t][MERGED].n_groups for n in nights) for t in NODE_TYPES})
+             _label_nodes(nights))
     fusion = fit_fusion(nights, cfg, seed, {
         "learned_from": used,
         "held_out": "newest night" if len(nights) > 1 else
@@ -187,8 +188,8 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
     return fusion
 
 
-def _enough_labels(nights: list[dict], wanted: int) -> bool:
-    return all(sum(n[t][MERGED].n_groups for n in nights) >= wanted for t in NODE_TYPES)
+def _label_nodes(nights: list[dict]) -> dict[str, int]:
+    return {t: sum(n[t][MERGED].n_groups for n in nights) for t in NODE_TYPES}
 
 
 def night_sets(graph: Path, embeddings: Path, later: GraphData, gap: float, cfg: ExpandConfig,
