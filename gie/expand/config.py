@@ -110,6 +110,12 @@ class FusionConfig(BaseModel):
     rrf_k: float = Field(60.0, gt=0, description="fixed weights: reciprocal-rank constant")
     prior_weight: float = Field(0.5, ge=0, description="fixed weights: weight of each prior "
                                                        "(POP, NEW, ACT)")
+    content_smooth_k: int = Field(
+        30, ge=1, description="content features: each streamer's content vector is the mean "
+                              "of its this many nearest reference streamers' (1 = its own)")
+    content_reference: int = Field(
+        5_000, ge=1, description="content features: the most gifted streamers that the "
+                                  "smoothing searches (bounds its cost at any size)")
     predict_threads: int = Field(0, ge=0, description="LightGBM threads when scoring "
                                                       "candidates (0 = every core; the scores "
                                                       "are the same at any count)")

@@ -1,0 +1,73 @@
+"""Features of the fused ranking that are computed, not read: content vectors, the users'
+content taste and ranks within a node's pool, each against a brute-force reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gie.expand.features import Taste, _rank_in_pool, streamer_content
+from graphbuild.dataset import load_graph
+from tests.graph_fixtures import make_graph_dataset
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    path, _ = make_graph_dataset(tmp_path_factory.mktemp("features") / "graph", n_users=120,
+                                 n_streamers=60, seed=3)
+    return load_graph(path)
+
+
+def _unit(v):
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.where(n > 0, n, 1)
+
+
+def _raw_content(graph) -> np.ndarray:
+    blocks = []
+    for i, v in enumerate(graph.modalities.values()):
+        has = graph.modality_mask[:, i]
+        v = np.asarray(v, np.float64)
+        blocks.append(_unit(np.where(has[:, None], v - v[has].mean(axis=0), 0)))
+    return _unit(np.concatenate(blocks, axis=1))
+
+
+def test_content_is_the_mean_of_the_nearest_reference_streamers(graph):
+    raw = _raw_content(graph)
+    k, reference = 5, 20
+    with_content = [s for s in range(len(raw)) if np.linalg.norm(raw[s]) > 0]
+    gifts = graph.node_columns["streamer"]["n_gifts"]
+    ids = graph.raw_ids["streamer"]
+    ref = sorted(with_content, key=lambda s: (-gifts[s], ids[s]))[:reference]
+    expected = np.zeros_like(raw)
+    for s in with_content:
+        near = sorted(ref, key=lambda r: -raw[s] @ raw[r])[:k]
+        expected[s] = _unit(raw[near].sum(axis=0))
+    got = streamer_content(graph, k, reference)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # Unsmoothed: every modality weighs the same, and no content stays no content.
+    np.testing.assert_allclose(streamer_content(graph, 1, reference), raw, atol=1e-6)
+
+
+def test_taste_is_the_cosine_with_what_the_user_gifted(graph):
+    content = streamer_content(graph, 3, 100)
+    gift = graph.edges["gift"]
+    taste = Taste(gift, graph.num_nodes("user"), content)
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, graph.num_nodes("user"), 500)
+    streamers = rng.integers(0, graph.num_nodes("streamer"), 500)
+    expected = []
+    for u, s in zip(users, streamers):
+        mine = gift.src == u
+        t = (gift.data["weight"][mine, None] * content[gift.dst[mine]]).sum(axis=0)
+        expected.append(_unit(t) @ content[s])
+    np.testing.assert_allclose(taste.score(users, streamers), expected, atol=1e-5)
+    no_edges = Taste(None, graph.num_nodes("user"), content)
+    assert not no_edges.score(users, streamers).any()
+
+
+def test_pool_rank_counts_the_better_candidates_of_the_same_node():
+    row = np.array([0, 0, 0, 0, 1, 1, 2])
+    value = np.array([0.5, 0.9, 0.5, 0.1, 3.0, 4.0, -1.0], np.float32)
+    # Ties keep the table order: the first 0.5 ranks before the second.
+    assert _rank_in_pool(row, value).tolist() == [2, 1, 3, 4, 2, 1, 1]
