@@ -116,6 +116,16 @@ def _smoothed(v: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
     return out / _norms(out)
 
 
+def _pair_dots(a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray,
+               chunk: int = 1 << 16) -> np.ndarray:
+    """a[ia] . b[ib] row by row, in chunks that stay in cache."""
+    out = np.empty(len(ia), np.float32)
+    for lo in range(0, len(ia), chunk):
+        sl = slice(lo, lo + chunk)
+        out[sl] = np.einsum("nd,nd->n", a[ia[sl]], b[ib[sl]])
+    return out
+
+
 def _norms(v: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(v, axis=1, keepdims=True)
     return np.where(n > 0, n, 1).astype(np.float32)
@@ -149,7 +159,7 @@ class Taste:
             rows = self.w[edge, None] * self.content[self.dst[edge]]
             taste[has] = np.add.reduceat(rows, offsets[has], axis=0)
         taste /= _norms(taste)
-        return np.einsum("nd,nd->n", taste[inv], self.content[streamers])
+        return _pair_dots(taste, inv, self.content, streamers)
 
 
 @dataclass
@@ -234,15 +244,9 @@ class GraphFeatures:
         out.update({c: v[streamers] for c, v in self.streamer.items()})
         return out
 
-    def emb_score(self, users: np.ndarray, streamers: np.ndarray,
-                  chunk: int = 1 << 16) -> np.ndarray:
-        """Dot products of the pairs' unit vectors, in chunks that stay in cache."""
-        out = np.empty(len(users), np.float32)
-        for lo in range(0, len(users), chunk):
-            sl = slice(lo, lo + chunk)
-            out[sl] = np.einsum("nd,nd->n", self.emb["user"][users[sl]],
-                                self.emb["streamer"][streamers[sl]])
-        return out
+    def emb_score(self, users: np.ndarray, streamers: np.ndarray) -> np.ndarray:
+        """Dot products of the pairs' unit vectors."""
+        return _pair_dots(self.emb["user"], users, self.emb["streamer"], streamers)
 
     def in_history(self, users: np.ndarray, streamers: np.ndarray) -> np.ndarray:
         return self.gift_index.find(users, streamers) >= 0
