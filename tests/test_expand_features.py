@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gie.expand.features import Taste, _rank_in_pool, streamer_content
+from gie.expand.features import Taste, _rank_in_pool, content_scores, streamer_content
 from graphbuild.dataset import load_graph
 from tests.graph_fixtures import make_graph_dataset
 
@@ -52,7 +52,8 @@ def test_content_is_the_mean_of_the_nearest_reference_streamers(graph):
 def test_taste_is_the_cosine_with_what_the_user_gifted(graph):
     content = streamer_content(graph, 3, 100)
     gift = graph.edges["gift"]
-    taste = Taste(gift, graph.num_nodes("user"), content)
+    tastes = {"gift": Taste(gift, graph.num_nodes("user"), content),
+              "none": Taste(None, graph.num_nodes("user"), content)}
     rng = np.random.default_rng(0)
     users = rng.integers(0, graph.num_nodes("user"), 500)
     streamers = rng.integers(0, graph.num_nodes("streamer"), 500)
@@ -61,9 +62,9 @@ def test_taste_is_the_cosine_with_what_the_user_gifted(graph):
         mine = gift.src == u
         t = (gift.data["weight"][mine, None] * content[gift.dst[mine]]).sum(axis=0)
         expected.append(_unit(t) @ content[s])
-    np.testing.assert_allclose(taste.score(users, streamers), expected, atol=1e-5)
-    no_edges = Taste(None, graph.num_nodes("user"), content)
-    assert not no_edges.score(users, streamers).any()
+    scores = content_scores(tastes, users, streamers)
+    np.testing.assert_allclose(scores["gift"], expected, atol=1e-5)
+    assert not scores["none"].any()
 
 
 def test_pool_rank_counts_the_better_candidates_of_the_same_node():

@@ -2,10 +2,10 @@
 
 A row of the feature matrix describes one candidate of one source node, as of the end of the
 graph's window: each source's score and rank for it (NaN when that source did not propose
-it), how many sources proposed it and its best rank, the model's embedding score, how close
-the streamer's multi-modal content is to what the user gifted and watched, the evidence on the
-pair itself (gift and watch edges, recency), and statistics of both nodes (activity, history
-length, popularity, trend, age).
+it), how many sources proposed it and its best rank, the model's embedding score and how close
+the streamer's multi-modal content is to what the user gifted and watched (these scores also
+as ranks within the node's pool), the evidence on the pair itself (gift and watch edges,
+recency), and statistics of both nodes (activity, history length, popularity, trend, age).
 Names are fixed by the sources enabled, so a ranker fitted on one night reads another's.
 """
 from __future__ import annotations
@@ -116,13 +116,16 @@ def _smoothed(v: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
     return out / _norms(out)
 
 
-def _pair_dots(a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray,
-               chunk: int = 1 << 16) -> np.ndarray:
-    """a[ia] . b[ib] row by row, in chunks that stay in cache."""
-    out = np.empty(len(ia), np.float32)
+def _pair_dots(lefts: list[np.ndarray], ia: np.ndarray, b: np.ndarray, ib: np.ndarray,
+               chunk: int = 1 << 16) -> list[np.ndarray]:
+    """left[ia] . b[ib] row by row for each left, in chunks that stay in cache (b's rows are
+    read once per chunk for all of them)."""
+    out = [np.empty(len(ia), np.float32) for _ in lefts]
     for lo in range(0, len(ia), chunk):
         sl = slice(lo, lo + chunk)
-        out[sl] = np.einsum("nd,nd->n", a[ia[sl]], b[ib[sl]])
+        right = b[ib[sl]]
+        for a, o in zip(lefts, out):
+            o[sl] = np.einsum("nd,nd->n", a[ia[sl]], right)
     return out
 
 
@@ -144,19 +147,27 @@ class Taste:
         self.dst, self.w = dst[order], np.asarray(w, np.float32)[order]
         self.ptr = np.searchsorted(src[order], np.arange(n_users + 1))
 
-    def score(self, users: np.ndarray, streamers: np.ndarray) -> np.ndarray:
-        """Cosine of each user's taste with the streamer's content (0 without either)."""
-        u, inv = np.unique(users, return_inverse=True)
-        start, lens = self.ptr[u], self.ptr[u + 1] - self.ptr[u]
+    def vectors(self, users: np.ndarray) -> np.ndarray:
+        """Unit taste of each of `users` (distinct ids; zero without edges)."""
+        start, lens = self.ptr[users], self.ptr[users + 1] - self.ptr[users]
         offsets = np.cumsum(lens) - lens
         edge = np.repeat(start - offsets, lens) + np.arange(int(lens.sum()))
-        taste = np.zeros((len(u), self.content.shape[1]), np.float32)
+        taste = np.zeros((len(users), self.content.shape[1]), np.float32)
         has = lens > 0
         if has.any():
             rows = self.w[edge, None] * self.content[self.dst[edge]]
             taste[has] = np.add.reduceat(rows, offsets[has], axis=0)
-        taste /= _norms(taste)
-        return _pair_dots(taste, inv, self.content, streamers)
+        return taste / _norms(taste)
+
+
+def content_scores(tastes: dict[str, Taste], users: np.ndarray, streamers: np.ndarray
+                   ) -> dict[str, np.ndarray]:
+    """Cosine of each user's tastes with the streamer's content (0 without either); the
+    tastes share one content matrix, each built once per distinct user."""
+    u, inv = np.unique(users, return_inverse=True)
+    content = next(iter(tastes.values())).content
+    scores = _pair_dots([t.vectors(u) for t in tastes.values()], inv, content, streamers)
+    return dict(zip(tastes, scores))
 
 
 @dataclass
@@ -171,7 +182,7 @@ class GraphFeatures:
     user: dict[str, np.ndarray]
     streamer: dict[str, np.ndarray]
     emb: dict[str, np.ndarray]           # unit-length vectors per node type
-    taste: dict[str, Taste]              # "gift" / "watch" -> the users' content taste
+    taste: dict[str, Taste]              # CONTENT_COLUMNS -> the users' content taste
 
     @classmethod
     def of(cls, graph: GraphData, emb: dict[str, np.ndarray], smooth_k: int,
@@ -209,21 +220,20 @@ class GraphFeatures:
         unit = {}
         for t, v in emb.items():
             v = np.asarray(v, np.float32)
-            norm = np.linalg.norm(v, axis=1, keepdims=True)
-            unit[t] = v / np.where(norm > 0, norm, 1)
+            unit[t] = v / _norms(v)
         content = streamer_content(graph, smooth_k, reference)
         return cls(end, gift, watch, PairIndex(gift, ns), PairIndex(watch, ns),
                    {k: np.asarray(v, np.float32) for k, v in user.items()},
                    {k: np.asarray(v, np.float32) for k, v in streamer.items()}, unit,
-                   {"gift": Taste(gift, nu, content), "watch": Taste(watch, nu, content)})
+                   dict(zip(CONTENT_COLUMNS, (Taste(gift, nu, content),
+                                              Taste(watch, nu, content)))))
 
     def pair_features(self, users: np.ndarray, streamers: np.ndarray) -> dict[str, np.ndarray]:
         """Every feature that depends on the pair or its nodes, not on the sources."""
         days = lambda ts: (self.end_ms - ts) / DAY_MS  # noqa: E731
         g = self.gift_index.find(users, streamers)
         out = {"emb_score": self.emb_score(users, streamers),
-               "content_gift": self.taste["gift"].score(users, streamers),
-               "content_watch": self.taste["watch"].score(users, streamers)}
+               **content_scores(self.taste, users, streamers)}
         d = self.gift.data
         out.update(zip(GIFT_COLUMNS, (
             _take(d["weight"], g), _take(d["count"], g), _take(d["total_price"], g),
@@ -243,7 +253,7 @@ class GraphFeatures:
 
     def emb_score(self, users: np.ndarray, streamers: np.ndarray) -> np.ndarray:
         """Dot products of the pairs' unit vectors."""
-        return _pair_dots(self.emb["user"], users, self.emb["streamer"], streamers)
+        return _pair_dots([self.emb["user"]], users, self.emb["streamer"], streamers)[0]
 
     def in_history(self, users: np.ndarray, streamers: np.ndarray) -> np.ndarray:
         return self.gift_index.find(users, streamers) >= 0
