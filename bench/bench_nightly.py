@@ -4,7 +4,9 @@ Each stage runs as its own CLI command (as a scheduler would run it), measured w
 process tree (Spark JVM included). The measured night is a steady-state one: the `--nights - 1`
 nights before it are built and trained first (not measured; kept and reused when published),
 so the measured build keeps their id map, training warm-starts from the night before, and
-`expand` learns the fused ranking from them, as `cli.py nightly` does. `--nights 1` measures
+`expand` learns the fused ranking from them, as `cli.py nightly` does (those nights after the
+first are expanded too, unmeasured, so the training sets a nightly keeps for the next nights
+are there: the measured night builds only its newest previous night's). `--nights 1` measures
 a first night (fixed fusion weights, cold start). Results: bench/out/nightly.json and
 docs/benchmarks/nightly.md. Example:
     .venv/bin/python bench/bench_nightly.py --sizes 100k,1M
@@ -23,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.measure import measure  # noqa: E402
 from gie.evaluate.report import lookup  # noqa: E402
+from gie.expand.run import SETS_CACHE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"100k": 100_000, "1M": 1_000_000, "3M": 3_000_000, "10M": 10_000_000}
@@ -89,15 +92,22 @@ def main() -> int:
                         cwd=str(ROOT), env=dict(os.environ))
             row["stages"]["generate"] = {"wall_s": round(m.wall_s, 1), "cpu_s": round(m.cpu_s, 1),
                                          "peak_rss_mb": round(m.peak_rss_mb), "rc": m.returncode}
-        for d in dates[:-1]:                                     # the nights learned from
+        for i, d in enumerate(dates[:-1]):                       # the nights learned from
             cmds = night(d)
-            for stage, folder in (("build", work / "graph"), ("train", work / "model")):
+            stages_before = [("build", work / "graph"), ("train", work / "model")]
+            if i:   # as a nightly ran them: their expand left the training sets it built
+                stages_before.append(("expand", work / "bundle"))   # (all but the newest's)
+            for stage, folder in stages_before:
                 if not (folder / f"dt={d}" / "_SUCCESS").exists():
                     m = measure(cmds[stage], cwd=str(ROOT), env=dict(os.environ))
                     print(name, d, stage, "(earlier night)", round(m.wall_s, 1), flush=True)
                     if m.returncode != 0:
                         raise SystemExit(f"{name}: {stage} of {d} exited with {m.returncode}")
         stages = night(date)
+        # The measured night builds its newest previous night's sets (a rerun would read them).
+        for f in (work / "bundle" / SETS_CACHE).glob(f"dt={dates[-2]}_*") if args.nights > 1 \
+                else []:
+            f.unlink()
         for stage, cmd in stages.items():
             record = out / f"stage-{name}-n{args.nights}-{stage}.json"
             if args.reuse and record.exists():   # measured by an earlier, interrupted run
@@ -164,10 +174,11 @@ def write_markdown(results: list[dict]) -> None:
              f"Machine: {os.cpu_count()} cores, {platform.platform()}. Command: `.venv/bin/python "
              "bench/bench_nightly.py --sizes SIZE --epochs E --nights N [--set K=V]` (training "
              "runs E epochs; every setting not named is the default). Night N of a work folder "
-             "is measured after the N-1 nights before it were built and trained: it keeps their "
-             "id map, warm-starts from the previous model and learns the fused ranking from "
-             "them, as `cli.py nightly` does; a first night uses fixed fusion weights and a cold "
-             "start. Each stage is its own CLI command; CPU time and peak RSS cover its process "
+             "is measured after the N-1 nights before it were built and trained (and, but the "
+             "first, expanded): it keeps their id map, warm-starts from the previous model and "
+             "learns the fused ranking from them, reading the training sets the earlier "
+             "expands kept, as `cli.py nightly` does; a first night uses fixed fusion weights "
+             "and a cold start. Each stage is its own CLI command; CPU time and peak RSS cover its process "
              "tree (Spark JVM included); the load average at each stage's start shows whether "
              "the machine was idle.", "",
              "| run | users | streamers | stage | wall (s) | CPU (s) | peak RSS (MB) | load at start |",

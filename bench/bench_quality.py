@@ -38,6 +38,7 @@ FIGURES = {  # column -> dotted path in metrics.json
     "swing": f"retrieval.explore.swing.recall@{K}",
     "emb_knn": f"retrieval.explore.emb_knn.recall@{K}",
     "oracle": f"oracle.recall@{K}",
+    "history_oracle": f"oracle.history_recall@{K}",
 }
 SOURCES = ["U-S", "U-U-S", "U-S-S", "U-W-S", "U-W-S-S", "U-knn-S", "U-s2s-S"]
 
@@ -126,18 +127,22 @@ def write_markdown(results: dict, path: Path, seeds: list[int]) -> None:
              f"from every list. Means over seeds and test days (the counts: test days that "
              f"meet a target); per-day figures in bench/out/quality/quality.json.", "",
              "| profile | explore | best baseline | ratio (target 1.25x) | popularity | swing "
-             "| emb_knn | oracle | share of oracle | new streamers ratio | merged >= baselines "
-             "all K | fused >= sources | downstream margin / spread | emb > pop |",
-             "|---" * 14 + "|"]
+             "| emb_knn | oracle | share of oracle | history oracle (share) | new streamers ratio "
+             "| merged >= baselines all K | fused >= sources | downstream margin / spread "
+             "| emb > pop |",
+             "|---" * 15 + "|"]
     for profile, rows in results.items():
         ratio = mean(rows, "explore_ratio")
         share = (mean(rows, "explore") / mean(rows, "oracle")) if mean(rows, "oracle") else None
+        hist = mean(rows, "history_oracle")
+        hist_cell = "n/a" if not hist else f"{hist:.3f} ({mean(rows, 'explore') / hist:.0%})"
         lines.append(
             f"| {profile} | {f(mean(rows, 'explore'))} | "
             f"{'/'.join(sorted({r['explore_best_baseline'] for r in rows}))} | {f(ratio)}x | "
             f"{f(mean(rows, 'popularity'))} | {f(mean(rows, 'swing'))} | "
             f"{f(mean(rows, 'emb_knn'))} | {f(mean(rows, 'oracle'))} | "
             f"{'n/a' if share is None else f'{share:.0%}'} | "
+            f"{hist_cell} | "
             f"{f(mean(rows, 'new_streamer_ratio'))}x | "
             f"{sum(bool(r['merged_met']) for r in rows)}/{len(rows)} | "
             f"{sum(r['fused_vs_sources_met'] is not False for r in rows)}/{len(rows)} | "

@@ -153,8 +153,8 @@ def test_older_nights_are_learned_from_while_label_nodes_are_few(chain, tmp_path
     def run(name: str, **learn) -> list[str]:
         c = cfg.expand.model_copy(deep=True)
         c.fusion.learn = c.fusion.learn.model_copy(update=learn)
-        meta = expand(work.graph(D), work.model(D) / "embeddings", tmp_path / name, c,
-                      learn_from=previous)
+        meta = expand(work.graph(D), work.model(D) / "embeddings", tmp_path / name / "b", c,
+                      learn_from=previous)      # a folder each: no training sets cached
         return [n["date"] for n in meta["fusion"]["learned_from"]]
 
     every = [NIGHTS[1], NIGHTS[0], older]
@@ -162,7 +162,42 @@ def test_older_nights_are_learned_from_while_label_nodes_are_few(chain, tmp_path
     assert run("enough", nights=1, min_label_nodes=0) == [NIGHTS[1]]
     assert run("capped", nights=1, max_nights=2, min_label_nodes=10**9) == every[:2]
     assert run("workers", nights=2, workers=2, min_label_nodes=10**9) == every
-    _same_bundle(tmp_path / "few", tmp_path / "workers")
+    _same_bundle(tmp_path / "few" / "b", tmp_path / "workers" / "b")
+
+
+@pytest.mark.slow
+def test_learned_nights_come_from_the_cache_with_the_same_bundle(chain, tmp_path):
+    """The chain ran its nights in order, so night D read the training sets that night D-1
+    had built for D-2, and built only D-1's; without the cache the bundle is the same. A
+    changed input of a night is a miss: built again, and its older file removed."""
+    from gie.expand.run import SETS_CACHE, expand
+
+    _, work, cfg, metas = chain
+    cache = work.work / "bundle" / SETS_CACHE
+    assert sorted(p.name[3:13] for p in cache.glob("*.npz")) == [NIGHTS[0], NIGHTS[1]]
+    assert [n["date"] for n in metas[D]["fusion"]["learned_from"]] == [NIGHTS[1], NIGHTS[0]]
+    previous = [(work.graph(d), work.model(d) / "embeddings") for d in (NIGHTS[1], NIGHTS[0])]
+    off = cfg.expand.model_copy(deep=True)
+    off.fusion.learn.cache = False
+    expand(work.graph(D), work.model(D) / "embeddings", tmp_path / "off" / "b", off,
+           learn_from=previous)
+    _same_bundle(work.bundle(D), tmp_path / "off" / "b")
+    assert not (tmp_path / "off" / SETS_CACHE).exists()
+
+    mine = tmp_path / "on" / SETS_CACHE
+    shutil.copytree(cache, mine)                        # (copy2 keeps the mtimes: still hits)
+    emb0 = tmp_path / "emb0"                            # same vectors, new files: a miss
+    shutil.copytree(work.model(NIGHTS[0]) / "embeddings", emb0, copy_function=shutil.copy)
+    before = {p.name: p.stat().st_mtime_ns for p in mine.glob("*.npz")}
+    expand(work.graph(D), work.model(D) / "embeddings", tmp_path / "on" / "b", cfg.expand,
+           learn_from=[previous[0], (work.graph(NIGHTS[0]), emb0)])
+    after = {p.name: p.stat().st_mtime_ns for p in mine.glob("*.npz")}
+    kept = [f for f in before if f[3:13] == NIGHTS[1]]
+    assert after[kept[0]] == before[kept[0]]            # read, not built again
+    new = set(after) - set(before)
+    assert len(after) == 2 and len(new) == 1 and next(iter(new))[3:13] == NIGHTS[0]
+    assert len(list(mine.glob("*.json"))) == 2
+    _same_bundle(work.bundle(D), tmp_path / "on" / "b")
 
 
 @pytest.mark.slow

@@ -102,3 +102,30 @@ def test_best_positions_is_a_stable_sort_cut():
         score[score == 0] = -np.inf                                       # not candidates
         want = [i for i in np.argsort(-score, kind="stable") if np.isfinite(score[i])][:n]
         assert best_positions(score, n).tolist() == want
+
+
+def test_oracle_ranks_by_planted_mixture_and_history_oracle_by_the_users_gifts(tmp_path):
+    """Two topics, equal chances within each: the planted mixture (mostly topic 0) puts a
+    topic-0 streamer first; the history oracle, which sees only the user's gift to a topic-1
+    streamer, puts the other topic-1 streamer first."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gie.evaluate.oracle import explore_ceiling
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": {
+        "topics": 2, "start": "2025-05-01", "new_boost_days": 3, "new_boost": 4.0,
+        "live_prob": 0.6, "cross_topic_share": 0.0}}))
+    pq.write_table(pa.table({"user_id": [1], "topic": [0], "second_topic": [1],
+                             "main_weight": [0.85]}), tmp_path / "truth" / "users.parquet")
+    pq.write_table(pa.table({"streamer_id": [10, 11, 20, 21], "topic": [0, 0, 1, 1],
+                             "popularity": [1.0] * 4, "debut_day": [0] * 4}),
+                   tmp_path / "truth" / "streamers.parquet")
+    out = explore_ceiling(tmp_path, "2025-05-01", {1: {21}}, {1: {20}}, k=1)
+    assert out["users"] == 1
+    assert out["recall@1"] == 0.0            # the planted mixture ranks 10 first
+    assert out["history_recall@1"] == 1.0    # one gift to topic 1: 21 first
+    out = explore_ceiling(tmp_path, "2025-05-01", {1: {10}}, {1: {20}}, k=1)
+    assert (out["recall@1"], out["history_recall@1"]) == (1.0, 0.0)

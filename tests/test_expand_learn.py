@@ -46,3 +46,28 @@ def test_training_sets_need_only_the_knn_rows_their_walks_read(inputs):
             np.testing.assert_allclose(full.X, part.X, rtol=1e-6, equal_nan=True)
             np.testing.assert_array_equal(full.y, part.y)
             np.testing.assert_array_equal(full.group, part.group)
+
+
+def test_saved_sets_load_back_equal(inputs, tmp_path):
+    """The file stores the merged rows once: the explore rows (merged rows without a gift
+    edge) and both label counts come back the same bytes."""
+    from gie.expand.learn import load_sets, save_sets
+    graph, emb_dir, _ = inputs
+    data, emb = _load_inputs(graph, emb_dir)
+    cfg = ExpandConfig(batch_size=16)
+    rng = np.random.default_rng(5)
+    users = rng.integers(0, data.num_nodes("user"), 300)
+    streamers = rng.integers(0, data.num_nodes("streamer"), 300)
+    built, knn = _neighbours(data, emb, cfg, 0, {})
+    view = _view(data, emb, {t: b.index for t, b in built.items()}, knn, cfg)
+    sets = training_sets(view, cfg, users, streamers, seed=3)
+    save_sets(sets, tmp_path / "night.npz")
+    back = load_sets(tmp_path / "night.npz")
+    for t in NODE_TYPES:
+        assert sets[t][MERGED].history.any() and not sets[t][MERGED].history.all()
+        for kind in (MERGED, EXPLORE):
+            a, b = sets[t][kind], back[t][kind]
+            assert a.names == b.names
+            for f in ("X", "y", "group", "n_labels", "history"):
+                x, y = getattr(a, f), getattr(b, f)
+                assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), (t, kind, f)

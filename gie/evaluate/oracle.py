@@ -8,6 +8,12 @@ by popularity). It is scored exactly like the `explore` segment.
 No learned method can be expected to beat it by much; it tells what share of the reachable
 exploration recall a method reaches. Only generated raw folders (manifest.json and truth/)
 have it.
+
+The same oracle with the user's topic mixture *estimated from their gifts in the window*
+(`history_recall@k`: the planted topics of the streamers they gifted, counted once each, plus
+one pseudo-count spread over all topics) tells how much of the gap is the ranking's and how
+much is what a short history cannot say: it still knows every streamer's topic, popularity
+and liveness, which no method sees, so it is a reference, not a bound.
 """
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ import pyarrow.parquet as pq
 
 from gie.evaluate.baselines import best_positions
 from gie.evaluate.rawdata import next_date
+
+HISTORY_PSEUDO_COUNT = 1.0   # history oracle: prior topic counts, spread evenly
 
 
 def has_truth(raw: str | Path) -> bool:
@@ -46,7 +54,7 @@ def explore_ceiling(raw: str | Path, date: str, labels: dict[int, set[int]],
     mass = np.bincount(s_topic, weights=pop * live, minlength=topics)
     chance = live * pop / np.where(mass > 0, mass, 1.0)[s_topic]
     cross = gen["cross_topic_share"]
-    recalls = []
+    recalls, from_history = [], []
     for u, gifted in sorted(labels.items()):
         seen = history.get(u, set())
         relevant = gifted - seen
@@ -56,8 +64,18 @@ def explore_ceiling(raw: str | Path, date: str, labels: dict[int, set[int]],
         mix = np.full(topics, cross / topics)
         mix[int(row.topic)] += row.main_weight
         mix[int(row.second_topic)] += max(0.0, 1 - cross - row.main_weight)
-        ranked = ids[best_positions(mix[s_topic] * chance, k + len(seen))]
-        top = [s for s in ranked if s not in seen][:k]
-        recalls.append(len(relevant & set(top)) / len(relevant))
-    return {"users": len(recalls), f"recall@{k}": float(np.mean(recalls)) if recalls else 0.0,
+        recalls.append(_recall(mix[s_topic] * chance, ids, seen, relevant, k))
+        counts = np.bincount(s_topic[np.isin(ids, list(seen))], minlength=topics)
+        estimate = (counts + HISTORY_PSEUDO_COUNT / topics) / (counts.sum() + HISTORY_PSEUDO_COUNT)
+        from_history.append(_recall(estimate[s_topic] * chance, ids, seen, relevant, k))
+    mean = lambda v: float(np.mean(v)) if v else 0.0  # noqa: E731
+    return {"users": len(recalls), f"recall@{k}": mean(recalls),
+            f"history_recall@{k}": mean(from_history),
             "method": "the generator's planted chance of an explored gift"}
+
+
+def _recall(score: np.ndarray, ids: np.ndarray, seen: set[int], relevant: set[int],
+            k: int) -> float:
+    ranked = ids[best_positions(score, k + len(seen))]
+    top = [s for s in ranked if s not in seen][:k]
+    return len(relevant & set(top)) / len(relevant)

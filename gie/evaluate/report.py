@@ -239,6 +239,9 @@ def render_markdown(metrics: dict, previous: dict | None, plots: list[str]) -> s
                   f"An oracle that knows the planted truth ({oracle['method']}) reaches "
                   f"exploration Recall@{k} = {ceiling:.4f} over {oracle['users']} users"
                   f"{share}."]
+        if f"history_recall@{k}" in oracle:
+            lines.append(f"With each user's topic mixture estimated from their own gifts in the "
+                         f"window instead, it reaches {oracle[f'history_recall@{k}']:.4f}.")
     lines += _fusion_lines(metrics.get("fusion"))
     lines += _retrieval_lines(metrics, previous, "retrieval", "methods", SEGMENT_TITLES, "users")
     if metrics.get("streamer_retrieval"):

@@ -95,6 +95,10 @@ class LearnConfig(BaseModel):
                          "run's own process). Each holds one previous graph, its view and "
                          "sets: about 10 GB at 1.3M users, so two ran out of memory on a "
                          "24 GB host there. The sets are the same bytes either way")
+    cache: bool = Field(True, description="keep each previous night's training sets in "
+                        "`_fusion_sets/` beside the bundle folder (keyed by its inputs and "
+                        "settings) so the next nights read them instead of building them again: "
+                        "a steady-state night builds one night's sets, not every night's")
 
 
 class FusionConfig(BaseModel):

@@ -11,6 +11,7 @@ read. The newest night is held out to judge the fit (ranker.py). Both sides are 
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -18,10 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+import gie
+from gie.config import dump_config
+from gie.expand.bundle import file_signature, fingerprint
 from gie.expand.config import ExpandConfig
 from gie.expand.fusion import Fusion, View, pooled_table, fixed_weights, fusion_sources
 from gie.expand.ranker import Scorer, TrainingSet, concat, fit_fused
 from gie.expand.sources import OTHER, source_candidates
+from gie.publish import write_json_atomic
 from graphbuild.dataset import GraphData, to_node_ids
 from graphbuild.schema import EXPLORE, MERGED, NODE_TYPES
 
@@ -94,11 +99,13 @@ SET_FIELDS = ("X", "y", "group", "n_labels", "history")
 
 
 def save_sets(sets: dict[str, dict[str, TrainingSet]], path: Path) -> None:
-    """One night's training sets as one .npz (written whole, then renamed into place)."""
-    arrays = {f"{t}.{kind}.{f}": getattr(ts, f) for t, by in sets.items()
-              for kind, ts in by.items() for f in SET_FIELDS}
-    arrays.update({f"{t}.{kind}.names": np.array(ts.names) for t, by in sets.items()
-                   for kind, ts in by.items()})
+    """One night's training sets as one .npz (written whole, then renamed into place). The
+    explore rows are the merged rows without a gift edge, in the same order: only their
+    label counts are stored."""
+    arrays = {f"{t}.{MERGED}.{f}": getattr(by[MERGED], f) for t, by in sets.items()
+              for f in SET_FIELDS}
+    arrays.update({f"{t}.{EXPLORE}.n_labels": by[EXPLORE].n_labels for t, by in sets.items()})
+    arrays.update({f"{t}.names": np.array(by[MERGED].names) for t, by in sets.items()})
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
@@ -106,10 +113,71 @@ def save_sets(sets: dict[str, dict[str, TrainingSet]], path: Path) -> None:
 
 
 def load_sets(path: Path) -> dict[str, dict[str, TrainingSet]]:
+    out = {}
     with np.load(path) as z:
-        return {t: {kind: TrainingSet(names=z[f"{t}.{kind}.names"].tolist(),
-                                      **{f: z[f"{t}.{kind}.{f}"] for f in SET_FIELDS})
-                    for kind in (MERGED, EXPLORE)} for t in NODE_TYPES}
+        for t in NODE_TYPES:
+            merged = TrainingSet(names=z[f"{t}.names"].tolist(),
+                                 **{f: z[f"{t}.{MERGED}.{f}"] for f in SET_FIELDS})
+            first = ~merged.history
+            out[t] = {MERGED: merged, EXPLORE: TrainingSet(
+                merged.X[first], merged.y[first], merged.group[first],
+                z[f"{t}.{EXPLORE}.n_labels"], merged.names, merged.history[first])}
+    return out
+
+
+class SetCache:
+    """A night's training sets depend only on its graph and embeddings, the graph after it
+    (the labels), the gap between them, the seed and the settings that shape candidates and
+    features; so the sets night D builds for night D-1 are what nights D+1 .. D+5 would build
+    again. One .npz (and its `learned_from` record) per night and key; the key holds the
+    inputs' file signatures (name, size, mtime), so a rebuilt input is a miss, never a stale
+    hit. Files of nights no later run reads, and older keys of a night read now, are removed."""
+
+    # Settings that do not change a night's sets (fit, night choice, execution).
+    IGNORED = {"workers", "shard_wait_s", "predict_threads", "threads", "cache", "nights",
+               "max_nights", "min_label_nodes", "max_gap_days", "valid_share",
+               "negative_share", "objective", "rounds", "early_stopping", "learning_rate",
+               "num_leaves", "min_data_in_leaf", "feature_fraction"}
+
+    def __init__(self, folder: Path, cfg: ExpandConfig, seed: int):
+        self.folder = folder
+        self.settings = self._strip(dump_config(cfg))
+        self.seed = seed
+
+    @classmethod
+    def _strip(cls, tree):
+        if not isinstance(tree, dict):
+            return tree
+        return {k: cls._strip(v) for k, v in tree.items() if k not in cls.IGNORED}
+
+    def key(self, graph: Path, embeddings: Path, later: Path, gap: float) -> str:
+        return fingerprint([file_signature(p) for p in (graph, embeddings, later)], gap,
+                           self.settings, self.seed, gie.__version__)
+
+    def _path(self, date: str, key: str) -> Path:
+        return self.folder / f"dt={date}_{key}.npz"
+
+    def get(self, date: str, key: str) -> tuple[dict, dict] | None:
+        """(sets, learned_from record) of a night, or None."""
+        path = self._path(date, key)
+        try:
+            return load_sets(path), json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def put(self, date: str, key: str, sets: dict, info: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._path(date, key)
+        write_json_atomic(path.with_suffix(".json"), info)   # the record first: a set
+        save_sets(sets, path)                                 # without it is never read
+
+    def prune(self, read: dict[str, str], oldest: str) -> None:
+        """Keep the nights `read` (date -> key) and nights from `oldest` on."""
+        for path in self.folder.glob("dt=*.npz"):
+            date, _, key = path.stem[len("dt="):].partition("_")
+            if date < oldest or (date in read and read[date] != key):
+                path.unlink(missing_ok=True)
+                path.with_suffix(".json").unlink(missing_ok=True)
 
 
 def fit_fusion(nights: list[dict[str, dict[str, TrainingSet]]], cfg: ExpandConfig, seed: int,

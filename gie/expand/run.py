@@ -33,7 +33,7 @@ from gie.expand.config import ExpandConfig
 from gie.expand.features import GraphFeatures
 from gie.expand.fusion import Fusion, View, fixed_fusion, fuse, pooled_table
 from gie.expand.learn import (
-    fit_fusion, label_groups, label_pairs, load_sets, training_sets,
+    SetCache, fit_fusion, label_groups, label_pairs, load_sets, training_sets,
 )
 from gie.expand.sources import (
     OTHER, Relations, enabled_sources, knn_relation, published_sequences,
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 KNN_STEP = {"user": "UU", "streamer": "SS"}
 DAY_MS = 86_400_000
 FUSION_FILE = "fusion.json"
+SETS_CACHE = "_fusion_sets"       # beside the bundle folders: previous nights' training sets
 
 
 def _load_inputs(graph: Path, embeddings: Path) -> tuple[GraphData, dict]:
@@ -125,13 +126,14 @@ def load_fusion(bundle: Path, cfg: ExpandConfig) -> Fusion | None:
 
 
 def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, timings: dict,
-            work: Path) -> Fusion | None:
+            work: Path, cache: SetCache | None) -> Fusion | None:
     """Learn the fused ranking from previous nights, or say why fixed weights are used.
 
     The newest `learn.nights` nights are read, then older ones while their label nodes are
-    fewer than `learn.min_label_nodes`. With `learn.workers` > 1 the first `learn.nights`
-    nights' training sets are built side by side in local processes (gie.expand.workers),
-    each holding one previous graph; the others one after the other here."""
+    fewer than `learn.min_label_nodes`. A night's training sets come from the cache when an
+    earlier run built them from the same inputs; otherwise they are built here, or, with
+    `learn.workers` > 1, the missing ones among the first `learn.nights` side by side in
+    local processes (gie.expand.workers), each holding one previous graph."""
     if not cfg.fusion.enabled:
         return None
     if not learn_from:
@@ -140,7 +142,7 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
         return fixed_fusion(cfg, "learning switched off (expand.fusion.learn.enabled)")
     t0 = time.perf_counter()
     learn = cfg.fusion.learn
-    plan = []                # (graph, embeddings, the graph after it, days between them)
+    plan, dates = [], []     # (graph, embeddings, the graph after it, days between them)
     after, after_meta = data.path, data.metadata
     for graph, embeddings in learn_from[: max(learn.nights, learn.max_nights)]:
         meta = graph_metadata(graph)
@@ -153,32 +155,57 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
                         "%d)", meta.get("date"), gap, learn.max_gap_days)
             break
         plan.append((Path(graph), Path(embeddings), Path(after), gap))
+        dates.append(str(meta.get("date")))
         after, after_meta = graph, meta
     if not plan:
         return fixed_fusion(cfg, f"the previous night is more than "
                                  f"{learn.max_gap_days} days back")
-    nights, used, later = [], [], data
-    if learn.workers > 1 and min(learn.nights, len(plan)) > 1:
-        first = plan[:learn.nights]
-        for f in workers.nights(first, dump_config(cfg), seed, work, learn.workers):
-            nights.append(load_sets(f))
-            used.append(json.loads(f.with_suffix(".json").read_text()))
+    keys = [cache.key(*night) if cache else "" for night in plan]
+    found: dict[int, tuple[dict, dict]] = {}        # plan index -> (sets, learned_from record)
+
+    def from_cache(i: int) -> bool:
+        hit = cache.get(dates[i], keys[i]) if cache else None
+        if hit:
+            found[i] = hit
+            log.info("fused ranking: night %s's training sets read from %s", dates[i],
+                     cache.folder)
+        return hit is not None
+
+    def built(i: int, sets: dict, info: dict) -> None:
+        found[i] = (sets, info)
+        if cache:
+            cache.put(dates[i], keys[i], sets, info)
+
+    todo = [i for i in range(min(learn.nights, len(plan))) if not from_cache(i)]
+    if learn.workers > 1 and len(todo) > 1:
+        files = workers.nights([plan[i] for i in todo], dump_config(cfg), seed, work,
+                               learn.workers)
+        for i, f in zip(todo, files):
+            built(i, load_sets(f), json.loads(f.with_suffix(".json").read_text()))
             f.unlink()
-        later = None         # an older night's labels: loaded only if one is read
-    for i in range(len(nights), len(plan)):
+    later = data
+    for i in range(len(plan)):
+        nights = [found[j][0] for j in range(i)]
         if i >= learn.nights and min(_label_nodes(nights).values()) >= learn.min_label_nodes:
             break
-        graph, embeddings, _, gap = plan[i]
+        if i in found or from_cache(i):
+            later = None
+            continue
+        graph, embeddings, after, gap = plan[i]
         if later is None:
-            later = load_graph(plan[i - 1][0], edge_types=("gift",))
-        sets, info, prev = night_sets(graph, embeddings, later, gap, cfg, seed, i)
-        nights.append(sets)
-        used.append(info)
+            later = load_graph(after, edge_types=("gift",))
+        sets, info, prev = night_sets(graph, embeddings, later, gap, cfg, seed)
+        built(i, sets, info)
         # The next (older) night reads only this one's gift edges, for its labels: the
         # watch edges and node attributes go now, not after every night is loaded.
         later = dataclasses.replace(prev, features={}, node_columns={}, modalities={},
                                     edges={"gift": prev.edges["gift"]})
         del prev
+    read = sorted(found)
+    if cache:
+        cache.prune({dates[i]: keys[i] for i in read}, min(dates[i] for i in read))
+    nights, used = [found[i][0] for i in read], [found[i][1] for i in read]
+    del found
     log.info("fused ranking: learning from %d previous night(s), %s label nodes", len(nights),
              _label_nodes(nights))
     fusion = fit_fusion(nights, cfg, seed, {
@@ -194,14 +221,15 @@ def _label_nodes(nights: list[dict]) -> dict[str, int]:
 
 
 def night_sets(graph: Path, embeddings: Path, later: GraphData, gap: float, cfg: ExpandConfig,
-               seed: int, night: int) -> tuple[dict, dict, GraphData]:
-    """The fused ranking's training sets of the `night`-th previous night (0 = newest): its
-    candidates against the gifts of the night after it (`later`, `gap` days later).
-    Returns (sets, what was learned from, its graph)."""
+               seed: int) -> tuple[dict, dict, GraphData]:
+    """The fused ranking's training sets of a previous night: its candidates against the
+    gifts of the night after it (`later`, `gap` days later). The label nodes' sample is
+    seeded by the night's own day, so every later run that reads this night builds the same
+    sets (what the cache relies on). Returns (sets, what was learned from, its graph)."""
     log.info("fused ranking: learning from %s against the gifts of the %g day(s) after it",
              graph, gap)
     prev, prev_emb = _load_inputs(graph, embeddings)
-    night_seed = seed + night
+    night_seed = seed + int(prev.metadata["window"]["end_ms"]) // DAY_MS
     users, streamers = label_pairs(prev, later)
     # Only the kNN rows the label nodes' walks read (tested equal to the full table).
     bare = Relations(prev, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days)
@@ -257,8 +285,10 @@ def _prepare(stage: ShardedStage, data: GraphData, emb: dict, cfg: ExpandConfig,
         if stage.n > 1:
             np.save(work / f"knn-{t}-sims.npy", knn[t][0])
             np.save(work / f"knn-{t}-ids.npy", knn[t][1])
-    info["fusion"] = _save_fusion(_fusion(data, cfg, seed, learn_from, info["timings_s"], work),
-                                  stage.path / "ranker")
+    cache = SetCache(stage.final.parent / SETS_CACHE, cfg, seed) \
+        if cfg.fusion.learn.cache else None
+    info["fusion"] = _save_fusion(_fusion(data, cfg, seed, learn_from, info["timings_s"], work,
+                                          cache), stage.path / "ranker")
     return indexes, knn, info
 
 

@@ -112,7 +112,7 @@ def _night(spec: dict, cfg) -> None:
     later = load_graph(spec["later"], edge_types=("gift",))     # its labels, nothing else
     with ix.omp_threads(threads_per_worker(spec["nights"])):
         sets, info, _ = night_sets(Path(spec["graph"]), Path(spec["embeddings"]), later,
-                                   spec["gap"], cfg, spec["seed"], spec["night"])
+                                   spec["gap"], cfg, spec["seed"])
     out = Path(spec["out"])
     save_sets(sets, out)
     write_json_atomic(out.with_suffix(".json"), info)
