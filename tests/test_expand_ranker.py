@@ -80,13 +80,18 @@ def test_an_informative_feature_is_learned_and_beats_every_source(tmp_path):
                                       np.arange(len(data.y)) % 40 < 5)), np.ones(len(data.y), bool)
     scores = merged.score(table, every)
     outside = ~table.history
-    np.testing.assert_array_equal(scores[outside], s.booster.predict(data.X[outside]))
-    np.testing.assert_array_equal(scores[~outside], merged.booster.predict(data.X[~outside]))
-    # saved with the bundle and read back: the same scores
+    np.testing.assert_array_equal(scores[outside], s.booster.predict(data.X[outside],
+                                                                    raw_score=True))
+    np.testing.assert_array_equal(scores[~outside], merged.booster.predict(data.X[~outside],
+                                                                         raw_score=True))
+    # saved with the bundle and read back: the same scores; compiled: the same bits
     descs = {k: ranker.save(v, tmp_path, f"user-{k}") for k, v in fitted.items()}
     again = {k: ranker.load(d, tmp_path) for k, d in descs.items()}
     ranker.link(again, descs)
     np.testing.assert_array_equal(again["merged"].score(table, every), scores)
+    assert all(ranker.compile_booster(v.booster) for v in again.values())
+    compiled = again["merged"].score(table, every)
+    assert compiled.tobytes() == scores.tobytes()
     assert descs["explore"]["model_file"] == "ranker/user-explore.txt"
     assert descs["merged"]["outside_history"] == "explore model"
 
@@ -115,3 +120,20 @@ def test_the_fit_is_reproducible():
     a, b = _fit(data, _cfg(), seed=3), _fit(data, _cfg(), seed=3)
     for kind in ("merged", "explore"):
         assert a[kind].booster.model_to_string() == b[kind].booster.model_to_string()
+
+
+def test_compiled_models_score_the_same_bits_with_missing_values():
+    """lleaves with every tree in one block sums the trees in LightGBM's order: the raw
+    scores are the same bits, NaN (no source proposed) included, over many trees."""
+    data = _training_set(300, signal_noise=1.0, seed=3)
+    rng = np.random.default_rng(1)
+    data.X[rng.random(data.X.shape) < 0.3] = np.nan
+    fitted = _fit(data, _cfg(rounds=300, early_stopping=300, num_leaves=15))
+    booster = fitted["explore"].booster
+    assert booster.num_trees() > 100
+    X = np.where(rng.random(data.X.shape) < 0.1, np.nan, data.X * 1.1)   # unseen values too
+    want = booster.predict(X, raw_score=True)
+    assert ranker.compile_booster(booster)
+    everything = np.ones(len(X), bool)
+    got = ranker._predict(booster, None, X, np.zeros(len(X), bool), everything, threads=2)
+    assert got.tobytes() == want.tobytes()

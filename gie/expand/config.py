@@ -120,6 +120,11 @@ class FusionConfig(BaseModel):
     content_reference: int = Field(
         5_000, ge=1, description="content features: the most gifted streamers that the "
                                   "smoothing searches (bounds its cost at any size)")
+    compile_above: int = Field(100_000, ge=0, description="compile the learned models "
+                               "to native code (lleaves) when scoring a node type with at "
+                               "least this many nodes: the same scores, several times faster; "
+                               "below it the compilation (seconds per model) costs more than "
+                               "it saves")
     predict_threads: int = Field(0, ge=0, description="LightGBM threads when scoring "
                                                       "candidates (0 = every core; the scores "
                                                       "are the same at any count)")

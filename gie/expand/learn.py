@@ -134,10 +134,10 @@ class SetCache:
     hit. Files of nights no later run reads, and older keys of a night read now, are removed."""
 
     # Settings that do not change a night's sets (fit, night choice, execution).
-    IGNORED = {"workers", "shard_wait_s", "predict_threads", "threads", "cache", "nights",
-               "max_nights", "min_label_nodes", "max_gap_days", "valid_share",
-               "negative_share", "objective", "rounds", "early_stopping", "learning_rate",
-               "num_leaves", "min_data_in_leaf", "feature_fraction"}
+    IGNORED = {"workers", "shard_wait_s", "predict_threads", "compile_above", "threads",
+               "cache", "nights", "max_nights", "min_label_nodes", "max_gap_days",
+               "valid_share", "negative_share", "objective", "rounds", "early_stopping",
+               "learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction"}
 
     def __init__(self, folder: Path, cfg: ExpandConfig, seed: int):
         self.folder = folder

@@ -254,8 +254,10 @@ def _save_fusion(fusion: Fusion | None, folder: Path) -> dict | None:
     return desc
 
 
-def _load_fusion(folder: Path, cfg: ExpandConfig, threads: int | None = None) -> Fusion | None:
-    """The saved scorers; `threads` (LightGBM's when scoring) unless the config sets them."""
+def _load_fusion(folder: Path, cfg: ExpandConfig, threads: int | None = None,
+                 num_nodes: dict[str, int] | None = None) -> Fusion | None:
+    """The saved scorers; `threads` (LightGBM's when scoring) unless the config sets them.
+    Learned models of node types with `fusion.compile_above` nodes or more are compiled."""
     path = folder / FUSION_FILE
     if not path.is_file():
         return None
@@ -265,6 +267,12 @@ def _load_fusion(folder: Path, cfg: ExpandConfig, threads: int | None = None) ->
                for t in NODE_TYPES}
     for t in NODE_TYPES:
         ranker.link(scorers[t], desc[t])
+        if (num_nodes or {}).get(t, 0) >= cfg.fusion.compile_above:
+            t0 = time.perf_counter()
+            learned = [s.booster for s in scorers[t].values() if s.booster is not None]
+            if learned and all(ranker.compile_booster(b) for b in learned):
+                log.info("fused ranking (%s): %d model(s) compiled in %.1fs", t, len(learned),
+                         time.perf_counter() - t0)
     return Fusion(scorers, {k: v for k, v in desc.items() if k not in NODE_TYPES})
 
 
@@ -421,7 +429,8 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
                        for t in NODE_TYPES}
         view = _view(data, emb, indexes, knn, cfg)
         threads = workers.threads_per_worker(n) if local or local_worker else None
-        fusion = _load_fusion(stage.path / "ranker", cfg, threads)
+        fusion = _load_fusion(stage.path / "ranker", cfg, threads,
+                              {t: data.num_nodes(t) for t in NODE_TYPES})
         del knn
         with ix.omp_threads(threads):
             stats = {t: _expand_type(stage, view, fusion, cfg, t) for t in NODE_TYPES}
