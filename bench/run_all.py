@@ -25,14 +25,14 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "| expand | 1M users: IVF recall@50 0.964, 54.5x faster than exact; 6.9 CPU-min "
     "| recall >= 0.95, >= 10x, < 10 min | met (CPU time; wall time on an idle host not shown) |",
     "| nightly | 1M gifts (1.29M users), steady-state night (learned fusion, 2 local expand "
-    "workers, 2 training threads), idle machine: build 252 s, train 275 s (2 epochs, warm "
-    "start), expand 755 s (313 s serial on shard 0), evaluate 159 s = 1442 s (was 1747 s); "
-    "first night 1859 s (older code); 100k: 200 s; every quality target met at 1M (explore "
-    "1.65x emb_knn); two 2-thread trainings byte-identical | 1M night in 20 min on 2 cores, "
-    "growth no worse than linear | not met (24 min); 100k -> 1M for 10x the events: build "
-    "3.4x, train 12.6x, expand 9.7x, evaluate 6.3x, night 7.2x; 3M not run: scaling the 1M "
-    "peaks, training would need about 25 GB (8.4 GB at 1M since this stop) and a learned "
-    "expand about 55 GB, over this host's 24 GB |",
+    "workers, 2 training threads), idle machine: build 356 s, train 284 s (2 epochs, warm "
+    "start), expand 1399 s, evaluate 337 s = 2376 s with the content features (6e449a1); "
+    "1442 s before them (build 252, train 275, expand 755, evaluate 159); first night 1859 s "
+    "(older code); 100k: 200 s (older code); explore 1.66x emb_knn at 1M; two 2-thread "
+    "trainings byte-identical | 1M night in 20 min on 2 cores, growth no worse than linear "
+    "| not met (40 min; 24 min before the content features: their streamer-side cost is "
+    "memoised since, not measured); 3M not run: scaling the 1M peaks, training would need "
+    "about 25 GB and a learned expand about 55 GB, over this host's 24 GB |",
     "| fusion | 761k users, 95k streamers (1M generated users): expand 340 s wall / 291 CPU s with the "
     "source sequences only; fixed-weight fusion 391 s / 415 CPU s; learned 1065 s / 1375 CPU s "
     "(472 s preparing two previous nights and fitting), peak RSS 4.1 -> 16.4 GB | cost at 1M "
@@ -41,8 +41,9 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "| quality | explore Recall@50 vs best baseline, a week of nights, the last three evaluated "
     "(means of seeds 0-2 and those days): default 0.554 (1.32x), weak_clicks 0.461 (1.22x; "
     "1.15x before the content features), long_history 0.383 (1.19x; oracle 0.407, 94% "
-    "reached) | 1.25x on every profile | met on default; not on weak_clicks (oracle 1.44x: "
-    "room left) nor long_history (oracle 1.26x the best baseline) |",
+    "reached) | 1.25x on every profile | met on default; not on weak_clicks (oracle 1.44x, "
+    "but the oracle with each user's mixture estimated from their own gifts reaches 0.483, "
+    "1.28x, and explore 95% of it) nor long_history (oracle 1.26x the best baseline) |",
 ]
 
 

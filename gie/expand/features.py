@@ -136,8 +136,11 @@ def _norms(v: np.ndarray) -> np.ndarray:
 
 class Taste:
     """A user's content taste: the edge-weighted sum of the content of the streamers at the end
-    of their edges (gifted, or watched), unit length; computed for the users a batch asks for,
-    so a million users never hold a dense matrix."""
+    of their edges (gifted, or watched), unit length. Computed the first time a batch asks for
+    a user and kept: a streamer batch's candidates are a few hundred thousand users, and the
+    same users come back batch after batch (the memo is allocated lazily, so only the users
+    asked for take memory; each user's taste is its own sum, so the bits do not depend on
+    which batch computed it)."""
 
     def __init__(self, edges: EdgeSet | None, n_users: int, content: np.ndarray):
         self.content = content
@@ -146,9 +149,18 @@ class Taste:
         order = np.argsort(src, kind="stable")
         self.dst, self.w = dst[order], np.asarray(w, np.float32)[order]
         self.ptr = np.searchsorted(src[order], np.arange(n_users + 1))
+        self.known = np.zeros(n_users, bool)
+        self.memo = np.zeros((n_users, content.shape[1]), np.float32)   # pages on first write
 
     def vectors(self, users: np.ndarray) -> np.ndarray:
         """Unit taste of each of `users` (distinct ids; zero without edges)."""
+        new = users[~self.known[users]]
+        if len(new):
+            self.memo[new] = self._compute(new)
+            self.known[new] = True
+        return self.memo[users]
+
+    def _compute(self, users: np.ndarray) -> np.ndarray:
         start, lens = self.ptr[users], self.ptr[users + 1] - self.ptr[users]
         offsets = np.cumsum(lens) - lens
         edge = np.repeat(start - offsets, lens) + np.arange(int(lens.sum()))
