@@ -105,9 +105,9 @@ def main() -> int:
                         raise SystemExit(f"{name}: {stage} of {d} exited with {m.returncode}")
         stages = night(date)
         # The measured night builds its newest previous night's sets (a rerun would read them).
-        for f in (work / "bundle" / SETS_CACHE).glob(f"dt={dates[-2]}_*") if args.nights > 1 \
-                else []:
-            f.unlink()
+        if args.nights > 1:
+            for f in (work / "bundle" / SETS_CACHE).glob(f"dt={dates[-2]}_*"):
+                f.unlink()
         for stage, cmd in stages.items():
             record = out / f"stage-{name}-n{args.nights}-{stage}.json"
             if args.reuse and record.exists():   # measured by an earlier, interrupted run

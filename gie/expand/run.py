@@ -185,10 +185,12 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
             f.unlink()
     later = data
     for i in range(len(plan)):
-        nights = [found[j][0] for j in range(i)]
-        if i >= learn.nights and min(_label_nodes(nights).values()) >= learn.min_label_nodes:
-            break
-        if i in found or from_cache(i):
+        if i >= learn.nights:       # the first nights' cache was looked up above
+            if min(_label_nodes([found[j][0] for j in range(i)]).values()) >= \
+                    learn.min_label_nodes:
+                break
+            from_cache(i)
+        if i in found:
             later = None
             continue
         graph, embeddings, after, gap = plan[i]
