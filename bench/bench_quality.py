@@ -57,7 +57,8 @@ def run(*args: str) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
-def one(profile: str, seed: int, out: Path, from_stage: str | None) -> list[tuple[str, dict]]:
+def one(profile: str, seed: int, out: Path, from_stage: str | None,
+        sets: list[str]) -> list[tuple[str, dict]]:
     """(date, metrics.json) of each tested night."""
     raw, work = out / f"raw-{profile}-{seed}", out / f"work-{profile}-{seed}"
     if not (raw / "manifest.json").exists():
@@ -71,7 +72,7 @@ def one(profile: str, seed: int, out: Path, from_stage: str | None) -> list[tupl
         run("nightly", "--raw", str(raw), "--work", str(work), "--date", date.isoformat(),
             "--set", f"seed={seed}", "--set", f"nightly.evaluate={str(date in tested).lower()}",
             # the nights run are the steady state: no backfill of nights before the first
-            "--set", "nightly.backfill=false", *redo)
+            "--set", "nightly.backfill=false", *redo, *sets)
     return [(d.isoformat(), json.loads((work / "reports" / f"dt={d}" / "metrics.json")
                                        .read_text())) for d in tested]
 
@@ -176,6 +177,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "quality"))
     ap.add_argument("--from-stage", choices=["build", "train", "expand", "evaluate"],
                     help="redo the tested nights from this stage (and measure those seeds again)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    metavar="SECTION.KEY=VALUE", help="config override for every night "
+                    "(repeatable): a trial of a setting; its rows replace the seeds' rows")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,8 +191,10 @@ def main() -> int:
         for seed in seeds:
             if seed in done and not args.from_stage:
                 continue
-            rows = [{"seed": seed, "date": date, "commit": commit(), **summarise(m)}
-                    for date, m in one(profile, seed, out, args.from_stage)]
+            rows = [{"seed": seed, "date": date, "commit": commit(), "overrides": args.overrides,
+                     **summarise(m)}
+                    for date, m in one(profile, seed, out, args.from_stage,
+                                          [a for o in args.overrides for a in ("--set", o)])]
             # Read again: another run of this script may have stored other profiles since.
             results = json.loads(store.read_text()) if store.exists() else {}
             results[profile] = [r for r in results.get(profile, []) if r["seed"] != seed] + rows
