@@ -151,7 +151,8 @@ def write_markdown(results: dict, path: Path, seeds: list[int]) -> None:
             f"{sum(bool(r['emb_over_pop_met']) for r in rows)}/{len(rows)} |")
     lines += ["", "Code measured (git commit per profile and seed): " + "; ".join(
         f"{p} " + ", ".join(f"{seed}: {commit}" for seed, commit in
-                            dict.fromkeys((r["seed"], r.get("commit", "unknown"))
+                            dict.fromkeys((r["seed"], r.get("commit", "unknown")
+                                           + "".join(f" --set {o}" for o in r.get("overrides", [])))
                                           for r in rows))
         for p, rows in results.items()) + "."]
     lines += ["", f"Every source alone (explore Recall@{K}, mean over seeds and test days):", "",
@@ -183,6 +184,7 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    sets = [a for o in args.overrides for a in ("--set", o)]
     seeds = [int(s) for s in args.seeds.split(",")]
     store = out / "quality.json"
     results: dict[str, list[dict]] = json.loads(store.read_text()) if store.exists() else {}
@@ -193,8 +195,7 @@ def main() -> int:
                 continue
             rows = [{"seed": seed, "date": date, "commit": commit(), "overrides": args.overrides,
                      **summarise(m)}
-                    for date, m in one(profile, seed, out, args.from_stage,
-                                          [a for o in args.overrides for a in ("--set", o)])]
+                    for date, m in one(profile, seed, out, args.from_stage, sets)]
             # Read again: another run of this script may have stored other profiles since.
             results = json.loads(store.read_text()) if store.exists() else {}
             results[profile] = [r for r in results.get(profile, []) if r["seed"] != seed] + rows
