@@ -196,6 +196,9 @@ hops (W), the cross-type embedding hop (knn) and the similar hop over the build'
 PRIORS = {"user": ("POP", "NEW"), "streamer": ("ACT",)}
 """Candidate sources of the fused ranking only (one list for every node, so not published):
 popular streamers, fresh streamers, the most active gifters."""
+TOPIC = "TOPIC"
+"""Candidate source of the fused ranking only, on both sides: the streamers of a user's likeliest
+content clusters by audience share, the likeliest gifters of a streamer's cluster."""
 MERGED, EXPLORE = "merged", "explore"
 FUSED = (MERGED, EXPLORE)
 SEQUENCES = {t: SOURCES[t] + FUSED for t in SOURCES}

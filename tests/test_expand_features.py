@@ -1,12 +1,14 @@
 """Features of the fused ranking that are computed, not read: content vectors, the users'
-content taste and ranks within a node's pool, each against a brute-force reference."""
+content taste, the topic features and ranks within a node's pool, each against a brute-force
+reference."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gie.expand.features import Taste, _rank_in_pool, content_scores, streamer_content
-from graphbuild.dataset import load_graph
+from gie.expand.features import (TOPIC_PSEUDO_COUNT, Taste, Topics, _rank_in_pool,
+                                 content_clusters, content_scores, streamer_content)
+from graphbuild.dataset import EdgeSet, load_graph
 from tests.graph_fixtures import make_graph_dataset
 
 
@@ -72,3 +74,41 @@ def test_pool_rank_counts_the_better_candidates_of_the_same_node():
     value = np.array([0.5, 0.9, 0.5, 0.1, 3.0, 4.0, -1.0], np.float32)
     # Ties keep the table order: the first 0.5 ranks before the second.
     assert _rank_in_pool(row, value).tolist() == [2, 1, 3, 4, 2, 1, 1]
+
+
+def test_content_clusters_find_planted_kinds_and_repeat():
+    rng = np.random.default_rng(0)
+    centres = _unit(rng.normal(size=(3, 16)))
+    kind = rng.integers(0, 3, 300)
+    content = _unit(centres[kind] + 0.05 * rng.normal(size=(300, 16))).astype(np.float32)
+    content[:5] = 0                                   # no content: no cluster
+    got = content_clusters(content, 3, seed=0)
+    assert (got[:5] == -1).all()
+    # One cluster per planted kind (labels are arbitrary, the partition is not).
+    pairs = set(zip(kind[5:].tolist(), got[5:].tolist()))
+    assert len(pairs) == 3 and len({k for k, _ in pairs}) == len({c for _, c in pairs}) == 3
+    np.testing.assert_array_equal(content_clusters(content, 3, seed=0), got)
+    assert (content_clusters(content, 0, seed=0) == -1).all()
+
+
+def test_topic_features_are_history_share_times_audience_share():
+    cluster = np.array([0, 0, 1, 1, -1])
+    gift = EdgeSet(np.array([0, 0, 0, 1]), np.array([0, 1, 2, 4]))
+    watch = EdgeSet(np.array([1, 1]), np.array([2, 3]))
+    clicks = np.array([3.0, 1.0, 2.0, 6.0, 5.0])
+    topics = Topics(cluster, gift, watch, n_users=3, audience=clicks)
+    users = np.array([0, 0, 1, 2, 0])
+    streamers = np.array([3, 1, 0, 2, 4])
+    f = topics.features(users, streamers)
+    a, n = TOPIC_PSEUDO_COUNT, 2
+    gift_share = [(1 + a / n) / (3 + a), (2 + a / n) / (3 + a), (0 + a / n) / (0 + a),
+                  (a / n) / a, np.nan]   # user 1's gift to a streamer without content: none
+    watch_share = [(a / n) / a, (a / n) / a, (a / n) / (2 + a), (a / n) / a, np.nan]
+    pop_share = [6 / 8, 1 / 4, 3 / 4, 2 / 8, np.nan]
+    np.testing.assert_allclose(f["topic_gift_share"], gift_share, rtol=1e-6)
+    np.testing.assert_allclose(f["topic_watch_share"], watch_share, rtol=1e-6)
+    np.testing.assert_allclose(f["topic_pop_share"], pop_share, rtol=1e-6)
+    np.testing.assert_allclose(f["topic_score"], np.multiply(gift_share, pop_share), rtol=1e-6)
+    # Without watch edges the watch share is unknown, not zero.
+    assert np.isnan(Topics(cluster, gift, None, 3, clicks).features(users, streamers)
+                    ["topic_watch_share"]).all()

@@ -11,6 +11,7 @@ import pytest
 from gie.embeddings import read_embeddings
 from gie.expand.config import ExpandConfig
 from gie.expand import relations as R
+from gie.expand.features import TOPIC_SEED, content_clusters, streamer_content
 from gie.expand.run import KNN_STEP, _load_inputs, _neighbours, expand
 from gie.expand.sources import Relations, knn_relation
 from graphbuild.dataset import load_graph
@@ -78,6 +79,48 @@ class Reference:
                     row[b] += (1 - cfg.graph_weight) * w
                 both[a] = dict(row)
             self.rel[step, "both"] = _normalised(both)
+
+        self._topics()
+
+    def _topics(self):
+        """TOPIC: the share of a user's distinct gifted streamers in each content cluster
+        (pseudo-count 0.5 spread evenly), a streamer's share of its cluster's daily audience."""
+        g, f = self.g, self.cfg.fusion
+        cluster = content_clusters(streamer_content(g, f.content_smooth_k, f.content_reference),
+                                   f.topic_clusters, TOPIC_SEED)
+        n = max(int(cluster.max()) + 1, 1)
+        win = g.metadata["window"]
+        sc = g.node_columns["streamer"]
+        audience = {}
+        for s in range(len(cluster)):
+            days = (win["end_ms"] - sc["first_seen_ts"][s]) / 86_400_000
+            days = min(max(days, 1.0), max((win["end_ms"] - win["start_ms"]) / 86_400_000, 1.0))
+            audience[s] = (float(sc["n_clicks"][s]) + float(sc["n_gifts"][s])) / days
+        mass = [sum(a for s, a in audience.items() if cluster[s] == c) for c in range(n)]
+        pop = {s: audience[s] / mass[cluster[s]] for s in audience if cluster[s] >= 0}
+
+        def share(u, c):
+            own = self.history["user"].get(u, set())
+            inside = sum(1 for s in own if cluster[s] == c)
+            total = sum(1 for s in own if cluster[s] >= 0)
+            return (inside + 0.5 / n) / (total + 0.5)
+
+        self.topic_lists = {"user": {}, "streamer": {}}
+        raw_s, raw_u = self.raw["streamer"], self.raw["user"]
+        for u in range(g.num_nodes("user")):
+            likeliest = sorted(range(n), key=lambda c: (-share(u, c), -mass[c], c))
+            cands = [(s, share(u, cluster[s]) * p) for s, p in pop.items()
+                     if cluster[s] in likeliest[:f.topic_source_clusters] and p > 0]
+            cands.sort(key=lambda x: (-np.float32(x[1]), raw_s[x[0]]))
+            self.topic_lists["user"][u] = [s for s, _ in cands]
+        gifts = g.node_columns["user"]["n_gifts"]
+        for s in range(g.num_nodes("streamer")):
+            if cluster[s] < 0:
+                continue
+            cands = [(u, share(u, cluster[s]) * float(gifts[u]))
+                     for u in range(g.num_nodes("user")) if gifts[u] > 0]
+            cands.sort(key=lambda x: (-np.float32(x[1]), raw_u[x[0]]))
+            self.topic_lists["streamer"][s] = [u for u, _ in cands]
 
     def step(self, name, hop, fanout):
         """Top-`fanout` neighbours per row, ties broken by raw id."""
@@ -165,9 +208,10 @@ class Reference:
         cfg, f = self.cfg, self.cfg.fusion
         pool = {}
         own = self.history[ntype].get(node, set())
-        for src in [s for s in ALL[ntype] if cfg.metapaths[s].enabled] + PRIORS[ntype]:
-            if src in PRIORS[ntype]:
-                lst = [(t, None, {int(self.raw[ntype][node])}) for t in self.prior(src)]
+        for src in [s for s in ALL[ntype] if cfg.metapaths[s].enabled] + PRIORS[ntype] + ["TOPIC"]:
+            if src in PRIORS[ntype] or src == "TOPIC":
+                lst = self.prior(src) if src != "TOPIC" else self.topic_lists[ntype].get(node, [])
+                lst = [(t, None, {int(self.raw[ntype][node])}) for t in lst]
                 w = f.prior_weight
             else:
                 lst = self.ranked(src, ntype, node, 10**9)

@@ -120,6 +120,14 @@ class FusionConfig(BaseModel):
     content_reference: int = Field(
         5_000, ge=1, description="content features: the most gifted streamers that the "
                                   "smoothing searches (bounds its cost at any size)")
+    topic_clusters: int = Field(
+        12, ge=0, description="topic features: clusters of the streamers' smoothed content "
+                              "(spherical k-means); about the number of kinds of streamer "
+                              "the audience chooses between (0: no topic features and no "
+                              "TOPIC candidates)")
+    topic_source_clusters: int = Field(
+        3, ge=1, description="TOPIC source: a user's candidates come from this many of their "
+                             "likeliest clusters")
     compile_above: int = Field(100_000, ge=0, description="compile the learned models "
                                "to native code (lleaves) when scoring a node type with at "
                                "least this many nodes: the same scores, several times faster; "

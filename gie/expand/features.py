@@ -4,8 +4,10 @@ A row of the feature matrix describes one candidate of one source node, as of th
 graph's window: each source's score and rank for it (NaN when that source did not propose
 it), how many sources proposed it and its best rank, the model's embedding score and how close
 the streamer's multi-modal content is to what the user gifted and watched (these scores also
-as ranks within the node's pool), the evidence on the pair itself (gift and watch edges,
-recency), and statistics of both nodes (activity, history length, popularity, trend, age).
+as ranks within the node's pool), how much of the user's history falls in the streamer's
+content cluster and how much of that cluster's audience the streamer draws (the "topic"
+features), the evidence on the pair itself (gift and watch edges, recency), and statistics of
+both nodes (activity, history length, popularity, trend, age).
 Names are fixed by the sources enabled, so a ranker fitted on one night reads another's.
 """
 from __future__ import annotations
@@ -25,6 +27,9 @@ CONTENT_COLUMNS = ("content_gift", "content_watch")
 # Pair scores also ranked within the node's pool: a pointwise model compares one node's
 # candidates, and a score's scale differs from node to node.
 POOL_RANKED = ("emb_score", "content_gift", "content_watch")
+TOPIC_COLUMNS = ("topic_gift_share", "topic_watch_share", "topic_pop_share", "topic_score")
+TOPIC_PSEUDO_COUNT = 0.5     # a user's history: prior streamer count, spread over the clusters
+TOPIC_SEED = 0               # k-means initialisation: fixed, so a graph always has one clustering
 GIFT_COLUMNS = ("gift_weight", "gift_count", "gift_price", "gift_days_since_last",
                 "gift_days_since_first")
 WATCH_COLUMNS = ("watch_weight", "watch_clicks", "watch_comments", "watch_likes",
@@ -40,7 +45,7 @@ STREAMER_COLUMNS = ("streamer_gifts", "streamer_gifters", "streamer_received",
 def feature_names(sources: list[str]) -> list[str]:
     per_source = [f"{s}.{kind}" for s in sources for kind in ("score", "rank")]
     return [*per_source, "n_sources", "best_rank", "emb_score", *CONTENT_COLUMNS,
-            *(f"{c}.pool_rank" for c in POOL_RANKED), *GIFT_COLUMNS, *WATCH_COLUMNS,
+            *(f"{c}.pool_rank" for c in POOL_RANKED), *TOPIC_COLUMNS, *GIFT_COLUMNS, *WATCH_COLUMNS,
             *USER_COLUMNS, *STREAMER_COLUMNS]
 
 
@@ -114,6 +119,76 @@ def _smoothed(v: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
     out = ref[np.sort(near, axis=1)].sum(axis=1)
     out[np.linalg.norm(v, axis=1) == 0] = 0
     return out / _norms(out)
+
+
+def content_clusters(content: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+    """Cluster of each streamer's smoothed content (-1 without content; none when `clusters`
+    is 0): spherical k-means, fitted on one thread (the same centroids on any machine load),
+    then each streamer assigned by exact pair scores (the same bytes however it is batched).
+
+    Why: a gifter picks a kind of streamer, then a streamer of that kind by its popularity, so
+    how much of a user's history lies in a candidate's cluster, times the candidate's share of
+    its cluster's audience, is a score of the very form of the choice, which a small tree
+    ensemble cannot build from the content cosine and the popularity on its own."""
+    has = np.flatnonzero(np.linalg.norm(content, axis=1) > 0)
+    out = np.full(len(content), -1, np.int64)
+    if clusters < 1 or len(has) < clusters:
+        return out
+    km = faiss.Kmeans(content.shape[1], clusters, niter=25, nredo=5, seed=seed, spherical=True,
+                      min_points_per_centroid=1)   # few streamers: no warning, it is fine
+    with ix.omp_threads(1):
+        km.train(np.ascontiguousarray(content[has]))
+    centroids = km.centroids / _norms(km.centroids)
+    for lo in range(0, len(has), 1 << 16):
+        part = has[lo:lo + (1 << 16)]
+        out[part] = np.einsum("nd,cd->nc", content[part], centroids).argmax(axis=1)
+    return out
+
+
+class Topics:
+    """Per-cluster counts behind the topic features and the TOPIC source: each user's distinct
+    gifted and watched streamers per cluster, each user's gifts, and each cluster's audience
+    (clicks and gifts a day of its streamers, since first seen in the window)."""
+
+    def __init__(self, cluster: np.ndarray, gift: EdgeSet, watch: EdgeSet | None,
+                 n_users: int, audience: np.ndarray, user_gifts: np.ndarray | None = None):
+        self.cluster = cluster
+        self.n = max(int(cluster.max()) + 1, 1)
+        self.per_user = {"gift": self._counts(gift, n_users),
+                         "watch": None if watch is None else self._counts(watch, n_users)}
+        pop = np.where(cluster >= 0, audience, 0.0)
+        self.mass = np.bincount(np.maximum(cluster, 0), weights=pop, minlength=self.n)
+        self.pop_share = np.where(cluster >= 0, pop / np.maximum(self.mass, 1e-9)[cluster],
+                                  np.nan).astype(np.float32)
+        self.user_gifts = np.zeros(n_users) if user_gifts is None else user_gifts
+
+    def share(self, users: np.ndarray, clusters: np.ndarray, kind: str = "gift") -> np.ndarray:
+        """Each user's estimated share of the cluster beside it (broadcast) in `kind`: its
+        distinct streamers there plus a pseudo-count spread evenly, over its total."""
+        counts, total = self.per_user[kind]
+        return (counts[users, clusters] + TOPIC_PSEUDO_COUNT / self.n) \
+            / (total[users] + TOPIC_PSEUDO_COUNT)
+
+    def _counts(self, edges: EdgeSet, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+        c = self.cluster[edges.dst]
+        keep = c >= 0
+        counts = np.bincount(edges.src[keep] * self.n + c[keep],
+                             minlength=n_users * self.n).reshape(n_users, self.n)
+        return counts.astype(np.float32), counts.sum(axis=1).astype(np.float32)
+
+    def features(self, users: np.ndarray, streamers: np.ndarray) -> dict[str, np.ndarray]:
+        c = self.cluster[streamers]
+        has = c >= 0
+
+        def share(kind: str) -> np.ndarray:
+            out = np.full(len(users), np.nan, np.float32)
+            if self.per_user[kind] is not None:
+                out[has] = self.share(users[has], c[has], kind)
+            return out
+
+        gift_share, pop_share = share("gift"), self.pop_share[streamers]
+        return dict(zip(TOPIC_COLUMNS, (gift_share, share("watch"), pop_share,
+                                        gift_share * pop_share)))
 
 
 def _pair_dots(lefts: list[np.ndarray], ia: np.ndarray, b: np.ndarray, ib: np.ndarray,
@@ -195,10 +270,11 @@ class GraphFeatures:
     streamer: dict[str, np.ndarray]
     emb: dict[str, np.ndarray]           # unit-length vectors per node type
     taste: dict[str, Taste]              # CONTENT_COLUMNS -> the users' content taste
+    topics: Topics
 
     @classmethod
     def of(cls, graph: GraphData, emb: dict[str, np.ndarray], smooth_k: int,
-           reference: int) -> "GraphFeatures":
+           reference: int, clusters: int) -> "GraphFeatures":
         end = int(graph.metadata["window"]["end_ms"])
         nu, ns = graph.num_nodes("user"), graph.num_nodes("streamer")
         gift, watch = graph.edges["gift"], graph.edges.get("watch")
@@ -234,18 +310,24 @@ class GraphFeatures:
             v = np.asarray(v, np.float32)
             unit[t] = v / _norms(v)
         content = streamer_content(graph, smooth_k, reference)
+        window_days = (end - int(graph.metadata["window"]["start_ms"])) / DAY_MS
+        days_seen = np.clip(streamer["streamer_age_days"], 1.0, max(window_days, 1.0))
+        topics = Topics(content_clusters(content, clusters, TOPIC_SEED), gift, watch, nu,
+                        (np.asarray(sc["n_clicks"], np.float64) + sc["n_gifts"]) / days_seen,
+                        np.asarray(uc["n_gifts"], np.float64))
         return cls(end, gift, watch, PairIndex(gift, ns), PairIndex(watch, ns),
                    {k: np.asarray(v, np.float32) for k, v in user.items()},
                    {k: np.asarray(v, np.float32) for k, v in streamer.items()}, unit,
                    dict(zip(CONTENT_COLUMNS, (Taste(gift, nu, content),
-                                              Taste(watch, nu, content)))))
+                                              Taste(watch, nu, content)))), topics)
 
     def pair_features(self, users: np.ndarray, streamers: np.ndarray) -> dict[str, np.ndarray]:
         """Every feature that depends on the pair or its nodes, not on the sources."""
         days = lambda ts: (self.end_ms - ts) / DAY_MS  # noqa: E731
         g = self.gift_index.find(users, streamers)
         out = {"emb_score": self.emb_score(users, streamers),
-               **content_scores(self.taste, users, streamers)}
+               **content_scores(self.taste, users, streamers),
+               **self.topics.features(users, streamers)}
         d = self.gift.data
         out.update(zip(GIFT_COLUMNS, (
             _take(d["weight"], g), _take(d["count"], g), _take(d["total_price"], g),

@@ -1,7 +1,7 @@
 """The fused sequences of one batch: `merged` and `explore` from every source's candidates.
 
 For each source node the best `fusion.depth` candidates of every source (walks, kNN hops,
-priors) are pooled; a Scorer (gie/expand/ranker.py) scores the pool and the best `topk` are
+priors, TOPIC) are pooled; a Scorer (gie/expand/ranker.py) scores the pool and the best `topk` are
 kept: in `merged` at most `max_history` of them from the node's own gift history, in
 `explore` none. Each entry keeps the via node and the name of the source that ranked it best.
 """
@@ -17,8 +17,9 @@ from gie.expand.features import CandidateTable, GraphFeatures, candidate_table, 
 from gie.expand.ranker import Scorer, fixed_scorer
 from gie.expand.sources import (
     HISTORY, OTHER, OWN_HISTORY, Relations, enabled_sources, history_margin, prior_candidates,
+    topic_candidates,
 )
-from graphbuild.schema import EXPLORE, FUSED, MERGED, NODE_TYPES, PRIORS
+from graphbuild.schema import EXPLORE, FUSED, MERGED, NODE_TYPES, PRIORS, TOPIC
 
 
 @dataclass
@@ -46,12 +47,12 @@ class Fusion:
 
 
 def fusion_sources(cfg: ExpandConfig, ntype: str) -> list[str]:
-    return [*enabled_sources(cfg, ntype), *PRIORS[ntype]]
+    return [*enabled_sources(cfg, ntype), *PRIORS[ntype], TOPIC]
 
 
 def fixed_weights(cfg: ExpandConfig, ntype: str) -> dict[str, float]:
     weights = {s: cfg.metapaths[s].weight for s in enabled_sources(cfg, ntype)}
-    return {**weights, **{p: cfg.fusion.prior_weight for p in PRIORS[ntype]}}
+    return {**weights, **{p: cfg.fusion.prior_weight for p in (*PRIORS[ntype], TOPIC)}}
 
 
 def fixed_fusion(cfg: ExpandConfig, reason: str) -> Fusion:
@@ -74,8 +75,11 @@ def pooled_table(view: View, cfg: ExpandConfig, ntype: str, rows: np.ndarray,
                                   else R.drop_pairs(c, history, rows), depth)
               for name, c in cands.items()}
     extra = history_margin(view.rels, ntype, rows, depth)
-    ranked.update({name: R.top_per_row(R.drop_pairs(c, history, rows), depth) for name, c in
-                   prior_candidates(view.rels, ntype, rows, depth + extra).items()})
+    priors = prior_candidates(view.rels, ntype, rows, depth + extra)
+    priors[TOPIC] = topic_candidates(view.rels, view.features.topics, ntype, rows, depth,
+                                     cfg.fusion.topic_source_clusters)
+    ranked.update({name: R.top_per_row(R.drop_pairs(c, history, rows), depth)
+                   for name, c in priors.items()})
     return candidate_table(view.features, ntype, rows, ranked, view.rels.raw_order(OTHER[ntype]))
 
 

@@ -6,7 +6,8 @@ Relations (each row a probability distribution, see docs/BUNDLE.md "Scoring"):
     UU / SS  similar users / streamers: u2u / s2s edges, Faiss kNN cosine, or both mixed
 A walk source is one or two steps (STEPS): U-U-S = UU.US, U-W-S-S = UW.SS, and so on.
 `U-knn-S` / `S-knn-U` search a node's vector in the other type's index (the model's own
-score); `POP`, `NEW` and `ACT` are priors, one list for every node (fusion only).
+score); `POP`, `NEW` and `ACT` are priors, one list for every node, and `TOPIC` reads the
+content clusters (gie/expand/features.py, Topics) (fusion only).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 from gie.errors import BadInputError
 from gie.expand import relations as R
 from gie.expand.config import ExpandConfig
+from gie.expand.features import Topics
 from graphbuild.dataset import GraphData
 from graphbuild.schema import PRIORS, SOURCES
 
@@ -270,6 +272,67 @@ def prior_candidates(rels: Relations, ntype: str, rows: np.ndarray, depth: int
         out[name] = R.Candidates(row, np.tile(nodes, len(rows)), np.tile(score, len(rows)),
                                  rels.graph.raw_ids[ntype][rows[row]])
     return out
+
+
+def topic_candidates(rels: Relations, topics: Topics, ntype: str, rows: np.ndarray, depth: int,
+                     clusters_per_user: int) -> R.Candidates:
+    """TOPIC: the generator-shaped guess of a first gift. A user's candidates are the best
+    streamers (by their share of the cluster's audience) of each of the user's
+    `clusters_per_user` likeliest clusters, scored share of the user's history in the cluster x
+    the streamer's audience share; a streamer's are the gifters whose gifts in the window times
+    their share of its cluster are largest. Each list runs `depth` past the node's history
+    length, so its best `depth` outside the history are all there. Via: the node itself."""
+    order = rels.raw_order(OTHER[ntype])
+    need = depth + rels.get(HISTORY[ntype]).row_lengths()[rows]
+    lists, scores = _topic_lists(rels, topics, ntype, int(need.max(initial=0)))
+    if ntype == "user":
+        share = topics.share(rows[:, None], np.arange(topics.n)[None, :])
+        # Likeliest clusters first; a tie (no history) goes to the larger audience.
+        best = np.lexsort((np.broadcast_to(-topics.mass, share.shape), -share),
+                          axis=-1)[:, :clusters_per_user]
+        row = np.repeat(np.arange(len(rows)), best.shape[1])
+        cl = best.reshape(-1)
+    else:
+        row = np.flatnonzero(topics.cluster[rows] >= 0)
+        cl = topics.cluster[rows[row]]
+    lens = need[row]
+    offsets = np.cumsum(lens) - lens
+    flat = np.repeat(cl * lists.shape[1] - offsets, lens) + np.arange(int(lens.sum()))
+    row, cl = np.repeat(row, lens), np.repeat(cl, lens)
+    target, score = lists.reshape(-1)[flat], scores.reshape(-1)[flat]
+    if ntype == "user":
+        score = score * share[row, cl]
+    keep = target >= 0
+    row, target, score = row[keep], target[keep], score[keep]
+    sort = np.lexsort((order.rank[target], row))
+    row, target = row[sort], target[sort]
+    return R.Candidates(row, target, score[sort], rels.graph.raw_ids[ntype][rows[row]])
+
+
+def _topic_lists(rels: Relations, topics: Topics, ntype: str, n: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per cluster, the best `n` targets of the TOPIC source and their scores (ties: raw id;
+    -1 past the end); kept for the longest `n` asked so far."""
+    key = ("TOPIC", ntype)
+    if key not in rels._cache or rels._cache[key][0].shape[1] < n:
+        target_type = OTHER[ntype]
+        rank = rels.raw_order(target_type).rank
+        lists = np.full((topics.n, n), -1, np.int64)
+        scores = np.zeros((topics.n, n))
+        gifters = np.flatnonzero(topics.user_gifts > 0)
+        for c in range(topics.n if (topics.cluster >= 0).any() else 0):
+            if target_type == "streamer":
+                nodes = np.flatnonzero(topics.cluster == c)
+                score = np.nan_to_num(topics.pop_share[nodes]).astype(np.float64)
+            else:
+                nodes = gifters
+                score = topics.share(nodes, np.full(len(nodes), c)) * topics.user_gifts[nodes]
+            top = np.lexsort((rank[nodes], -score))[:n]
+            top = top[score[top] > 0]
+            lists[c, :len(top)], scores[c, :len(top)] = nodes[top], score[top]
+        rels._cache[key] = lists, scores
+    lists, scores = rels._cache[key]
+    return lists[:, :n], scores[:, :n]
 
 
 def published_sequences(cands: dict[str, R.Candidates], cfg: ExpandConfig
