@@ -112,3 +112,17 @@ def test_topic_features_are_history_share_times_audience_share():
     # Without watch edges the watch share is unknown, not zero.
     assert np.isnan(Topics(cluster, gift, None, 3, clicks).features(users, streamers)
                     ["topic_watch_share"]).all()
+
+
+def test_pool_rank_equals_a_sort_of_each_row():
+    rng = np.random.default_rng(1)
+    row = np.sort(rng.integers(0, 50, 5000))
+    value = rng.choice([-2.5, -0.0, 0.0, 0.1, 1e-30, 7.0, np.inf, -np.inf, np.nan], 5000)
+    value = np.where(rng.random(5000) < 0.5, rng.normal(size=5000), value).astype(np.float32)
+    expected = np.empty(len(row))
+    for r in np.unique(row):
+        idx = np.flatnonzero(row == r)
+        # highest first, NaN last, ties (-0.0 == 0.0 too) in table order
+        key = sorted(idx, key=lambda i: (np.isnan(value[i]), -np.nan_to_num(value[i], nan=0), i))
+        expected[key] = np.arange(1, len(idx) + 1)
+    np.testing.assert_array_equal(_rank_in_pool(row, value), expected)

@@ -172,10 +172,15 @@ def top_per_row(c: Candidates, k: int, min_score: float = 0.0) -> Candidates:
     within a row.
     """
     c = select(c, c.score >= min_score) if min_score > 0 else c
-    bits = c.score.astype(np.float32).view(np.int32).astype(np.int64)
-    key = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + (1 << 31)     # 0 .. 2^32 - 1, monotone
-    c = select(c, np.argsort((c.row << 32) | (0xFFFFFFFF - key), kind="stable"))
+    c = select(c, np.argsort((c.row << 32) | (0xFFFFFFFF - float_key(c.score)), kind="stable"))
     return select(c, rank_in_row(c.row) < k)
+
+
+def float_key(values: np.ndarray) -> np.ndarray:
+    """int64 in 0 .. 2^32 - 1 that orders like the float32 value (the bits made monotone,
+    negative values flipped; -0.0 just below 0.0)."""
+    bits = np.asarray(values, np.float32).view(np.int32).astype(np.int64)
+    return np.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + (1 << 31)
 
 
 def rank_in_row(row: np.ndarray) -> np.ndarray:
