@@ -81,36 +81,57 @@ def test_content_clusters_find_planted_kinds_and_repeat():
     centres = _unit(rng.normal(size=(3, 16)))
     kind = rng.integers(0, 3, 300)
     content = _unit(centres[kind] + 0.05 * rng.normal(size=(300, 16))).astype(np.float32)
-    content[:5] = 0                                   # no content: no cluster
-    got = content_clusters(content, 3, seed=0)
-    assert (got[:5] == -1).all()
-    # One cluster per planted kind (labels are arbitrary, the partition is not).
-    pairs = set(zip(kind[5:].tolist(), got[5:].tolist()))
+    content[:5] = 0                                   # no content: no membership
+    member = content_clusters(content, 3, temperature=0.05, seed=0)
+    assert member.shape == (300, 3) and not member[:5].any()
+    np.testing.assert_allclose(member[5:].sum(axis=1), 1, rtol=1e-6)
+    # One cluster per planted kind (labels are arbitrary, the partition is not), and sure.
+    top = member[5:].argmax(axis=1)
+    pairs = set(zip(kind[5:].tolist(), top.tolist()))
     assert len(pairs) == 3 and len({k for k, _ in pairs}) == len({c for _, c in pairs}) == 3
-    np.testing.assert_array_equal(content_clusters(content, 3, seed=0), got)
-    assert (content_clusters(content, 0, seed=0) == -1).all()
+    assert member[5:].max(axis=1).min() > 0.9
+    # A higher temperature spreads the same clusters; the same call gives the same bytes.
+    assert content_clusters(content, 3, 1.0, seed=0)[5:].max(axis=1).mean() < 0.9
+    assert content_clusters(content, 3, 0.05, seed=0).tobytes() == member.tobytes()
+    assert content_clusters(content, 0, 0.05, seed=0).shape == (300, 0)
 
 
-def test_topic_features_are_history_share_times_audience_share():
-    cluster = np.array([0, 0, 1, 1, -1])
+def test_topic_features_sum_history_share_times_audience_share_over_clusters():
+    member = np.array([[1, 0], [0.75, 0.25], [0.5, 0.5], [0, 1], [0, 0]], np.float32)
     gift = EdgeSet(np.array([0, 0, 0, 1]), np.array([0, 1, 2, 4]))
     watch = EdgeSet(np.array([1, 1]), np.array([2, 3]))
-    clicks = np.array([3.0, 1.0, 2.0, 6.0, 5.0])
-    topics = Topics(cluster, gift, watch, n_users=3, audience=clicks)
+    audience = np.array([3.0, 1.0, 2.0, 6.0, 5.0])
+    topics = Topics(member, gift, watch, n_users=3, audience=audience)
     users = np.array([0, 0, 1, 2, 0])
     streamers = np.array([3, 1, 0, 2, 4])
-    f = topics.features(users, streamers)
-    a, n = TOPIC_PSEUDO_COUNT, 2
-    gift_share = [(1 + a / n) / (3 + a), (2 + a / n) / (3 + a), (0 + a / n) / (0 + a),
-                  (a / n) / a, np.nan]   # user 1's gift to a streamer without content: none
-    watch_share = [(a / n) / a, (a / n) / a, (a / n) / (2 + a), (a / n) / a, np.nan]
-    pop_share = [6 / 8, 1 / 4, 3 / 4, 2 / 8, np.nan]
-    np.testing.assert_allclose(f["topic_gift_share"], gift_share, rtol=1e-6)
-    np.testing.assert_allclose(f["topic_watch_share"], watch_share, rtol=1e-6)
-    np.testing.assert_allclose(f["topic_pop_share"], pop_share, rtol=1e-6)
-    np.testing.assert_allclose(f["topic_score"], np.multiply(gift_share, pop_share), rtol=1e-6)
+    a = TOPIC_PSEUDO_COUNT
+    mass = member.T @ audience                      # [4.75, 7.25]
+
+    def share(history: list[int], c: int) -> float:  # soft count of the user's streamers
+        return (sum(member[s, c] for s in history) + a / 2) / (len([s for s in history
+                                                                    if member[s].any()]) + a)
+    gifted = {0: [0, 1, 2], 1: [4], 2: []}
+    watched = {0: [], 1: [2, 3], 2: []}
+    want = {k: [] for k in ("topic_gift_share", "topic_watch_share", "topic_pop_share",
+                            "topic_score")}
+    for u, s in zip(users, streamers):
+        if not member[s].any():                      # no content: every topic feature unknown
+            for v in want.values():
+                v.append(np.nan)
+            continue
+        aud = [member[s, c] * audience[s] / mass[c] for c in range(2)]
+        want["topic_gift_share"].append(sum(share(gifted[u], c) * member[s, c] for c in range(2)))
+        want["topic_watch_share"].append(sum(share(watched[u], c) * member[s, c]
+                                             for c in range(2)))
+        want["topic_pop_share"].append(sum(aud))
+        want["topic_score"].append(sum(share(gifted[u], c) * aud[c] for c in range(2)))
+    got = topics.features(users, streamers)
+    for name, values in want.items():
+        np.testing.assert_allclose(got[name], values, rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(topics.score(users[:4], streamers[:4]),
+                               want["topic_score"][:4], rtol=1e-5)
     # Without watch edges the watch share is unknown, not zero.
-    assert np.isnan(Topics(cluster, gift, None, 3, clicks).features(users, streamers)
+    assert np.isnan(Topics(member, gift, None, 3, audience).features(users, streamers)
                     ["topic_watch_share"]).all()
 
 

@@ -83,44 +83,57 @@ class Reference:
         self._topics()
 
     def _topics(self):
-        """TOPIC: the share of a user's distinct gifted streamers in each content cluster
-        (pseudo-count 0.5 spread evenly), a streamer's share of its cluster's daily audience."""
+        """TOPIC: a user's soft share of each content cluster (their distinct gifted streamers'
+        memberships summed, pseudo-count 0.5 spread evenly), a streamer's share of each
+        cluster's daily audience; lists by cluster, candidates rescored with the whole sum."""
         g, f = self.g, self.cfg.fusion
-        cluster = content_clusters(streamer_content(g, f.content_smooth_k, f.content_reference),
-                                   f.topic_clusters, TOPIC_SEED)
-        n = max(int(cluster.max()) + 1, 1)
+        member = content_clusters(streamer_content(g, f.content_smooth_k, f.content_reference),
+                                  f.topic_clusters, f.topic_temperature, TOPIC_SEED)
+        n = member.shape[1]
         win = g.metadata["window"]
         sc = g.node_columns["streamer"]
-        audience = {}
-        for s in range(len(cluster)):
+        audience = []
+        for s in range(len(member)):
             days = (win["end_ms"] - sc["first_seen_ts"][s]) / 86_400_000
             days = min(max(days, 1.0), max((win["end_ms"] - win["start_ms"]) / 86_400_000, 1.0))
-            audience[s] = (float(sc["n_clicks"][s]) + float(sc["n_gifts"][s])) / days
-        mass = [sum(a for s, a in audience.items() if cluster[s] == c) for c in range(n)]
-        pop = {s: audience[s] / mass[cluster[s]] for s in audience if cluster[s] >= 0}
+            audience.append((float(sc["n_clicks"][s]) + float(sc["n_gifts"][s])) / days)
+        mass = [sum(float(member[s, c]) * audience[s] for s in range(len(member)))
+                for c in range(n)]
+        # stored as float32, like the features
+        aud = {s: [float(np.float32(float(member[s, c]) * (audience[s] / mass[c])))
+                   for c in range(n)] for s in range(len(member)) if member[s].any()}
+
+        counts = {}          # per user: soft counts per cluster, held as float32 (as the code)
+        for u in range(g.num_nodes("user")):
+            own = sorted(self.history["user"].get(u, set()))
+            counts[u] = np.array([sum(float(member[s, c]) for s in own) for c in range(n)],
+                                 np.float32)
 
         def share(u, c):
-            own = self.history["user"].get(u, set())
-            inside = sum(1 for s in own if cluster[s] == c)
-            total = sum(1 for s in own if cluster[s] >= 0)
-            return (inside + 0.5 / n) / (total + 0.5)
+            return (float(counts[u][c]) + 0.5 / n) / (float(counts[u].sum()) + 0.5)
+
+        def score(u, s):
+            return sum(share(u, c) * aud[s][c] for c in range(n))
 
         self.topic_lists = {"user": {}, "streamer": {}}
         raw_s, raw_u = self.raw["streamer"], self.raw["user"]
-        for u in range(g.num_nodes("user")):
-            likeliest = sorted(range(n), key=lambda c: (-share(u, c), -mass[c], c))
-            cands = [(s, share(u, cluster[s]) * p) for s, p in pop.items()
-                     if cluster[s] in likeliest[:f.topic_source_clusters] and p > 0]
-            cands.sort(key=lambda x: (-np.float32(x[1]), raw_s[x[0]]))
-            self.topic_lists["user"][u] = [s for s, _ in cands]
         gifts = g.node_columns["user"]["n_gifts"]
-        for s in range(g.num_nodes("streamer")):
-            if cluster[s] < 0:
-                continue
-            cands = [(u, share(u, cluster[s]) * float(gifts[u]))
-                     for u in range(g.num_nodes("user")) if gifts[u] > 0]
-            cands.sort(key=lambda x: (-np.float32(x[1]), raw_u[x[0]]))
-            self.topic_lists["streamer"][s] = [u for u, _ in cands]
+        hist_len = {t: lambda x, t=t: len(self.history[t].get(x, set())) for t in self.history}
+        for u in range(g.num_nodes("user")):
+            likeliest = sorted(range(n), key=lambda c: (-np.float64(share(u, c)), -mass[c], c))
+            cands = set()
+            for c in likeliest[:f.topic_source_clusters]:
+                by = sorted(aud, key=lambda s: (-np.float32(aud[s][c]), raw_s[s]))
+                cands |= set(by[:f.depth + hist_len["user"](u)])
+            ranked = sorted(cands, key=lambda s: (-np.float32(score(u, s)), raw_s[s]))
+            self.topic_lists["user"][u] = ranked
+        for s in aud:
+            c = int(np.argmax(member[s]))
+            by = sorted([u for u in range(g.num_nodes("user")) if gifts[u] > 0],
+                        key=lambda u: (-np.float64(share(u, c) * gifts[u]), raw_u[u]))
+            cands = by[:f.depth + hist_len["streamer"](s)]
+            self.topic_lists["streamer"][s] = sorted(
+                cands, key=lambda u: (-np.float32(score(u, s) * gifts[u]), raw_u[u]))
 
     def step(self, name, hop, fanout):
         """Top-`fanout` neighbours per row, ties broken by raw id."""

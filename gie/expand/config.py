@@ -125,6 +125,10 @@ class FusionConfig(BaseModel):
                               "(spherical k-means); about the number of kinds of streamer "
                               "the audience chooses between (0: no topic features and no "
                               "TOPIC candidates)")
+    topic_temperature: float = Field(
+        0.05, gt=0, description="topic features: a streamer's membership of each cluster is "
+                                "the softmax of its content's cosines to the centroids over "
+                                "this (smaller: closer to one cluster each)")
     topic_source_clusters: int = Field(
         3, ge=1, description="TOPIC source: a user's candidates come from this many of their "
                              "likeliest clusters")

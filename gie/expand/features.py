@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
+import scipy.sparse as sp
 
 from gie.expand import index as ix
 from gie.expand import relations as R
@@ -121,74 +122,89 @@ def _smoothed(v: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
     return out / _norms(out)
 
 
-def content_clusters(content: np.ndarray, clusters: int, seed: int) -> np.ndarray:
-    """Cluster of each streamer's smoothed content (-1 without content; none when `clusters`
-    is 0): spherical k-means, fitted on one thread (the same centroids on any machine load),
-    then each streamer assigned by exact pair scores (the same bytes however it is batched).
+def content_clusters(content: np.ndarray, clusters: int, temperature: float, seed: int
+                     ) -> np.ndarray:
+    """Soft cluster memberships of each streamer's smoothed content [streamers, clusters]
+    (rows sum to 1; zero without content; no columns when `clusters` is 0): spherical k-means
+    (the best of 5 starts), fitted on one thread (the same centroids on any machine load), then
+    a softmax of each streamer's cosines to the centroids over `temperature`, the cosines by
+    exact pair scores (the same bytes however it is batched).
 
     Why: a gifter picks a kind of streamer, then a streamer of that kind by its popularity, so
-    how much of a user's history lies in a candidate's cluster, times the candidate's share of
-    its cluster's audience, is a score of the very form of the choice, which a small tree
-    ensemble cannot build from the content cosine and the popularity on its own."""
+    how much of a user's history lies in a candidate's kind, times the candidate's share of
+    its kind's audience, is a score of the very form of the choice, which a small tree
+    ensemble cannot build from the content cosine and the popularity on its own. Soft
+    memberships keep what a hard assignment loses at the clusters' borders."""
     has = np.flatnonzero(np.linalg.norm(content, axis=1) > 0)
-    out = np.full(len(content), -1, np.int64)
     if clusters < 1 or len(has) < clusters:
-        return out
+        return np.zeros((len(content), 0), np.float32)
     km = faiss.Kmeans(content.shape[1], clusters, niter=25, nredo=5, seed=seed, spherical=True,
                       min_points_per_centroid=1)   # few streamers: no warning, it is fine
     with ix.omp_threads(1):
         km.train(np.ascontiguousarray(content[has]))
     centroids = km.centroids / _norms(km.centroids)
+    out = np.zeros((len(content), clusters), np.float32)
     for lo in range(0, len(has), 1 << 16):
         part = has[lo:lo + (1 << 16)]
-        out[part] = np.einsum("nd,cd->nc", content[part], centroids).argmax(axis=1)
+        z = np.einsum("nd,cd->nc", content[part], centroids).astype(np.float64) / temperature
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        out[part] = z / z.sum(axis=1, keepdims=True)
     return out
 
 
 class Topics:
-    """Per-cluster counts behind the topic features and the TOPIC source: each user's distinct
-    gifted and watched streamers per cluster, each user's gifts, and each cluster's audience
-    (clicks and gifts a day of its streamers, since first seen in the window)."""
+    """What the topic features and the TOPIC source read: each user's distinct gifted and
+    watched streamers summed per cluster (soft), each user's gifts, and each streamer's share
+    of each cluster's audience (its clicks and gifts a day since first seen in the window,
+    times its membership, over the cluster's sum)."""
 
-    def __init__(self, cluster: np.ndarray, gift: EdgeSet, watch: EdgeSet | None,
+    def __init__(self, member: np.ndarray, gift: EdgeSet, watch: EdgeSet | None,
                  n_users: int, audience: np.ndarray, user_gifts: np.ndarray | None = None):
-        self.cluster = cluster
-        self.n = max(int(cluster.max()) + 1, 1)
+        self.member = member
+        self.n = member.shape[1]
+        self.has = member.sum(axis=1) > 0
+        self.cluster = np.where(self.has, member.argmax(axis=1) if self.n else 0, -1)
         self.per_user = {"gift": self._counts(gift, n_users),
                          "watch": None if watch is None else self._counts(watch, n_users)}
-        pop = np.where(cluster >= 0, audience, 0.0)
-        self.mass = np.bincount(np.maximum(cluster, 0), weights=pop, minlength=self.n)
-        self.pop_share = np.where(cluster >= 0, pop / np.maximum(self.mass, 1e-9)[cluster],
-                                  np.nan).astype(np.float32)
+        mass = member.T.astype(np.float64) @ audience
+        self.mass = mass
+        self.audience_share = (member * (audience[:, None] / np.maximum(mass, 1e-9)[None, :])
+                               ).astype(np.float32)
         self.user_gifts = np.zeros(n_users) if user_gifts is None else user_gifts
 
-    def share(self, users: np.ndarray, clusters: np.ndarray, kind: str = "gift") -> np.ndarray:
-        """Each user's estimated share of the cluster beside it (broadcast) in `kind`: its
+    def _counts(self, edges: EdgeSet, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+        pairs = sp.csr_matrix((np.ones(len(edges.src)), (edges.src, edges.dst)),
+                              shape=(n_users, len(self.member)))
+        counts = np.asarray(pairs @ self.member.astype(np.float64), np.float32)
+        return counts, counts.sum(axis=1)
+
+    def shares(self, users: np.ndarray, kind: str = "gift") -> np.ndarray:
+        """[len(users), clusters]: each user's estimated share of each cluster in `kind`: its
         distinct streamers there plus a pseudo-count spread evenly, over its total."""
         counts, total = self.per_user[kind]
-        return (counts[users, clusters] + TOPIC_PSEUDO_COUNT / self.n) \
-            / (total[users] + TOPIC_PSEUDO_COUNT)
+        return (counts[users].astype(np.float64) + TOPIC_PSEUDO_COUNT / self.n) \
+            / (total[users, None].astype(np.float64) + TOPIC_PSEUDO_COUNT)
 
-    def _counts(self, edges: EdgeSet, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-        c = self.cluster[edges.dst]
-        keep = c >= 0
-        counts = np.bincount(edges.src[keep] * self.n + c[keep],
-                             minlength=n_users * self.n).reshape(n_users, self.n)
-        return counts.astype(np.float32), counts.sum(axis=1).astype(np.float32)
+    def score(self, users: np.ndarray, streamers: np.ndarray) -> np.ndarray:
+        """topic_score of each pair: sum over clusters of the user's share x the streamer's
+        share of the cluster's audience."""
+        return np.einsum("nc,nc->n", self.shares(users), self.audience_share[streamers])
 
     def features(self, users: np.ndarray, streamers: np.ndarray) -> dict[str, np.ndarray]:
-        c = self.cluster[streamers]
-        has = c >= 0
-
-        def share(kind: str) -> np.ndarray:
-            out = np.full(len(users), np.nan, np.float32)
-            if self.per_user[kind] is not None:
-                out[has] = self.share(users[has], c[has], kind)
+        out = {c: np.full(len(users), np.nan, np.float32) for c in TOPIC_COLUMNS}
+        has = self.has[streamers]
+        if not self.n or not has.any():
             return out
-
-        gift_share, pop_share = share("gift"), self.pop_share[streamers]
-        return dict(zip(TOPIC_COLUMNS, (gift_share, share("watch"), pop_share,
-                                        gift_share * pop_share)))
+        u, s = users[has], streamers[has]
+        member, audience = self.member[s], self.audience_share[s]
+        gift = self.shares(u)
+        out["topic_gift_share"][has] = np.einsum("nc,nc->n", gift, member)
+        if self.per_user["watch"] is not None:
+            out["topic_watch_share"][has] = np.einsum("nc,nc->n", self.shares(u, "watch"),
+                                                      member)
+        out["topic_pop_share"][has] = audience.sum(axis=1)
+        out["topic_score"][has] = np.einsum("nc,nc->n", gift, audience)
+        return out
 
 
 def _pair_dots(lefts: list[np.ndarray], ia: np.ndarray, b: np.ndarray, ib: np.ndarray,
@@ -274,7 +290,7 @@ class GraphFeatures:
 
     @classmethod
     def of(cls, graph: GraphData, emb: dict[str, np.ndarray], smooth_k: int,
-           reference: int, clusters: int) -> "GraphFeatures":
+           reference: int, clusters: int, temperature: float) -> "GraphFeatures":
         end = int(graph.metadata["window"]["end_ms"])
         nu, ns = graph.num_nodes("user"), graph.num_nodes("streamer")
         gift, watch = graph.edges["gift"], graph.edges.get("watch")
@@ -312,7 +328,8 @@ class GraphFeatures:
         content = streamer_content(graph, smooth_k, reference)
         window_days = (end - int(graph.metadata["window"]["start_ms"])) / DAY_MS
         days_seen = np.clip(streamer["streamer_age_days"], 1.0, max(window_days, 1.0))
-        topics = Topics(content_clusters(content, clusters, TOPIC_SEED), gift, watch, nu,
+        topics = Topics(content_clusters(content, clusters, temperature, TOPIC_SEED), gift,
+                        watch, nu,
                         (np.asarray(sc["n_clicks"], np.float64) + sc["n_gifts"]) / days_seen,
                         np.asarray(uc["n_gifts"], np.float64))
         return cls(end, gift, watch, PairIndex(gift, ns), PairIndex(watch, ns),

@@ -276,17 +276,21 @@ def prior_candidates(rels: Relations, ntype: str, rows: np.ndarray, depth: int
 
 def topic_candidates(rels: Relations, topics: Topics, ntype: str, rows: np.ndarray, depth: int,
                      clusters_per_user: int) -> R.Candidates:
-    """TOPIC: the generator-shaped guess of a first gift. A user's candidates are the best
-    streamers (by their share of the cluster's audience) of each of the user's
-    `clusters_per_user` likeliest clusters, scored share of the user's history in the cluster x
-    the streamer's audience share; a streamer's are the gifters whose gifts in the window times
-    their share of its cluster are largest. Each list runs `depth` past the node's history
-    length, so its best `depth` outside the history are all there. Via: the node itself."""
+    """TOPIC: the generator-shaped guess of a first gift, scored by `Topics.score` (the user's
+    share of each cluster x the streamer's share of its audience, summed over clusters; for a
+    streamer's candidates, times the user's gifts in the window). A user's candidates are the
+    streamers of largest audience share in each of their `clusters_per_user` likeliest
+    clusters; a streamer's, the users whose gifts times share of its likeliest cluster are
+    largest. Each list runs `depth` past the node's history length, so that `depth` remain
+    outside the history. Via: the node itself."""
     order = rels.raw_order(OTHER[ntype])
-    need = depth + rels.get(HISTORY[ntype]).row_lengths()[rows]
-    lists, scores = _topic_lists(rels, topics, ntype, int(need.max(initial=0)))
+    history = rels.get(HISTORY[ntype]).row_lengths()
+    need = depth + history[rows]
+    if not topics.n:
+        return R.empty()
+    lists = _topic_lists(rels, topics, ntype, depth + int(history.max(initial=0)))
     if ntype == "user":
-        share = topics.share(rows[:, None], np.arange(topics.n)[None, :])
+        share = topics.shares(rows)
         # Likeliest clusters first; a tie (no history) goes to the larger audience.
         best = np.lexsort((np.broadcast_to(-topics.mass, share.shape), -share),
                           axis=-1)[:, :clusters_per_user]
@@ -298,41 +302,42 @@ def topic_candidates(rels: Relations, topics: Topics, ntype: str, rows: np.ndarr
     lens = need[row]
     offsets = np.cumsum(lens) - lens
     flat = np.repeat(cl * lists.shape[1] - offsets, lens) + np.arange(int(lens.sum()))
-    row, cl = np.repeat(row, lens), np.repeat(cl, lens)
-    target, score = lists.reshape(-1)[flat], scores.reshape(-1)[flat]
-    if ntype == "user":
-        score = score * share[row, cl]
+    row, target = np.repeat(row, lens), lists.reshape(-1)[flat]
     keep = target >= 0
-    row, target, score = row[keep], target[keep], score[keep]
-    sort = np.lexsort((order.rank[target], row))
-    row, target = row[sort], target[sort]
-    return R.Candidates(row, target, score[sort], rels.graph.raw_ids[ntype][rows[row]])
+    # A streamer can lead the lists of two of a user's clusters: once per row, by raw id.
+    key = np.unique(row[keep] * len(order.rank) + order.rank[target[keep]])
+    row, target = key // len(order.rank), order.node[key % len(order.rank)]
+    users, streamers = (rows[row], target) if ntype == "user" else (target, rows[row])
+    score = topics.score(users, streamers)
+    if ntype == "streamer":
+        score = score * topics.user_gifts[users]
+    return R.Candidates(row, target, score.astype(np.float64),
+                        rels.graph.raw_ids[ntype][rows[row]])
 
 
-def _topic_lists(rels: Relations, topics: Topics, ntype: str, n: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per cluster, the best `n` targets of the TOPIC source and their scores (ties: raw id;
-    -1 past the end); kept for the longest `n` asked so far."""
-    key = ("TOPIC", ntype)
-    if key not in rels._cache or rels._cache[key][0].shape[1] < n:
+def _topic_lists(rels: Relations, topics: Topics, ntype: str, n: int) -> np.ndarray:
+    """Per cluster, the best `n` targets of the TOPIC source (ties: raw id; -1 past the
+    end), computed once per graph: streamers by their share of the cluster's audience, users
+    by their gifts x their share of the cluster."""
+    key = ("TOPIC", ntype, n)
+    if key not in rels._cache:
         target_type = OTHER[ntype]
         rank = rels.raw_order(target_type).rank
         lists = np.full((topics.n, n), -1, np.int64)
-        scores = np.zeros((topics.n, n))
         gifters = np.flatnonzero(topics.user_gifts > 0)
-        for c in range(topics.n if (topics.cluster >= 0).any() else 0):
+        shares = topics.shares(gifters) if target_type == "user" else None
+        for c in range(topics.n):
             if target_type == "streamer":
-                nodes = np.flatnonzero(topics.cluster == c)
-                score = np.nan_to_num(topics.pop_share[nodes]).astype(np.float64)
+                nodes = np.flatnonzero(topics.has)
+                score = topics.audience_share[nodes, c].astype(np.float64)
             else:
                 nodes = gifters
-                score = topics.share(nodes, np.full(len(nodes), c)) * topics.user_gifts[nodes]
+                score = shares[:, c] * topics.user_gifts[nodes]
             top = np.lexsort((rank[nodes], -score))[:n]
             top = top[score[top] > 0]
-            lists[c, :len(top)], scores[c, :len(top)] = nodes[top], score[top]
-        rels._cache[key] = lists, scores
-    lists, scores = rels._cache[key]
-    return lists[:, :n], scores[:, :n]
+            lists[c, :len(top)] = nodes[top]
+        rels._cache[key] = lists
+    return rels._cache[key]
 
 
 def published_sequences(cands: dict[str, R.Candidates], cfg: ExpandConfig
