@@ -221,7 +221,8 @@ class Reference:
         cfg, f = self.cfg, self.cfg.fusion
         pool = {}
         own = self.history[ntype].get(node, set())
-        for src in [s for s in ALL[ntype] if cfg.metapaths[s].enabled] + PRIORS[ntype] + ["TOPIC"]:
+        enabled = [s for s in ALL[ntype] if cfg.metapaths[s].enabled]
+        for src in enabled + PRIORS[ntype] + ["TOPIC"]:
             if src in PRIORS[ntype] or src == "TOPIC":
                 lst = self.prior(src) if src != "TOPIC" else self.topic_lists[ntype].get(node, [])
                 lst = [(t, None, {int(self.raw[ntype][node])}) for t in lst]

@@ -46,8 +46,8 @@ STREAMER_COLUMNS = ("streamer_gifts", "streamer_gifters", "streamer_received",
 def feature_names(sources: list[str]) -> list[str]:
     per_source = [f"{s}.{kind}" for s in sources for kind in ("score", "rank")]
     return [*per_source, "n_sources", "best_rank", "emb_score", *CONTENT_COLUMNS,
-            *(f"{c}.pool_rank" for c in POOL_RANKED), *TOPIC_COLUMNS, *GIFT_COLUMNS, *WATCH_COLUMNS,
-            *USER_COLUMNS, *STREAMER_COLUMNS]
+            *(f"{c}.pool_rank" for c in POOL_RANKED), *TOPIC_COLUMNS, *GIFT_COLUMNS,
+            *WATCH_COLUMNS, *USER_COLUMNS, *STREAMER_COLUMNS]
 
 
 class PairIndex:
@@ -166,10 +166,9 @@ class Topics:
         self.cluster = np.where(self.has, member.argmax(axis=1) if self.n else 0, -1)
         self.per_user = {"gift": self._counts(gift, n_users),
                          "watch": None if watch is None else self._counts(watch, n_users)}
-        mass = member.T.astype(np.float64) @ audience
-        self.mass = mass
-        self.audience_share = (member * (audience[:, None] / np.maximum(mass, 1e-9)[None, :])
-                               ).astype(np.float32)
+        self.mass = member.T.astype(np.float64) @ audience
+        self.audience_share = (member * (audience[:, None]
+                                         / np.maximum(self.mass, 1e-9)[None, :])).astype(np.float32)
         self.user_gifts = np.zeros(n_users) if user_gifts is None else user_gifts
 
     def _counts(self, edges: EdgeSet, n_users: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,8 @@
 """The fused sequences of one batch: `merged` and `explore` from every source's candidates.
 
 For each source node the best `fusion.depth` candidates of every source (walks, kNN hops,
-priors, TOPIC) are pooled; a Scorer (gie/expand/ranker.py) scores the pool and the best `topk` are
-kept: in `merged` at most `max_history` of them from the node's own gift history, in
+priors, TOPIC) are pooled; a Scorer (gie/expand/ranker.py) scores the pool and the best `topk`
+are kept: in `merged` at most `max_history` of them from the node's own gift history, in
 `explore` none. Each entry keeps the via node and the name of the source that ranked it best.
 """
 from __future__ import annotations

@@ -185,11 +185,10 @@ def fit_fusion(nights: list[dict[str, dict[str, TrainingSet]]], cfg: ExpandConfi
     newest is held out when there are older ones. The nights' sets are released as they
     are joined.
 
-    The two node types are fitted one after the other. Fitting them side by side in two
-    threads saved part of the fits' time at a million users, but once in many nights it crashed the
-    process (SIGSEGV in LightGBM, seen 2026-12-03 on weak_clicks seed 2 and not reproduced:
-    its native code is not safe for concurrent use of boosters and predictors in one
-    process)."""
+    The two node types are fitted one after the other. Side by side in two threads they
+    saved part of the fits' time at a million users, but once they crashed the process
+    (SIGSEGV in LightGBM, weak_clicks seed 2, 2026-12-03, not reproduced: its native code is
+    not safe for concurrent boosters and predictors in one process)."""
     sets: dict[str, dict[str, TrainingSet]] = {t: {} for t in NODE_TYPES}
     for t in NODE_TYPES:
         for kind in (MERGED, EXPLORE):
