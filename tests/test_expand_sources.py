@@ -301,9 +301,10 @@ CONFIGS = {
                       "U-W-S-S": {"fanout": (2, 2), "weight": 3.0},
                       "S-U": {"weight": 0.5}, "U-S": {"enabled": False},
                       "U-knn-S": {"topk": 3, "weight": 0.0}}},
-    "graph-hops-only": {"graph_weight": 0.3, "metapaths": {
-        m: {"hop": "graph"} for m in ("U-U-S", "U-S-S", "S-S-U", "S-U-U", "U-W-S-S",
-                                      "S-S-W-U")}},
+    "graph-hops-only-no-topics": {
+        "graph_weight": 0.3, "fusion": {"topic_clusters": 0},
+        "metapaths": {m: {"hop": "graph"} for m in ("U-U-S", "U-S-S", "S-S-U", "S-U-U",
+                                                    "U-W-S-S", "S-S-W-U")}},
 }
 
 

@@ -283,11 +283,11 @@ def topic_candidates(rels: Relations, topics: Topics, ntype: str, rows: np.ndarr
     clusters; a streamer's, the users whose gifts times share of its likeliest cluster are
     largest. Each list runs `depth` past the node's history length, so that `depth` remain
     outside the history. Via: the node itself."""
+    if not topics.n:
+        return R.empty()
     order = rels.raw_order(OTHER[ntype])
     history = rels.get(HISTORY[ntype]).row_lengths()
     need = depth + history[rows]
-    if not topics.n:
-        return R.empty()
     lists = _topic_lists(rels, topics, ntype, depth + int(history.max(initial=0)))
     if ntype == "user":
         share = topics.shares(rows)
