@@ -126,7 +126,7 @@ class FusionConfig(BaseModel):
                               "the audience chooses between (0: no topic features and no "
                               "TOPIC candidates)")
     topic_temperature: float = Field(
-        0.05, gt=0, description="topic features: a streamer's membership of each cluster is "
+        0.1, gt=0, description="topic features: a streamer's membership of each cluster is "
                                 "the softmax of its content's cosines to the centroids over "
                                 "this (smaller: closer to one cluster each)")
     topic_source_clusters: int = Field(
