@@ -26,12 +26,14 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "| recall >= 0.95, >= 10x, < 10 min | met (CPU time; wall time on an idle host not shown) |",
     "| nightly | 1M gifts (1.29M users), steady-state night (learned fusion, 2 local expand "
     "workers, 2 training threads): build 365 s, train 283 s (2 epochs, warm start; both "
-    "beside other work), expand 916 s, evaluate 201 s = 1765 s at 49241a3 (content tastes "
-    "kept per user); 2376 s at 6e449a1 (idle: build 356, train 284, expand 1399, evaluate 337); "
+    "beside other work), expand 1304 s, evaluate 243 s = 2194 s at f2497f4 (topics; the "
+    "four fits one after the other, 230 s); 1765 s at 49241a3 (expand 916, evaluate 201); "
+    "2376 s at 6e449a1 (idle: build 356, train 284, expand 1399, evaluate 337); "
     "1442 s before the content features (build 252, train 275, expand 755, evaluate 159); first night 1859 s "
-    "(older code); 100k: 200 s (older code); explore 1.66x emb_knn at 1M; two 2-thread "
+    "(older code); 100k: 200 s (older code); explore 1.62x emb_knn at 1M; two 2-thread "
     "trainings byte-identical | 1M night in 20 min on 2 cores, growth no worse than linear "
-    "| not met (29 min; 24 min before the content features); 3M not run: scaling the 1M "
+    "| not met (37 min; 29 min before the topics, 24 min before the content features); "
+    "3M not run: scaling the 1M "
     "peaks, training would need about 25 GB and a learned expand about 55 GB, over this "
     "host's 24 GB |",
     "| fusion | 761k users, 95k streamers (1M generated users): expand 340 s wall / 291 CPU s with the "
