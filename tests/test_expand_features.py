@@ -6,10 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gie.expand.config import FusionConfig
-from gie.expand.features import (TOPIC_PSEUDO_COUNT, GraphFeatures, Taste, Topics,
-                                 _rank_in_pool, content_clusters, content_scores,
-                                 streamer_content, topic_space)
+from gie.expand.features import (TOPIC_PSEUDO_COUNT, Taste, Topics, _rank_in_pool,
+                                 content_clusters, content_scores, streamer_content)
 from graphbuild.dataset import EdgeSet, load_graph
 from tests.graph_fixtures import make_graph_dataset
 
@@ -96,25 +94,6 @@ def test_content_clusters_find_planted_kinds_and_repeat():
     assert content_clusters(content, 3, 1.0, seed=0)[5:].max(axis=1).mean() < 0.9
     assert content_clusters(content, 3, 0.05, seed=0).tobytes() == member.tobytes()
     assert content_clusters(content, 0, 0.05, seed=0).shape == (300, 0)
-
-
-def test_topics_come_from_the_embeddings_where_content_is_missing(graph):
-    content = np.zeros((10, 4), np.float32)
-    emb = np.ones((10, 3), np.float32)
-    assert topic_space(content, emb, "auto")[0] == "embedding"
-    content[:5] = 1                                  # half the streamers have content
-    assert topic_space(content, emb, "auto")[0] == "content"
-    assert topic_space(content, emb, "embedding")[1] is emb
-    assert topic_space(np.zeros((10, 0), np.float32), emb, "auto")[0] == "embedding"
-    # On a graph: every streamer has an embedding, so every one is placed in a cluster.
-    rng = np.random.default_rng(0)
-    emb = {t: rng.normal(size=(graph.num_nodes(t), 8)).astype(np.float32)
-           for t in ("user", "streamer")}
-    cfg = FusionConfig(topic_clusters=4, topic_space="embedding")
-    member = GraphFeatures.of(graph, emb, cfg).topics.member
-    assert member.shape == (graph.num_nodes("streamer"), 4)
-    np.testing.assert_allclose(member.sum(axis=1), 1, rtol=1e-5)
-    assert GraphFeatures.of(graph, emb, cfg).topics.member.tobytes() == member.tobytes()
 
 
 def test_topic_features_sum_history_share_times_audience_share_over_clusters():

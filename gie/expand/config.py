@@ -129,11 +129,6 @@ class FusionConfig(BaseModel):
         0.1, gt=0, description="topic features: a streamer's membership of each cluster is "
                                 "the softmax of its content's cosines to the centroids over "
                                 "this (smaller: closer to one cluster each)")
-    topic_space: Literal["auto", "content", "embedding"] = Field(
-        "auto", description="topic features: what the clusters are fitted on, the streamers' "
-                            "smoothed content or their trained embeddings (every streamer has "
-                            "one: for logs without content). auto: content when at least half "
-                            "the streamers have some")
     topic_source_clusters: int = Field(
         3, ge=1, description="TOPIC source: a user's candidates come from this many of their "
                              "likeliest clusters")

@@ -12,7 +12,6 @@ Names are fixed by the sources enabled, so a ranker fitted on one night reads an
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import faiss
@@ -21,7 +20,6 @@ import scipy.sparse as sp
 
 from gie.expand import index as ix
 from gie.expand import relations as R
-from gie.expand.config import FusionConfig
 from graphbuild.dataset import EdgeSet, GraphData
 
 DAY_MS = 86_400_000
@@ -33,7 +31,6 @@ POOL_RANKED = ("emb_score", "content_gift", "content_watch")
 TOPIC_COLUMNS = ("topic_gift_share", "topic_watch_share", "topic_pop_share", "topic_score")
 TOPIC_PSEUDO_COUNT = 0.5     # a user's history: prior streamer count, spread over the clusters
 TOPIC_SEED = 0               # k-means initialisation: fixed, so a graph always has one clustering
-TOPIC_CONTENT_COVER = 0.5    # topic_space auto: the share of streamers with content that suffices
 GIFT_COLUMNS = ("gift_weight", "gift_count", "gift_price", "gift_days_since_last",
                 "gift_days_since_first")
 WATCH_COLUMNS = ("watch_weight", "watch_clicks", "watch_comments", "watch_likes",
@@ -44,8 +41,6 @@ USER_COLUMNS = ("user_gifted_streamers", "user_watched_streamers", "user_gifts",
 STREAMER_COLUMNS = ("streamer_gifts", "streamer_gifters", "streamer_received",
                     "streamer_clicks", "streamer_watchers", "streamer_age_days",
                     "streamer_gifters_1d", "streamer_gifters_3d", "streamer_watchers_1d")
-
-log = logging.getLogger(__name__)
 
 
 def feature_names(sources: list[str]) -> list[str]:
@@ -129,9 +124,8 @@ def _smoothed(v: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
 
 def content_clusters(content: np.ndarray, clusters: int, temperature: float, seed: int
                      ) -> np.ndarray:
-    """Soft cluster memberships of each streamer's vector (its smoothed content, or its
-    embedding: `topic_space`) [streamers, clusters] (rows sum to 1; zero for a zero vector;
-    no columns when `clusters` is 0): spherical k-means
+    """Soft cluster memberships of each streamer's smoothed content [streamers, clusters]
+    (rows sum to 1; zero without content; no columns when `clusters` is 0): spherical k-means
     (the best of 5 starts), fitted on one thread (the same centroids on any machine load), then
     a softmax of each streamer's cosines to the centroids over `temperature`, the cosines by
     exact pair scores (the same bytes however it is batched).
@@ -156,18 +150,6 @@ def content_clusters(content: np.ndarray, clusters: int, temperature: float, see
         z = np.exp(z - z.max(axis=1, keepdims=True))
         out[part] = z / z.sum(axis=1, keepdims=True)
     return out
-
-
-def topic_space(content: np.ndarray, streamer_emb: np.ndarray, space: str
-                ) -> tuple[str, np.ndarray]:
-    """(name, vectors) the topic clusters are fitted on. Content says what kind a streamer is
-    best (on long_history seed 0, the topic score alone found 0.349 of three days' first gifts
-    at 50 over content clusters, 0.312 over embedding clusters), but logs of gifts and clicks
-    alone have none; every streamer has a trained embedding."""
-    if space == "auto":
-        cover = float((np.linalg.norm(content, axis=1) > 0).mean()) if content.size else 0.0
-        space = "content" if cover >= TOPIC_CONTENT_COVER else "embedding"
-    return space, (content if space == "content" else streamer_emb)
 
 
 class Topics:
@@ -306,8 +288,8 @@ class GraphFeatures:
     topics: Topics
 
     @classmethod
-    def of(cls, graph: GraphData, emb: dict[str, np.ndarray], cfg: FusionConfig
-           ) -> "GraphFeatures":
+    def of(cls, graph: GraphData, emb: dict[str, np.ndarray], smooth_k: int,
+           reference: int, clusters: int, temperature: float) -> "GraphFeatures":
         end = int(graph.metadata["window"]["end_ms"])
         nu, ns = graph.num_nodes("user"), graph.num_nodes("streamer")
         gift, watch = graph.edges["gift"], graph.edges.get("watch")
@@ -342,14 +324,11 @@ class GraphFeatures:
         for t, v in emb.items():
             v = np.asarray(v, np.float32)
             unit[t] = v / _norms(v)
-        content = streamer_content(graph, cfg.content_smooth_k, cfg.content_reference)
+        content = streamer_content(graph, smooth_k, reference)
         window_days = (end - int(graph.metadata["window"]["start_ms"])) / DAY_MS
         days_seen = np.clip(streamer["streamer_age_days"], 1.0, max(window_days, 1.0))
-        space, vectors = topic_space(content, unit["streamer"], cfg.topic_space)
-        member = content_clusters(vectors, cfg.topic_clusters, cfg.topic_temperature, TOPIC_SEED)
-        log.info("topic clusters: %d over the streamers' %s (%d of %d streamers placed)",
-                 member.shape[1], space, int((member.sum(axis=1) > 0).sum()), ns)
-        topics = Topics(member, gift, watch, nu,
+        topics = Topics(content_clusters(content, clusters, temperature, TOPIC_SEED), gift,
+                        watch, nu,
                         (np.asarray(sc["n_clicks"], np.float64) + sc["n_gifts"]) / days_seen,
                         np.asarray(uc["n_gifts"], np.float64))
         return cls(end, gift, watch, PairIndex(gift, ns), PairIndex(watch, ns),

@@ -107,7 +107,9 @@ def _view(data: GraphData, emb: dict, indexes: dict, knn: dict, cfg: ExpandConfi
     rels = bare or Relations(data, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days)
     rels.knn = {KNN_STEP[t]: knn_relation(*knn[t], cfg.knn_k) for t in NODE_TYPES}
     rels.cross = {t: cross(t) for t in NODE_TYPES}
-    return View(rels, GraphFeatures.of(data, emb, cfg.fusion))
+    return View(rels, GraphFeatures.of(data, emb, cfg.fusion.content_smooth_k,
+                                       cfg.fusion.content_reference, cfg.fusion.topic_clusters,
+                                       cfg.fusion.topic_temperature))
 
 
 def load_view(graph: Path, embeddings: Path, indexes_from: Path, cfg: ExpandConfig,
