@@ -109,7 +109,8 @@ def test_explore_holds_no_history_and_merged_caps_it(chain):
 
 @pytest.mark.slow
 def test_local_workers_learn_and_publish_the_same_bundle(chain, tmp_path, monkeypatch):
-    """The nights' training sets in two processes, two shards."""
+    """The nights' training sets in two processes, two shards, the fits one after the other:
+    the same bundle; a worker or fit process that dies fails the run."""
     from gie.errors import GieError
     from gie.expand.run import expand
 
@@ -117,6 +118,7 @@ def test_local_workers_learn_and_publish_the_same_bundle(chain, tmp_path, monkey
     previous = [(work.graph(d), work.model(d) / "embeddings") for d in reversed(NIGHTS[:2])]
     two = cfg.expand.model_copy(deep=True, update={"workers": 2})
     two.fusion.learn.workers = 2
+    two.fusion.learn.fit_processes = 1         # the chain's bundle fitted in two processes
     expand(work.graph(D), work.model(D) / "embeddings", tmp_path / "w2", two,
            learn_from=previous)
     a, b = work.bundle(D), tmp_path / "w2"
@@ -134,6 +136,12 @@ def test_local_workers_learn_and_publish_the_same_bundle(chain, tmp_path, monkey
                learn_from=previous)
     assert not (tmp_path / "fail" / "b").exists()
     assert not [p for p in (tmp_path / "fail").iterdir() if p.name.startswith(".staging-")]
+    # So does the streamer side's fit process (the sets now come from w2's cache).
+    two.fusion.learn.fit_processes = 2
+    with pytest.raises(GieError, match="fit process of the streamer side exited with -9"):
+        expand(work.graph(D), work.model(D) / "embeddings", tmp_path / "w3", two,
+               learn_from=previous)
+    assert not (tmp_path / "w3").exists()
 
 
 @pytest.mark.slow

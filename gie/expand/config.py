@@ -90,6 +90,10 @@ class LearnConfig(BaseModel):
     feature_fraction: float = Field(0.8, gt=0, le=1)
     threads: int = Field(1, ge=1, description="LightGBM threads; a fit is reproduced bit for "
                                               "bit with the same value")
+    fit_processes: int = Field(2, ge=1, le=2, description="2: the streamer side is fitted "
+                               "in a local process beside the user side's fit (about half "
+                               "the fits' time where two cores are free); 1: one after the "
+                               "other in the run's process. The models are the same bytes")
     workers: int = Field(1, ge=1, description="local processes that build the previous "
                          "nights' training sets side by side (1: one after the other, in the "
                          "run's own process). Each holds one previous graph, its view and "

@@ -117,11 +117,28 @@ def load_sets(path: Path) -> dict[str, dict[str, TrainingSet]]:
         for t in NODE_TYPES:
             merged = TrainingSet(names=z[f"{t}.names"].tolist(),
                                  **{f: z[f"{t}.{MERGED}.{f}"] for f in SET_FIELDS})
-            first = ~merged.history
-            out[t] = {MERGED: merged, EXPLORE: TrainingSet(
-                merged.X[first], merged.y[first], merged.group[first],
-                z[f"{t}.{EXPLORE}.n_labels"], merged.names, merged.history[first])}
+            out[t] = {MERGED: merged, EXPLORE: _explore_of(merged, z[f"{t}.{EXPLORE}.n_labels"])}
     return out
+
+
+def _explore_of(merged: TrainingSet, n_labels: np.ndarray) -> TrainingSet:
+    """The explore set: the merged rows without a gift edge, in the same order and groups."""
+    first = ~merged.history
+    return TrainingSet(merged.X[first], merged.y[first], merged.group[first], n_labels,
+                       merged.names, merged.history[first], merged.held_out)
+
+
+def save_fit_input(merged: TrainingSet, explore: TrainingSet, path: Path) -> None:
+    """One node type's joined sets (held-out flags included), for a fit in another process."""
+    np.savez(path, names=np.array(merged.names), held_out=merged.held_out,
+             explore_n_labels=explore.n_labels, **{f: getattr(merged, f) for f in SET_FIELDS})
+
+
+def load_fit_input(path: Path) -> tuple[TrainingSet, TrainingSet]:
+    with np.load(path) as z:
+        merged = TrainingSet(names=z["names"].tolist(), held_out=z["held_out"],
+                             **{f: z[f] for f in SET_FIELDS})
+        return merged, _explore_of(merged, z["explore_n_labels"])
 
 
 class SetCache:
@@ -133,7 +150,7 @@ class SetCache:
     hit. Files of nights no later run reads, and older keys of a night read now, are removed."""
 
     # Settings that do not change a night's sets (fit, night choice, execution).
-    IGNORED = {"workers", "shard_wait_s", "predict_threads", "compile_above", "threads",
+    IGNORED = {"workers", "fit_processes", "shard_wait_s", "predict_threads", "compile_above", "threads",
                "cache", "nights", "max_nights", "min_label_nodes", "max_gap_days",
                "valid_share", "negative_share", "objective", "rounds", "early_stopping",
                "learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction"}
@@ -180,15 +197,16 @@ class SetCache:
 
 
 def fit_fusion(nights: list[dict[str, dict[str, TrainingSet]]], cfg: ExpandConfig, seed: int,
-               info: dict) -> Fusion:
+               info: dict, work: Path | None = None) -> Fusion:
     """Fit the fused rankings on the training sets of several nights, newest first; the
     newest is held out when there are older ones. The nights' sets are released as they
     are joined.
 
-    The two node types are fitted one after the other. Side by side in two threads they
-    saved part of the fits' time at a million users, but once they crashed the process
-    (SIGSEGV in LightGBM, weak_clicks seed 2, 2026-12-03, not reproduced: its native code is
-    not safe for concurrent boosters and predictors in one process)."""
+    With `learn.fit_processes` 2 (and a `work` folder), the streamer side is fitted in a
+    local process (gie.expand.workers) while this one fits the user side: the same models,
+    in about half the time. Never in two threads of one process: that once crashed it
+    (SIGSEGV in LightGBM, weak_clicks seed 2, 2026-12-03, not reproduced: its native code
+    is not safe for concurrent boosters and predictors in one process)."""
     sets: dict[str, dict[str, TrainingSet]] = {t: {} for t in NODE_TYPES}
     for t in NODE_TYPES:
         for kind in (MERGED, EXPLORE):
@@ -198,7 +216,31 @@ def fit_fusion(nights: list[dict[str, dict[str, TrainingSet]]], cfg: ExpandConfi
             sets[t][kind] = concat(per_night)
             del per_night
 
-    scorers = {t: fit_fused(sets[t][MERGED], sets[t][EXPLORE], fusion_sources(cfg, t),
-                            fixed_weights(cfg, t), cfg.fusion, cfg.topk, seed, t)
-               for t in NODE_TYPES}
-    return Fusion(scorers, {"learned": True, **info})
+    def fit(t: str) -> dict[str, Scorer]:
+        return fit_fused(sets[t][MERGED], sets[t][EXPLORE], fusion_sources(cfg, t),
+                         fixed_weights(cfg, t), cfg.fusion, cfg.topk, seed, t)
+
+    scorers: dict[str, dict[str, Scorer]] = {}
+    if cfg.fusion.learn.fit_processes > 1 and work is not None:
+        from gie.expand import workers             # it imports this module
+        path = work / "fit-streamer.npz"
+        save_fit_input(sets["streamer"][MERGED], sets["streamer"][EXPLORE], path)
+        del sets["streamer"]
+        with workers.fit_in_process("streamer", path, dump_config(cfg), seed,
+                                    work / "fit-streamer") as result:
+            scorers["user"] = fit("user")
+        scorers["streamer"] = result()
+    else:
+        scorers = {t: fit(t) for t in NODE_TYPES}
+    return Fusion({t: scorers[t] for t in NODE_TYPES}, {"learned": True, **info})
+
+
+def fit_node_type(ntype: str, path: Path, cfg: ExpandConfig, seed: int, out: Path) -> None:
+    """A local fit process: one node type's fused rankings from `path`, saved in `out`."""
+    from gie.expand import ranker
+    merged, explore = load_fit_input(path)
+    scorers = fit_fused(merged, explore, fusion_sources(cfg, ntype), fixed_weights(cfg, ntype),
+                        cfg.fusion, cfg.topk, seed, ntype)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "scorers.json",
+                      {k: ranker.save(s, out, f"{ntype}-{k}") for k, s in scorers.items()})

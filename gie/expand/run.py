@@ -214,7 +214,7 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
     fusion = fit_fusion(nights, cfg, seed, {
         "learned_from": used,
         "held_out": "newest night" if len(nights) > 1 else
-                    f"{cfg.fusion.learn.valid_share:.0%} of the label nodes"})
+                    f"{cfg.fusion.learn.valid_share:.0%} of the label nodes"}, work)
     timings["learn_fusion"] = round(time.perf_counter() - t0, 3)
     return fusion
 

@@ -9,7 +9,9 @@ from previous nights' graphs) is not held twice.
 
 During the preparation, with `expand.fusion.learn.workers` > 1, the previous nights' training
 sets of the fused ranking are built by one process of this module per night, that many side by
-side (each loads one previous graph), and handed back as files in the staging folder.
+side (each loads one previous graph), and handed back as files in the staging folder. With
+`expand.fusion.learn.fit_processes` 2, the streamer side's fit runs in one process of this
+module while the run fits the user side (gie.expand.learn.fit_fusion).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import logging
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from gie import failpoints
@@ -69,6 +72,31 @@ def nights(plan: list[tuple[Path, Path, Path, float]], cfg_dump: dict, seed: int
             stop(procs)
             raise
     return files
+
+
+@contextmanager
+def fit_in_process(ntype: str, sets: Path, cfg_dump: dict, seed: int, out: Path):
+    """Fit one node type's fused rankings (training sets in file `sets`) in a local process
+    while the body runs; yields a function that waits for it and returns its scorers."""
+    from gie.expand import ranker
+    proc = _spawn({"fit": ntype, "sets": str(sets), "cfg": cfg_dump, "seed": seed,
+                   "out": str(out)})
+
+    def result() -> dict:
+        if proc.wait() != 0:
+            raise GieError(f"local fit process of the {ntype} side exited with "
+                           f"{proc.returncode} (see its log lines above)")
+        descs = json.loads((out / "scorers.json").read_text())
+        scorers = {k: ranker.load(d, out) for k, d in descs.items()}
+        ranker.link(scorers, descs)
+        sets.unlink(missing_ok=True)
+        return scorers
+
+    try:
+        yield result
+    except BaseException:
+        stop([proc])
+        raise
 
 
 def wait(procs: list[subprocess.Popen], what: str = "shard", first: int = 1) -> None:
@@ -129,6 +157,9 @@ def _main() -> int:
     cfg = ExpandConfig.model_validate(spec["cfg"])
     if "night" in spec:
         _night(spec, cfg)
+    elif "fit" in spec:
+        from gie.expand.learn import fit_node_type
+        fit_node_type(spec["fit"], Path(spec["sets"]), cfg, spec["seed"], Path(spec["out"]))
     else:
         expand(spec["graph"], spec["embeddings"], spec["out"], cfg, seed=spec["seed"],
                shard=tuple(spec["shard"]), learn_from=[tuple(x) for x in spec["learn_from"]])
