@@ -309,8 +309,11 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_every_source_and_the_fixed_fusion_match_the_reference(inputs, tmp_path, name):
+def test_every_source_and_the_fixed_fusion_match_the_reference(inputs, tmp_path, name,
+                                                              monkeypatch):
+    from gie.expand import features
     graph, emb, _ = inputs
+    monkeypatch.setattr(features, "FILL_BLOCK", 7)     # the candidate table's block fill too
     cfg = ExpandConfig.model_validate(CONFIGS[name])
     meta = expand(graph, emb, tmp_path / "bundle", cfg)
     _check_against_reference(tmp_path / "bundle", Reference(graph, emb, cfg), cfg)
