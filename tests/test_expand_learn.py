@@ -71,3 +71,30 @@ def test_saved_sets_load_back_equal(inputs, tmp_path):
             for f in ("X", "y", "group", "n_labels", "history"):
                 x, y = getattr(a, f), getattr(b, f)
                 assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), (t, kind, f)
+
+
+def test_both_node_types_built_side_by_side_equal_one_after_the_other(inputs):
+    """training_sets builds the two node types in two threads that share the view's caches:
+    the same bytes as each alone on a fresh view (streamer side first, the other order)."""
+    from gie.expand.learn import _type_sets
+    graph, emb_dir, _ = inputs
+    data, emb = _load_inputs(graph, emb_dir)
+    cfg = ExpandConfig(batch_size=8)
+    rng = np.random.default_rng(6)
+    users = rng.integers(0, data.num_nodes("user"), 300)
+    streamers = rng.integers(0, data.num_nodes("streamer"), 300)
+    built, knn = _neighbours(data, emb, cfg, 0, {})
+
+    def view():
+        return _view(data, emb, {t: b.index for t, b in built.items()}, knn, cfg)
+
+    side_by_side = training_sets(view(), cfg, users, streamers, seed=3)
+    fresh, groups = view(), label_groups(users, streamers, cfg, seed=3)
+    for t in reversed(NODE_TYPES):
+        alone = _type_sets(fresh, cfg, t, users, streamers, groups[t])
+        for kind in (MERGED, EXPLORE):
+            a, b = side_by_side[t][kind], alone[kind]
+            assert len(a.y) > 0 and a.names == b.names
+            for f in ("X", "y", "group", "n_labels", "history"):
+                x, y = getattr(a, f), getattr(b, f)
+                assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), (t, kind, f)

@@ -425,7 +425,8 @@ def candidate_table(gf: GraphFeatures, ntype: str, rows: np.ndarray,
     names = feature_names(sources)
     X = np.empty((m, len(names)), np.float32)
     # Block by block of rows: a block of the row-major table stays in cache while every
-    # column is written into it (2-3x faster than whole columns at 190k rows x 70 features).
+    # column is written into it (the fill alone about 2x faster than whole columns; the
+    # pooled table of a 1M user batch 2% faster).
     for lo in range(0, m, FILL_BLOCK):
         block = X[lo:lo + FILL_BLOCK]
         for j, name in enumerate(names):

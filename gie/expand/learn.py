@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -59,38 +60,48 @@ def label_groups(users: np.ndarray, streamers: np.ndarray, cfg: ExpandConfig, se
 
 def training_sets(view: View, cfg: ExpandConfig, users: np.ndarray, streamers: np.ndarray,
                   seed: int) -> dict[str, dict[str, TrainingSet]]:
-    """Per node type, the candidates of every label node (at most `max_groups`, sampled)."""
+    """Per node type, the candidates of every label node (at most `max_groups`, sampled).
+
+    The two node types are built side by side in two threads: their heavy steps are numpy
+    and Faiss calls that release the GIL, and what they share (the relations' caches, the
+    users' content tastes) is filled with the same values whichever thread comes first, so
+    the sets are the same bytes as one after the other."""
+    groups = label_groups(users, streamers, cfg, seed)
+    with ThreadPoolExecutor(max_workers=len(NODE_TYPES)) as pool:
+        built = {t: pool.submit(_type_sets, view, cfg, t, users, streamers, groups[t])
+                 for t in NODE_TYPES}
+        return {t: f.result() for t, f in built.items()}
+
+
+def _type_sets(view: View, cfg: ExpandConfig, ntype: str, users: np.ndarray,
+               streamers: np.ndarray, groups: np.ndarray) -> dict[str, TrainingSet]:
+    src, tgt = (users, streamers) if ntype == "user" else (streamers, users)
+    n_tgt = view.graph.num_nodes(OTHER[ntype])
+    label_keys = np.unique(src * n_tgt + tgt)
+    parts: dict[str, list] = {MERGED: [], EXPLORE: []}
+    for lo in range(0, len(groups), cfg.batch_size):
+        rows = groups[lo:lo + cfg.batch_size]
+        table = pooled_table(view, cfg, ntype, rows, source_candidates(view.rels, cfg, ntype, rows))
+        y = np.isin(rows[table.row] * n_tgt + table.target, label_keys).astype(np.float32)
+        for kind, keep in ((MERGED, slice(None)), (EXPLORE, ~table.history)):
+            parts[kind].append((table.X[keep], y[keep], table.row[keep] + lo,
+                                table.history[keep]))
+    # Labels per group, also those no source proposed (they count as misses).
+    l_src, l_tgt = label_keys // n_tgt, label_keys % n_tgt
+    users_, streamers_ = (l_src, l_tgt) if ntype == "user" else (l_tgt, l_src)
+    first = ~view.features.in_history(users_, streamers_)
+    pos = np.searchsorted(groups, l_src)
+    sampled = (pos < len(groups)) & (groups[np.minimum(pos, len(groups) - 1)] == l_src)
+    names = table.names if len(groups) else []
     out = {}
-    sampled_groups = label_groups(users, streamers, cfg, seed)
-    for ntype in NODE_TYPES:
-        src, tgt = (users, streamers) if ntype == "user" else (streamers, users)
-        n_tgt = view.graph.num_nodes(OTHER[ntype])
-        label_keys = np.unique(src * n_tgt + tgt)
-        groups = sampled_groups[ntype]
-        parts: dict[str, list] = {MERGED: [], EXPLORE: []}
-        for lo in range(0, len(groups), cfg.batch_size):
-            rows = groups[lo:lo + cfg.batch_size]
-            table = pooled_table(view, cfg, ntype, rows, source_candidates(view.rels, cfg, ntype, rows))
-            y = np.isin(rows[table.row] * n_tgt + table.target, label_keys).astype(np.float32)
-            for kind, keep in ((MERGED, slice(None)), (EXPLORE, ~table.history)):
-                parts[kind].append((table.X[keep], y[keep], table.row[keep] + lo,
-                                    table.history[keep]))
-        # Labels per group, also those no source proposed (they count as misses).
-        l_src, l_tgt = label_keys // n_tgt, label_keys % n_tgt
-        users_, streamers_ = (l_src, l_tgt) if ntype == "user" else (l_tgt, l_src)
-        first = ~view.features.in_history(users_, streamers_)
-        pos = np.searchsorted(groups, l_src)
-        sampled = (pos < len(groups)) & (groups[np.minimum(pos, len(groups) - 1)] == l_src)
-        names = table.names if len(groups) else []
-        out[ntype] = {}
-        for kind, counted in ((MERGED, sampled), (EXPLORE, sampled & first)):
-            X, y, g, h = (np.concatenate(p) for p in zip(*parts[kind])) if parts[kind] else (
-                np.zeros((0, len(names)), np.float32), np.zeros(0, np.float32),
-                np.zeros(0, int), np.zeros(0, bool))
-            n_labels = np.bincount(pos[counted], minlength=len(groups)).astype(np.float64)
-            out[ntype][kind] = TrainingSet(X, y, g, n_labels, names, h)
-        log.info("fusion training set (%s): %d label nodes, %d labels, %d candidates",
-                 ntype, len(groups), len(label_keys), len(out[ntype][MERGED].y))
+    for kind, counted in ((MERGED, sampled), (EXPLORE, sampled & first)):
+        X, y, g, h = (np.concatenate(p) for p in zip(*parts[kind])) if parts[kind] else (
+            np.zeros((0, len(names)), np.float32), np.zeros(0, np.float32),
+            np.zeros(0, int), np.zeros(0, bool))
+        n_labels = np.bincount(pos[counted], minlength=len(groups)).astype(np.float64)
+        out[kind] = TrainingSet(X, y, g, n_labels, names, h)
+    log.info("fusion training set (%s): %d label nodes, %d labels, %d candidates",
+             ntype, len(groups), len(label_keys), len(out[MERGED].y))
     return out
 
 
