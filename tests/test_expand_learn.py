@@ -98,3 +98,15 @@ def test_both_node_types_built_side_by_side_equal_one_after_the_other(inputs):
             for f in ("X", "y", "group", "n_labels", "history"):
                 x, y = getattr(a, f), getattr(b, f)
                 assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), (t, kind, f)
+
+
+def test_the_set_cache_key_follows_the_inputs_and_the_code(inputs, tmp_path, monkeypatch):
+    from gie.expand import learn
+    from gie.expand.learn import SetCache
+    graph, emb_dir, _ = inputs
+    cache = SetCache(tmp_path, ExpandConfig(), seed=0)
+    key = cache.key(graph, emb_dir, graph, 1.0)
+    assert cache.key(graph, emb_dir, graph, 1.0) == key
+    assert cache.key(graph, emb_dir, graph, 2.0) != key
+    monkeypatch.setattr(learn, "_code", lambda: "other source")   # e.g. a feature changed
+    assert cache.key(graph, emb_dir, graph, 1.0) != key

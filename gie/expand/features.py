@@ -239,8 +239,10 @@ class Taste:
         src, dst, w = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)) \
             if edges is None else (edges.src, edges.dst, edges.data["weight"])
         order = np.argsort(src, kind="stable")
-        self.dst, self.w = dst[order], np.asarray(w, np.float32)[order]
-        self.ptr = np.searchsorted(src[order], np.arange(n_users + 1))
+        # Rows keep the edges' order: a user's sum adds its edges in one fixed order.
+        self.edges = sp.csr_matrix((np.asarray(w, np.float32)[order], dst[order],
+                                    np.searchsorted(src[order], np.arange(n_users + 1))),
+                                   shape=(n_users, len(content)))
         self.known = np.zeros(n_users, bool)
         self.memo = np.zeros((n_users, content.shape[1]), np.float32)   # pages on first write
 
@@ -248,20 +250,10 @@ class Taste:
         """Unit taste of each of `users` (distinct ids; zero without edges)."""
         new = users[~self.known[users]]
         if len(new):
-            self.memo[new] = self._compute(new)
+            taste = np.asarray(self.edges[new] @ self.content, np.float32)
+            self.memo[new] = taste / _norms(taste)
             self.known[new] = True
         return self.memo[users]
-
-    def _compute(self, users: np.ndarray) -> np.ndarray:
-        start, lens = self.ptr[users], self.ptr[users + 1] - self.ptr[users]
-        offsets = np.cumsum(lens) - lens
-        edge = np.repeat(start - offsets, lens) + np.arange(int(lens.sum()))
-        taste = np.zeros((len(users), self.content.shape[1]), np.float32)
-        has = lens > 0
-        if has.any():
-            rows = self.w[edge, None] * self.content[self.dst[edge]]
-            taste[has] = np.add.reduceat(rows, offsets[has], axis=0)
-        return taste / _norms(taste)
 
 
 def content_scores(tastes: dict[str, Taste], users: np.ndarray, streamers: np.ndarray

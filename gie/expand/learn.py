@@ -152,13 +152,20 @@ def load_fit_input(path: Path) -> tuple[TrainingSet, TrainingSet]:
         return merged, _explore_of(merged, z["explore_n_labels"])
 
 
+def _code() -> str:
+    """Fingerprint of this package's source: sets built by other code are a miss."""
+    return fingerprint([(f.name, f.read_bytes().decode()) for f in
+                        sorted(Path(__file__).parent.glob("*.py"))])
+
+
 class SetCache:
     """A night's training sets depend only on its graph and embeddings, the graph after it
     (the labels), the gap between them, the seed and the settings that shape candidates and
     features; so the sets night D builds for night D-1 are what nights D+1 .. D+5 would build
     again. One .npz (and its `learned_from` record) per night and key; the key holds the
     inputs' file signatures (name, size, mtime), so a rebuilt input is a miss, never a stale
-    hit. Files of nights no later run reads, and older keys of a night read now, are removed."""
+    hit; and the source of gie/expand, so sets built by other code are a miss too. Files of
+    nights no later run reads, and older keys of a night read now, are removed."""
 
     # Settings that do not change a night's sets (fit, night choice, execution).
     IGNORED = {"workers", "fit_processes", "shard_wait_s", "predict_threads", "compile_above", "threads",
@@ -179,7 +186,7 @@ class SetCache:
 
     def key(self, graph: Path, embeddings: Path, later: Path, gap: float) -> str:
         return fingerprint([file_signature(p) for p in (graph, embeddings, later)], gap,
-                           self.settings, self.seed, gie.__version__)
+                           self.settings, self.seed, gie.__version__, _code())
 
     def _path(self, date: str, key: str) -> Path:
         return self.folder / f"dt={date}_{key}.npz"
