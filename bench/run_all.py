@@ -26,8 +26,10 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "| recall >= 0.95, >= 10x, < 10 min | met (CPU time; wall time on an idle host not shown) |",
     "| nightly | 1M gifts (1.29M users), steady-state night (learned fusion, 2 local expand "
     "workers, 2 training threads): build 365 s, train 283 s (2 epochs, warm start; both "
-    "beside other work), expand 1304 s, evaluate 243 s = 2194 s at f2497f4 (topics; the "
-    "four fits one after the other, 230 s); 1765 s at 49241a3 (expand 916, evaluate 201); "
+    "beside other work), expand 1328 s, evaluate 262 s = 2237 s at 2097c0e (topics; the "
+    "learning phase 317 s against 424 s: fits in two processes 150 s, sets in two threads; "
+    "on a slower hour: unchanged code took 8-10% longer); 2194 s at f2497f4 (the four fits "
+    "one after the other, 230 s); 1765 s at 49241a3 (expand 916, evaluate 201); "
     "2376 s at 6e449a1 (idle: build 356, train 284, expand 1399, evaluate 337); "
     "1442 s before the content features (build 252, train 275, expand 755, evaluate 159); first night 1859 s "
     "(older code); 100k: 200 s (older code); explore 1.62x emb_knn at 1M; two 2-thread "
