@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gie.expand.features import (TOPIC_PSEUDO_COUNT, Taste, Topics, _rank_in_pool,
+from gie.expand.features import (TOPIC_PSEUDO_COUNT, PairIndex, Taste, Topics, _rank_in_pool,
                                  content_clusters, content_scores, streamer_content)
 from graphbuild.dataset import EdgeSet, load_graph
 from tests.graph_fixtures import make_graph_dataset
@@ -147,3 +147,20 @@ def test_pool_rank_equals_a_sort_of_each_row():
         key = sorted(idx, key=lambda i: (np.isnan(value[i]), -np.nan_to_num(value[i], nan=0), i))
         expected[key] = np.arange(1, len(idx) + 1)
     np.testing.assert_array_equal(_rank_in_pool(row, value), expected)
+
+
+def test_pair_index_finds_each_edge_row_in_any_query_order(graph):
+    for kind in ("gift", "watch"):
+        edges = graph.edges[kind]
+        index = PairIndex(edges, graph.num_nodes("streamer"))
+        rows = {(int(u), int(s)): i for i, (u, s) in enumerate(zip(edges.src, edges.dst))}
+        rng = np.random.default_rng(8)
+        pick = rng.integers(0, len(edges.src), 200)
+        users = np.concatenate([edges.src[pick], rng.integers(0, graph.num_nodes("user"), 200)])
+        streamers = np.concatenate([edges.dst[pick],
+                                    rng.integers(0, graph.num_nodes("streamer"), 200)])
+        order = rng.permutation(len(users))                 # unsorted, with repeats
+        users, streamers = users[order], streamers[order]
+        want = [rows.get((int(u), int(s)), -1) for u, s in zip(users, streamers)]
+        assert index.find(users, streamers).tolist() == want
+        assert (np.array(want) >= 0).sum() >= 200

@@ -69,7 +69,13 @@ class PairIndex:
         if not len(self.keys):
             return np.full(len(users), -1, np.int64)
         keys = users * self.n + streamers
-        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        # Searched in key order, each search starts near the last one: at 16M watch edges a
+        # streamer batch's 270k pairs take 0.09 s instead of 0.45 s (a user batch's pairs come
+        # nearly sorted already, and cost the same either way).
+        order = np.argsort(keys, kind="stable")
+        pos = np.empty(len(keys), np.int64)
+        pos[order] = np.searchsorted(self.keys, keys[order])
+        pos = np.minimum(pos, len(self.keys) - 1)
         return np.where(self.keys[pos] == keys, self.rows[pos], -1)
 
 
