@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gie.expand.config import ExpandConfig, MetapathConfig
-from gie.expand.learn import label_groups, training_sets
+from gie.expand.learn import SET_FIELDS, label_groups, training_sets
 from gie.expand.run import KNN_STEP, _load_inputs, _neighbours, _view
 from gie.expand.sources import Relations, similar_rows_read
 from graphbuild.schema import EXPLORE, MERGED, NODE_TYPES
@@ -48,6 +48,20 @@ def test_training_sets_need_only_the_knn_rows_their_walks_read(inputs):
             np.testing.assert_array_equal(full.group, part.group)
 
 
+def _labels(data, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random label pairs (repeats allowed): 300 users and 300 streamers."""
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, data.num_nodes("user"), 300),
+            rng.integers(0, data.num_nodes("streamer"), 300))
+
+
+def _assert_same_bytes(a, b, where) -> None:
+    assert a.names == b.names
+    for f in SET_FIELDS:
+        x, y = getattr(a, f), getattr(b, f)
+        assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), (*where, f)
+
+
 def test_saved_sets_load_back_equal(inputs, tmp_path):
     """The file stores the merged rows once: the explore rows (merged rows without a gift
     edge) and both label counts come back the same bytes."""
@@ -55,9 +69,7 @@ def test_saved_sets_load_back_equal(inputs, tmp_path):
     graph, emb_dir, _ = inputs
     data, emb = _load_inputs(graph, emb_dir)
     cfg = ExpandConfig(batch_size=16)
-    rng = np.random.default_rng(5)
-    users = rng.integers(0, data.num_nodes("user"), 300)
-    streamers = rng.integers(0, data.num_nodes("streamer"), 300)
+    users, streamers = _labels(data, 5)
     built, knn = _neighbours(data, emb, cfg, 0, {})
     view = _view(data, emb, {t: b.index for t, b in built.items()}, knn, cfg)
     sets = training_sets(view, cfg, users, streamers, seed=3)
@@ -66,11 +78,7 @@ def test_saved_sets_load_back_equal(inputs, tmp_path):
     for t in NODE_TYPES:
         assert sets[t][MERGED].history.any() and not sets[t][MERGED].history.all()
         for kind in (MERGED, EXPLORE):
-            a, b = sets[t][kind], back[t][kind]
-            assert a.names == b.names
-            for f in ("X", "y", "group", "n_labels", "history"):
-                x, y = getattr(a, f), getattr(b, f)
-                assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), (t, kind, f)
+            _assert_same_bytes(sets[t][kind], back[t][kind], (t, kind))
 
 
 def test_both_node_types_built_side_by_side_equal_one_after_the_other(inputs):
@@ -80,9 +88,7 @@ def test_both_node_types_built_side_by_side_equal_one_after_the_other(inputs):
     graph, emb_dir, _ = inputs
     data, emb = _load_inputs(graph, emb_dir)
     cfg = ExpandConfig(batch_size=8)
-    rng = np.random.default_rng(6)
-    users = rng.integers(0, data.num_nodes("user"), 300)
-    streamers = rng.integers(0, data.num_nodes("streamer"), 300)
+    users, streamers = _labels(data, 6)
     built, knn = _neighbours(data, emb, cfg, 0, {})
 
     def view():
@@ -93,11 +99,8 @@ def test_both_node_types_built_side_by_side_equal_one_after_the_other(inputs):
     for t in reversed(NODE_TYPES):
         alone = _type_sets(fresh, cfg, t, users, streamers, groups[t])
         for kind in (MERGED, EXPLORE):
-            a, b = side_by_side[t][kind], alone[kind]
-            assert len(a.y) > 0 and a.names == b.names
-            for f in ("X", "y", "group", "n_labels", "history"):
-                x, y = getattr(a, f), getattr(b, f)
-                assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), (t, kind, f)
+            assert len(side_by_side[t][kind].y) > 0
+            _assert_same_bytes(side_by_side[t][kind], alone[kind], (t, kind))
 
 
 def test_the_set_cache_key_follows_the_inputs_and_the_code(inputs, tmp_path, monkeypatch):
