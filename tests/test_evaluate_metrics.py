@@ -104,6 +104,20 @@ def test_best_positions_is_a_stable_sort_cut():
         assert best_positions(score, n).tolist() == want
 
 
+def test_top_positions_of_a_batch_equal_a_stable_sort_per_row():
+    """Rows whose top is strict take the top-k alone; rows with a tie at their cut or a
+    non-finite score in their top are scanned: both give a stable sort's order."""
+    from gie.evaluate.baselines import top_positions
+    rng = np.random.default_rng(1)
+    rows = rng.standard_normal((60, 50)).astype(np.float32)
+    rows[::3, 10:30] = rows[::3, 5:6]                  # ties across many cuts
+    rows[1::4, ::2] = -np.inf                          # half the row not candidates
+    ns = rng.integers(0, 52, len(rows))
+    for row, n, got in zip(rows, ns, top_positions(rows, ns)):
+        want = [i for i in np.argsort(-row, kind="stable") if np.isfinite(row[i])][:n]
+        assert got.tolist() == want
+
+
 def test_oracle_ranks_by_planted_mixture_and_history_oracle_by_the_users_gifts(tmp_path):
     """Two topics, equal chances within each: the planted mixture (mostly topic 0) puts a
     topic-0 streamer first; the history oracle, which sees only the user's gift to a topic-1

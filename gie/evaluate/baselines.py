@@ -28,6 +28,7 @@ from gie.progress import progress
 from graphbuild.dataset import GraphData
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
+BATCH_CELLS = 1 << 24      # dense scores per batch
 
 
 def gift_weights(graph: GraphData) -> sp.csr_matrix:
@@ -112,7 +113,13 @@ def swing_scores(weights: sp.csr_matrix, similarity: sp.csr_matrix) -> ScoreFn:
 
 
 def embedding_scores(source_emb: np.ndarray, target_emb: np.ndarray) -> ScoreFn:
-    return lambda sources: source_emb[sources] @ target_emb.T          # float32, as stored
+    def score(sources: np.ndarray) -> np.ndarray:
+        return source_emb[sources] @ target_emb.T                       # float32, as stored
+    # Each batch reads every target vector: 4x the default batch ranks the 1M users for
+    # 10,000 streamers 1.7x faster, with the same scores (a sparse scorer's bigger batches
+    # are slower: user_cf keeps the default).
+    score.batch_cells = 1 << 26
+    return score
 
 
 def active_gifter_scores(graph: GraphData) -> ScoreFn:
@@ -149,31 +156,47 @@ def user_cf_scores(weights: sp.csr_matrix) -> ScoreFn:
 
 
 def top_k_lists(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int,
-                exclude: sp.csr_matrix | None = None, batch_cells: int = 1 << 24) -> list[np.ndarray]:
+                exclude: sp.csr_matrix | None = None, batch_cells: int | None = None
+                ) -> list[np.ndarray]:
     """Top-k target node ids per source (best first; ties by lower id); sources < 0 (unknown
     to the graph) get an empty list. Written for users and streamers, and vice versa.
     `exclude` (sources x targets, non-zero = excluded) removes e.g. the history before the cut."""
     return top_k_lists_each(score, users, k, n_streamers, [exclude], batch_cells)[0]
 
 
-def nth_best(rows: np.ndarray, ns: np.ndarray) -> np.ndarray:
-    """Per row of a 2-D batch, its ns[i]-th best score (ns[i] >= 1, at most the width).
+def top_positions(rows: np.ndarray, ns: np.ndarray) -> list[np.ndarray]:
+    """Per row of a 2-D batch, the positions of its ns[i] best finite scores, best first,
+    ties by lower position (a stable sort's order), without sorting the rows.
 
-    torch's top-k over the whole batch (every core, about 3x np.partition per row): this is
-    most of ranking a million users for each of 10,000 streamers."""
-    top = torch.topk(torch.from_numpy(np.ascontiguousarray(rows)), int(ns.max()), dim=1).values
-    return top[torch.arange(len(ns)), torch.from_numpy(ns - 1)].numpy()
+    One torch top-k over the whole batch (every core; ranking a million users for each of
+    10,000 streamers is mostly this). A row is read again only where a tie straddles its cut
+    or a score in its top is not finite; otherwise its top n are exactly the scores >= the
+    n-th best."""
+    width = rows.shape[1]
+    ns = np.minimum(ns, width)
+    k = min(int(ns.max(initial=0)) + 1, width)
+    if k == 0:
+        return [np.zeros(0, np.int64) for _ in ns]
+    values, index = torch.topk(torch.from_numpy(np.ascontiguousarray(rows)), k, dim=1)
+    out = []
+    for row, v, ix, n in zip(rows, values.numpy(), index.numpy(), ns):
+        if n == 0:
+            out.append(np.zeros(0, np.int64))
+        elif (n < width and v[n] == v[n - 1]) or not np.isfinite(v[:n]).all():
+            out.append(_scan_positions(row, n, v[n - 1]))
+        else:
+            c = ix[:n].astype(np.int64)
+            out.append(c[np.lexsort((c, -row[c]))])
+    return out
 
 
-def best_positions(row: np.ndarray, n: int, t: float | None = None) -> np.ndarray:
-    """Positions of the n best finite scores of `row`, best first, ties by lower position
-    (a stable sort's order), without sorting the whole row. `t`: the n-th best score when
-    the caller knows it (nth_best)."""
-    n = min(n, len(row))
-    if n == 0:
-        return np.zeros(0, np.int64)
-    if t is None:
-        t = nth_best(row[None, :], np.array([n]))[0]
+def best_positions(row: np.ndarray, n: int) -> np.ndarray:
+    """`top_positions` of one row."""
+    return top_positions(row[None, :], np.array([n]))[0]
+
+
+def _scan_positions(row: np.ndarray, n: int, t: float) -> np.ndarray:
+    """The n best finite scores of `row` given its n-th best `t`, by scanning the row."""
     if not np.isfinite(t):
         c = np.flatnonzero(np.isfinite(row))
     else:
@@ -190,7 +213,7 @@ def _row_entries(m: sp.csr_matrix, r: int) -> np.ndarray:
 
 def top_k_lists_each(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int,
                      excludes: list[sp.csr_matrix | None],
-                     batch_cells: int = 1 << 24) -> list[list[np.ndarray]]:
+                     batch_cells: int | None = None) -> list[list[np.ndarray]]:
     """`top_k_lists` once per entry of `excludes`, scoring each batch of sources once (e.g. a
     ranking with its history and without it: cutting the history from a ranking deep enough
     to hold it would need the longest history's depth for every source).
@@ -198,7 +221,8 @@ def top_k_lists_each(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int
     Two scorers skip the dense score rows (same lists, far less work at 1M users): one with
     the same scores for every source (`score.same_for_all`) is ranked once; one from a sparse
     matrix (`score.sparse_rows`: entries > 0 are candidates) is ranked from each row's
-    stored entries."""
+    stored entries. Dense scores come `batch_cells` at a time (default: the scorer's
+    `score.batch_cells`, else BATCH_CELLS)."""
     excludes = [None if e is None else sp.csr_matrix(e) for e in excludes]
     out: list[list[np.ndarray]] = [[np.empty(0, np.int64)] * len(users) for _ in excludes]
     known = np.flatnonzero(users >= 0)
@@ -235,7 +259,8 @@ def top_k_lists_each(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int
     kk = min(kk, n_streamers)
     if kk == 0:
         return out
-    batch = max(1, batch_cells // max(n_streamers, 1))
+    cells = batch_cells or getattr(score, "batch_cells", BATCH_CELLS)
+    batch = max(1, cells // max(n_streamers, 1))
     for start in progress(range(0, len(known), batch), desc="ranking", unit="batch",
                           mininterval=30, leave=False):
         idx = known[start:start + batch]
@@ -245,8 +270,7 @@ def top_k_lists_each(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int
                   for i in idx]
         ns = np.array([min(kk + max((len(b) for b in ban if b is not None), default=0),
                            n_streamers) for ban in banned])
-        for row, i, n, t, ban in zip(scores, idx, ns, nth_best(scores, ns), banned):
-            c = best_positions(row, n, t)
+        for i, c, ban in zip(idx, top_positions(scores, ns), banned):
             if columns is not None:
                 c = columns[c]                   # ascending: the id order of ties is kept
             for lists, b in zip(out, ban):

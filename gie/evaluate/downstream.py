@@ -57,8 +57,12 @@ def _sequences(clicks: pd.DataFrame, gifts: pd.DataFrame, gie: list[dict[int, li
                horizon_ms: int, max_len: int) -> tuple[list[list[int]], list[list[list[int]]]]:
     """Per click: own gifted streamers before it (latest first) and the leak-free GIE
     sequences (one list of sequences per GIE source)."""
-    by_user = {u: (g["timestamp"].to_numpy(), g["streamer_id"].to_numpy())
-               for u, g in gifts.sort_values(["user_id", "timestamp"]).groupby("user_id")}
+    ordered = gifts.sort_values(["user_id", "timestamp"])
+    u_all, ts_all, ss_all = (ordered[c].to_numpy()
+                             for c in ("user_id", "timestamp", "streamer_id"))
+    bounds = np.r_[0, np.flatnonzero(np.diff(u_all)) + 1, len(u_all)] if len(u_all) else [0]
+    by_user = {int(u_all[a]): (ts_all[a:b], ss_all[a:b])    # slices: no pandas group per user
+               for a, b in zip(bounds[:-1], bounds[1:])}
     hist_out, gie_out = [], [[] for _ in gie]
     empty = (np.empty(0, np.int64), np.empty(0, np.int64))
     for u, t in zip(clicks["user_id"].to_numpy(), clicks["timestamp"].to_numpy()):

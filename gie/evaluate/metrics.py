@@ -7,6 +7,7 @@ Each is averaged over users (one user, one vote), whatever the length of their l
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Iterable
 
 import numpy as np
@@ -15,13 +16,25 @@ from sklearn.metrics import roc_auc_score
 
 def ranking_at_k(ranked: Iterable[int], relevant: set[int], k: int) -> tuple[float, float, float]:
     """(hit, recall, ndcg) of one ranked list cut at k; `relevant` must not be empty."""
-    top = list(ranked)[:k]
-    gains = np.array([1.0 if x in relevant else 0.0 for x in top])
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    return _at_k(_gains(ranked, relevant, k), len(relevant), k)
+
+
+def _gains(ranked: Iterable[int], relevant: set[int], k: int) -> np.ndarray:
+    return np.array([1.0 if x in relevant else 0.0 for x in list(ranked)[:k]])
+
+
+@lru_cache(maxsize=None)
+def _discounts(k: int) -> np.ndarray:
+    return 1.0 / np.log2(np.arange(2, k + 2))
+
+
+def _at_k(gains: np.ndarray, n_relevant: int, k: int) -> tuple[float, float, float]:
+    """ranking_at_k from the gains of the list's first k entries (or more)."""
+    gains, discounts = gains[:k], _discounts(k)
     hits = gains.sum()
     dcg = float((gains * discounts[:len(gains)]).sum())
-    idcg = float(discounts[:min(k, len(relevant))].sum())
-    return float(hits > 0), float(hits / len(relevant)), dcg / idcg
+    idcg = float(discounts[:min(k, n_relevant)].sum())
+    return float(hits > 0), float(hits / n_relevant), dcg / idcg
 
 
 class RankingMetrics:
@@ -35,9 +48,9 @@ class RankingMetrics:
     def update(self, ranked: Iterable[int], relevant: set[int]) -> None:
         if not relevant:
             return
-        ranked = list(ranked)
+        gains = _gains(ranked, relevant, self.ks[-1])      # once for every k
         for k in self.ks:
-            self.sums[k] += ranking_at_k(ranked, relevant, k)
+            self.sums[k] += _at_k(gains, len(relevant), k)
         self.users += 1
 
     def compute(self) -> dict[str, float]:
