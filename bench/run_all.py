@@ -26,7 +26,11 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "| recall >= 0.95, >= 10x, < 10 min | met (CPU time; wall time on an idle host not shown) |",
     "| nightly | 1M gifts (1.29M users), steady-state night (learned fusion, 2 local expand "
     "workers, 2 training threads): build 365 s, train 283 s (2 epochs, warm start; both "
-    "beside other work), expand 1328 s, evaluate 262 s = 2237 s at 2097c0e (topics; the "
+    "beside other work), expand 1273 s, evaluate 236 s = 2155 s at eaba9ca (the same bundle "
+    "and report; streamers 123-127 s a worker against 142 s, evaluate's streamer emb_knn "
+    "58 s against 86 s, on an hour when unchanged code ran about 10-20% slower; 3,591 CPU-s "
+    "in all, so at least 1,796 s on 2 cores: the 20-minute night needs the expand at about "
+    "1,000 CPU-s against 2,215); 2237 s at 2097c0e (topics; the "
     "learning phase 317 s against 424 s: fits in two processes 150 s, sets in two threads; "
     "on a slower hour: unchanged code took 8-10% longer); 2194 s at f2497f4 (the four fits "
     "one after the other, 230 s); 1765 s at 49241a3 (expand 916, evaluate 201); "
@@ -34,7 +38,7 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "1442 s before the content features (build 252, train 275, expand 755, evaluate 159); first night 1859 s "
     "(older code); 100k: 200 s (older code); explore 1.62x emb_knn at 1M; two 2-thread "
     "trainings byte-identical | 1M night in 20 min on 2 cores, growth no worse than linear "
-    "| not met (37 min; 29 min before the topics, 24 min before the content features); "
+    "| not met (36 min; 29 min before the topics, 24 min before the content features); "
     "3M not run: scaling the 1M "
     "peaks, training would need about 25 GB and a learned expand about 55 GB, over this "
     "host's 24 GB |",
