@@ -168,10 +168,9 @@ def top_positions(rows: np.ndarray, ns: np.ndarray) -> list[np.ndarray]:
     """Per row of a 2-D batch, the positions of its ns[i] best finite scores, best first,
     ties by lower position (a stable sort's order), without sorting the rows.
 
-    One torch top-k over the whole batch (every core; ranking a million users for each of
-    10,000 streamers is mostly this). A row is read again only where a tie straddles its cut
-    or a score in its top is not finite; otherwise its top n are exactly the scores >= the
-    n-th best."""
+    One torch top-k over the whole batch (every core). A row is read again only where a tie
+    straddles its cut or a score in its top is not finite; otherwise its top n are exactly
+    the scores >= the n-th best."""
     width = rows.shape[1]
     ns = np.minimum(ns, width)
     k = min(int(ns.max(initial=0)) + 1, width)
