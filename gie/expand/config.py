@@ -92,7 +92,7 @@ class LearnConfig(BaseModel):
                                               "bit with the same value")
     fit_processes: int = Field(2, ge=1, le=2, description="2: the streamer side is fitted "
                                "in a local process beside the user side's fit (at 1.29M users "
-                               "the four fits took 165 s against 230 s); 1: one after the "
+                               "the four fits took 150 s against 230 s); 1: one after the "
                                "other in the run's process. The models are the same bytes")
     workers: int = Field(1, ge=1, description="local processes that build the previous "
                          "nights' training sets side by side (1: one after the other, in the "

@@ -223,9 +223,10 @@ def fit_fusion(nights: list[dict[str, dict[str, TrainingSet]]], cfg: ExpandConfi
 
     With `learn.fit_processes` 2 (and a `work` folder), the streamer side is fitted in a
     local process (gie.expand.workers) while this one fits the user side: the same models,
-    sooner (the four fits at 1.29M users: 165 s against 230 s). Never in two threads of one process: that once crashed it
-    (SIGSEGV in LightGBM, weak_clicks seed 2, 2026-12-03, not reproduced: its native code
-    is not safe for concurrent boosters and predictors in one process)."""
+    sooner (the four fits at 1.29M users: 150 s against 230 s). Never in two threads of one
+    process: that once crashed it (SIGSEGV in LightGBM, weak_clicks seed 2, 2026-12-03, not
+    reproduced: its native code is not safe for concurrent boosters and predictors in one
+    process)."""
     sets: dict[str, dict[str, TrainingSet]] = {t: {} for t in NODE_TYPES}
     for t in NODE_TYPES:
         for kind in (MERGED, EXPLORE):
