@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from gie.expand.features import (TOPIC_PSEUDO_COUNT, PairIndex, Taste, Topics, _rank_in_pool,
-                                 content_clusters, content_scores, streamer_content)
-from graphbuild.dataset import EdgeSet, load_graph
+                                 content_clusters, content_scores, streamer_audience,
+                                 streamer_content, topic_vectors)
+from graphbuild.dataset import EdgeSet, GraphData, load_graph
 from tests.graph_fixtures import make_graph_dataset
 
 
@@ -94,6 +95,51 @@ def test_content_clusters_find_planted_kinds_and_repeat():
     assert content_clusters(content, 3, 1.0, seed=0)[5:].max(axis=1).mean() < 0.9
     assert content_clusters(content, 3, 0.05, seed=0).tobytes() == member.tobytes()
     assert content_clusters(content, 0, 0.05, seed=0).shape == (300, 0)
+
+
+def test_audience_vectors_are_the_scaled_singular_vectors_after_the_first(graph):
+    nu, ns = graph.num_nodes("user"), graph.num_nodes("streamer")
+    a = np.zeros((nu, ns))
+    for e in (graph.edges["gift"], graph.edges["watch"]):
+        a[e.src, e.dst] = 1
+    cu, cs = a.sum(axis=1), a.sum(axis=0)
+    a = a / np.sqrt(np.maximum(cu, 1))[:, None] / np.sqrt(np.maximum(cs, 1))[None, :]
+    _, sv, vt = np.linalg.svd(a)
+    # dim >= ns: the iteration spans every direction, so it is exact.
+    expected = _unit(vt[1:].T * sv[1:])
+    expected[cs == 0] = 0
+    got = streamer_audience(graph, dim=ns)
+    assert got.dtype == np.float32 and got.shape == (ns, ns - 1)
+    # Gram matrices: blind to each direction's sign, as cosines are.
+    np.testing.assert_allclose(got @ got.T, expected @ expected.T, atol=1e-5)
+    assert streamer_audience(graph, dim=8).tobytes() == streamer_audience(graph, dim=8).tobytes()
+
+
+def _planted_audience(kinds: int, n_users: int, n_streamers: int, seed: int) -> GraphData:
+    """Users of a kind gift and watch streamers of their kind, one in five anywhere; no
+    content at all."""
+    rng = np.random.default_rng(seed)
+    u_kind, s_kind = rng.integers(0, kinds, n_users), rng.integers(0, kinds, n_streamers)
+    pairs = {(u, rng.choice(np.flatnonzero(s_kind == u_kind[u])) if rng.random() < 0.8
+              else rng.integers(n_streamers)) for u in range(n_users) for _ in range(6)}
+    src, dst = np.array(sorted(pairs)).T
+    edges = {t: EdgeSet(src[i::2], dst[i::2], {}) for i, t in enumerate(("gift", "watch"))}
+    return GraphData(None, {}, {"user": np.arange(n_users), "streamer": np.arange(n_streamers)},
+                     {}, {}, {}, np.zeros((n_streamers, 0), bool), edges), s_kind
+
+
+def test_audience_clusters_find_planted_kinds_without_content():
+    graph, kind = _planted_audience(3, 600, 90, seed=1)
+    basis = topic_vectors(graph, np.zeros((90, 0), np.float32), "both", 4)
+    member = content_clusters(basis, 3, temperature=0.05, seed=0)
+    pairs = set(zip(kind.tolist(), member.argmax(axis=1).tolist()))
+    assert len(pairs) == 3 and len({c for _, c in pairs}) == 3
+    # Both bases side by side: each a unit block, the whole of unit length.
+    content = _unit(np.random.default_rng(2).normal(size=(90, 4))).astype(np.float32)
+    both = topic_vectors(graph, content, "both", 8)
+    np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(both[:, :4] * np.sqrt(2), content, atol=1e-5)
+    assert topic_vectors(graph, content, "content", 8).tobytes() == content.tobytes()
 
 
 def test_topic_features_sum_history_share_times_audience_share_over_clusters():

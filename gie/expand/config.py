@@ -129,6 +129,13 @@ class FusionConfig(BaseModel):
                               "(spherical k-means); about the number of kinds of streamer "
                               "the audience chooses between (0: no topic features and no "
                               "TOPIC candidates)")
+    topic_basis: Literal["both", "content", "audience"] = Field(
+        "both", description="topic features: what the clusters are fitted on: the streamers' "
+                            "smoothed content, their audience (the leading singular vectors "
+                            "of who gifted or watched them), or both side by side (the "
+                            "audience alone when the log has no content)")
+    topic_audience_dim: int = Field(
+        16, ge=1, description="topic features: dimensions of a streamer's audience vector")
     topic_temperature: float = Field(
         0.1, gt=0, description="topic features: a streamer's membership of each cluster is "
                                 "the softmax of its content's cosines to the centroids over "

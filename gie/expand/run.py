@@ -109,7 +109,8 @@ def _view(data: GraphData, emb: dict, indexes: dict, knn: dict, cfg: ExpandConfi
     rels.cross = {t: cross(t) for t in NODE_TYPES}
     return View(rels, GraphFeatures.of(data, emb, cfg.fusion.content_smooth_k,
                                        cfg.fusion.content_reference, cfg.fusion.topic_clusters,
-                                       cfg.fusion.topic_temperature))
+                                       cfg.fusion.topic_temperature, cfg.fusion.topic_basis,
+                                       cfg.fusion.topic_audience_dim))
 
 
 def load_view(graph: Path, embeddings: Path, indexes_from: Path, cfg: ExpandConfig,
