@@ -76,6 +76,9 @@ PROFILES: dict[str, dict] = {
     # about a user's next gifts than the gifts do.
     "weak_clicks": {"click_topic_share": 0.0, "favourite_click_share": 0.0},
 }
+# long_history's events without the segments table: logs of gifts and clicks only, as many
+# platforms' are (and the public datasets converted to this layout).
+PROFILES["no_content"] = {**PROFILES["long_history"], "content": False}
 """Named shapes of data (`generate --profile`); explicit settings override a profile's."""
 
 
@@ -84,7 +87,7 @@ class GenConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    profile: Literal["default", "long_history", "weak_clicks"] = "default"
+    profile: Literal["default", "long_history", "weak_clicks", "no_content"] = "default"
     users: int = Field(20_000, ge=1)
     streamers: int = Field(2_000, ge=1)
     days: int = Field(15, ge=1)
@@ -123,6 +126,9 @@ class GenConfig(BaseModel):
                                     description="chance a live streamer opens a second room")
     segment_minutes: int = Field(30, ge=1, description="one segment per this much live time")
     max_segments_per_room: int = Field(8, ge=1)
+    content: bool = Field(True, description="write the segments table (the streams' "
+                                            "multi-modal content); false: the same events "
+                                            "without it")
     modality_dims: dict[str, int] = Field(
         default_factory=lambda: {"image": 32, "speech": 16, "comment": 16})
     modality_noise: dict[str, float] = Field(
@@ -608,7 +614,8 @@ def generate(out: str | Path, cfg: GenConfig) -> dict:
                         next_day = draw(day + 1)
                     world.s_first_live[debuted] = first_ts
                     for name in EVENT_TABLES:
-                        writers.write(name, tables[name])
+                        if name != "segments" or cfg.content:
+                            writers.write(name, tables[name])
             for name, table in _profiles(world, np.random.default_rng(seeds[-1])).items():
                 writers.write(name, table)
         finally:

@@ -284,6 +284,18 @@ def test_weak_clicks_profile_clicks_carry_no_topic_signal(tmp_path):
     assert one(db, in_topics.format(t="click")) < 0.4
 
 
+def test_no_content_profile_is_long_history_without_segments(tmp_path):
+    small = dict(users=300, streamers=400, days=3, seed=2)
+    with_content, without = tmp_path / "long_history", tmp_path / "no_content"
+    generate(with_content, GenConfig(profile="long_history", **small))
+    generate(without, GenConfig(profile="no_content", **small))
+    assert not (without / "segments.parquet").exists()
+    assert "segments" not in json.loads((without / "manifest.json").read_text())["files"]
+    for table in ("gift", "click", "room", "user", "truth/streamers"):
+        assert pq.read_table(without / f"{table}.parquet").equals(
+            pq.read_table(with_content / f"{table}.parquet")), table
+
+
 def test_profiles_change_only_what_they_name():
     assert GenConfig(profile="weak_clicks").gift_rate == GenConfig().gift_rate
     assert GenConfig(profile="long_history", users=50).users == 50
