@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gie.expand.features import (TOPIC_PSEUDO_COUNT, PairIndex, Taste, Topics, _rank_in_pool,
-                                 content_clusters, content_scores, streamer_audience,
+                                 topic_clusters, content_scores, streamer_audience,
                                  streamer_content, topic_vectors)
 from graphbuild.dataset import EdgeSet, GraphData, load_graph
 from tests.graph_fixtures import make_graph_dataset
@@ -77,13 +77,13 @@ def test_pool_rank_counts_the_better_candidates_of_the_same_node():
     assert _rank_in_pool(row, value).tolist() == [2, 1, 3, 4, 2, 1, 1]
 
 
-def test_content_clusters_find_planted_kinds_and_repeat():
+def test_topic_clusters_find_planted_kinds_and_repeat():
     rng = np.random.default_rng(0)
     centres = _unit(rng.normal(size=(3, 16)))
     kind = rng.integers(0, 3, 300)
     content = _unit(centres[kind] + 0.05 * rng.normal(size=(300, 16))).astype(np.float32)
     content[:5] = 0                                   # no content: no membership
-    member = content_clusters(content, 3, temperature=0.05, seed=0)
+    member = topic_clusters(content, 3, temperature=0.05, seed=0)
     assert member.shape == (300, 3) and not member[:5].any()
     np.testing.assert_allclose(member[5:].sum(axis=1), 1, rtol=1e-6)
     # One cluster per planted kind (labels are arbitrary, the partition is not), and sure.
@@ -92,9 +92,9 @@ def test_content_clusters_find_planted_kinds_and_repeat():
     assert len(pairs) == 3 and len({k for k, _ in pairs}) == len({c for _, c in pairs}) == 3
     assert member[5:].max(axis=1).min() > 0.9
     # A higher temperature spreads the same clusters; the same call gives the same bytes.
-    assert content_clusters(content, 3, 1.0, seed=0)[5:].max(axis=1).mean() < 0.9
-    assert content_clusters(content, 3, 0.05, seed=0).tobytes() == member.tobytes()
-    assert content_clusters(content, 0, 0.05, seed=0).shape == (300, 0)
+    assert topic_clusters(content, 3, 1.0, seed=0)[5:].max(axis=1).mean() < 0.9
+    assert topic_clusters(content, 3, 0.05, seed=0).tobytes() == member.tobytes()
+    assert topic_clusters(content, 0, 0.05, seed=0).shape == (300, 0)
 
 
 def test_audience_vectors_are_the_scaled_singular_vectors_after_the_first(graph):
@@ -131,7 +131,7 @@ def _planted_audience(kinds: int, n_users: int, n_streamers: int, seed: int) -> 
 def test_audience_clusters_find_planted_kinds_without_content():
     graph, kind = _planted_audience(3, 600, 90, seed=1)
     basis = topic_vectors(graph, np.zeros((90, 0), np.float32), "both", 4)
-    member = content_clusters(basis, 3, temperature=0.05, seed=0)
+    member = topic_clusters(basis, 3, temperature=0.05, seed=0)
     pairs = set(zip(kind.tolist(), member.argmax(axis=1).tolist()))
     assert len(pairs) == 3 and len({c for _, c in pairs}) == 3
     # Both bases side by side: each a unit block, the whole of unit length.

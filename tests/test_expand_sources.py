@@ -11,7 +11,7 @@ import pytest
 from gie.embeddings import read_embeddings
 from gie.expand.config import ExpandConfig
 from gie.expand import relations as R
-from gie.expand.features import TOPIC_SEED, content_clusters, streamer_content, topic_vectors
+from gie.expand.features import TOPIC_SEED, topic_clusters, streamer_content, topic_vectors
 from gie.expand.run import KNN_STEP, _load_inputs, _neighbours, expand
 from gie.expand.sources import Relations, knn_relation
 from graphbuild.dataset import load_graph
@@ -89,7 +89,7 @@ class Reference:
         g, f = self.g, self.cfg.fusion
         basis = topic_vectors(g, streamer_content(g, f.content_smooth_k, f.content_reference),
                               f.topic_basis, f.topic_audience_dim)
-        member = content_clusters(basis, f.topic_clusters, f.topic_temperature, TOPIC_SEED)
+        member = topic_clusters(basis, f.topic_clusters, f.topic_temperature, TOPIC_SEED)
         n = member.shape[1]
         win = g.metadata["window"]
         sc = g.node_columns["streamer"]

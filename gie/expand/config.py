@@ -125,10 +125,10 @@ class FusionConfig(BaseModel):
         5_000, ge=1, description="content features: the most gifted streamers that the "
                                   "smoothing searches (bounds its cost at any size)")
     topic_clusters: int = Field(
-        12, ge=0, description="topic features: clusters of the streamers' smoothed content "
-                              "(spherical k-means); about the number of kinds of streamer "
-                              "the audience chooses between (0: no topic features and no "
-                              "TOPIC candidates)")
+        12, ge=0, description="topic features: clusters of the streamers' topic vectors "
+                              "(`topic_basis`; spherical k-means); about the number of "
+                              "kinds of streamer the audience chooses between (0: no topic "
+                              "features and no TOPIC candidates)")
     topic_basis: Literal["both", "content", "audience"] = Field(
         "both", description="topic features: what the clusters are fitted on: the streamers' "
                             "smoothed content, their audience (the leading singular vectors "
@@ -138,7 +138,7 @@ class FusionConfig(BaseModel):
         16, ge=1, description="topic features: dimensions of a streamer's audience vector")
     topic_temperature: float = Field(
         0.1, gt=0, description="topic features: a streamer's membership of each cluster is "
-                                "the softmax of its content's cosines to the centroids over "
+                                "the softmax of its topic vector's cosines to the centroids over "
                                 "this (smaller: closer to one cluster each)")
     topic_source_clusters: int = Field(
         3, ge=1, description="TOPIC source: a user's candidates come from this many of their "

@@ -5,9 +5,10 @@ graph's window: each source's score and rank for it (NaN when that source did no
 it), how many sources proposed it and its best rank, the model's embedding score and how close
 the streamer's multi-modal content is to what the user gifted and watched (these scores also
 as ranks within the node's pool), how much of the user's history falls in the streamer's
-content cluster and how much of that cluster's audience the streamer draws (the "topic"
-features), the evidence on the pair itself (gift and watch edges, recency), and statistics of
-both nodes (activity, history length, popularity, trend, age).
+topic cluster (of its content and audience) and how much of that cluster's audience the
+streamer draws (the "topic" features), the evidence on the pair itself (gift and watch
+edges, recency), and statistics of both nodes (activity, history length, popularity, trend,
+age).
 Names are fixed by the sources enabled, so a ranker fitted on one night reads another's.
 """
 from __future__ import annotations
@@ -129,8 +130,8 @@ def streamer_audience(graph: GraphData, dim: int, seed: int = AUDIENCE_SEED) -> 
 
     Why: streamers of one kind share their audience, and a log of gifts and clicks always has
     one, content or not. Clustered with the content (`topic_vectors`), it found more of the
-    next day's first gifts than the content alone where clicks follow interests
-    (docs/BUNDLE.md "Topics"), and as many where they do not.
+    next day's first gifts than the content alone where clicks follow interests, and as many
+    where they do not (docs/BUNDLE.md "Topics").
     Randomized subspace iteration (Halko et al. 2011) from a seeded start, on one BLAS
     thread: the same bytes on any machine load."""
     nu, ns = graph.num_nodes("user"), graph.num_nodes("streamer")
@@ -186,31 +187,31 @@ def _smoothed(v: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
     return out / _norms(out)
 
 
-def content_clusters(content: np.ndarray, clusters: int, temperature: float, seed: int
-                     ) -> np.ndarray:
-    """Soft cluster memberships of each streamer's smoothed content [streamers, clusters]
-    (rows sum to 1; zero without content; no columns when `clusters` is 0): spherical k-means
-    (the best of 5 starts), fitted on one thread (the same centroids on any machine load), then
-    a softmax of each streamer's cosines to the centroids over `temperature`, the cosines by
-    exact pair scores (the same bytes however it is batched).
+def topic_clusters(vectors: np.ndarray, clusters: int, temperature: float, seed: int
+                   ) -> np.ndarray:
+    """Soft cluster memberships of each streamer's topic vector [streamers, clusters]
+    (`topic_vectors`; rows sum to 1; zero for a zero vector; no columns when `clusters` is
+    0): spherical k-means (the best of 5 starts), fitted on one thread (the same centroids on
+    any machine load), then a softmax of each streamer's cosines to the centroids over
+    `temperature`, the cosines by exact pair scores (the same bytes however it is batched).
 
     Why: a gifter picks a kind of streamer, then a streamer of that kind by its popularity, so
     how much of a user's history lies in a candidate's kind, times the candidate's share of
     its kind's audience, is a score of the very form of the choice, which a small tree
-    ensemble cannot build from the content cosine and the popularity on its own. Soft
+    ensemble cannot build from a cosine and the popularity on its own. Soft
     memberships keep what a hard assignment loses at the clusters' borders."""
-    has = np.flatnonzero(np.linalg.norm(content, axis=1) > 0)
+    has = np.flatnonzero(np.linalg.norm(vectors, axis=1) > 0)
     if clusters < 1 or len(has) < clusters:
-        return np.zeros((len(content), 0), np.float32)
-    km = faiss.Kmeans(content.shape[1], clusters, niter=25, nredo=5, seed=seed, spherical=True,
+        return np.zeros((len(vectors), 0), np.float32)
+    km = faiss.Kmeans(vectors.shape[1], clusters, niter=25, nredo=5, seed=seed, spherical=True,
                       min_points_per_centroid=1)   # few streamers: no warning, it is fine
     with ix.omp_threads(1):
-        km.train(np.ascontiguousarray(content[has]))
+        km.train(np.ascontiguousarray(vectors[has]))
     centroids = km.centroids / _norms(km.centroids)
-    out = np.zeros((len(content), clusters), np.float32)
+    out = np.zeros((len(vectors), clusters), np.float32)
     for lo in range(0, len(has), 1 << 16):
         part = has[lo:lo + (1 << 16)]
-        z = np.einsum("nd,cd->nc", content[part], centroids).astype(np.float64) / temperature
+        z = np.einsum("nd,cd->nc", vectors[part], centroids).astype(np.float64) / temperature
         z = np.exp(z - z.max(axis=1, keepdims=True))
         out[part] = z / z.sum(axis=1, keepdims=True)
     return out
@@ -386,7 +387,7 @@ class GraphFeatures:
         days_seen = np.clip(streamer["streamer_age_days"], 1.0, max(window_days, 1.0))
         basis = topic_vectors(graph, content, topic_basis, audience_dim) \
             if clusters else content
-        topics = Topics(content_clusters(basis, clusters, temperature, TOPIC_SEED), gift,
+        topics = Topics(topic_clusters(basis, clusters, temperature, TOPIC_SEED), gift,
                         watch, nu,
                         (np.asarray(sc["n_clicks"], np.float64) + sc["n_gifts"]) / days_seen,
                         np.asarray(uc["n_gifts"], np.float64))

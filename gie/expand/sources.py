@@ -7,7 +7,7 @@ Relations (each row a probability distribution, see docs/BUNDLE.md "Scoring"):
 A walk source is one or two steps (STEPS): U-U-S = UU.US, U-W-S-S = UW.SS, and so on.
 `U-knn-S` / `S-knn-U` search a node's vector in the other type's index (the model's own
 score); `POP`, `NEW` and `ACT` are priors, one list for every node, and `TOPIC` reads the
-content clusters (gie/expand/features.py, Topics) (fusion only).
+topic clusters (gie/expand/features.py, Topics) (fusion only).
 """
 from __future__ import annotations
 
