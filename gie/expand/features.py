@@ -346,8 +346,8 @@ class GraphFeatures:
 
     @classmethod
     def of(cls, graph: GraphData, emb: dict[str, np.ndarray], smooth_k: int,
-           reference: int, clusters: int, temperature: float, topic_basis: str = "both",
-           audience_dim: int = 16) -> "GraphFeatures":
+           reference: int, clusters: int, temperature: float, topic_basis: str,
+           audience_dim: int) -> "GraphFeatures":
         end = int(graph.metadata["window"]["end_ms"])
         nu, ns = graph.num_nodes("user"), graph.num_nodes("streamer")
         gift, watch = graph.edges["gift"], graph.edges.get("watch")
