@@ -76,10 +76,10 @@ PROFILES: dict[str, dict] = {
     # about a user's next gifts than the gifts do.
     "weak_clicks": {"click_topic_share": 0.0, "favourite_click_share": 0.0},
 }
+"""Named shapes of data (`generate --profile`); explicit settings override a profile's."""
 # long_history's events without the segments table: logs of gifts and clicks only, as many
 # platforms' are (and the public datasets converted to this layout).
 PROFILES["no_content"] = {**PROFILES["long_history"], "content": False}
-"""Named shapes of data (`generate --profile`); explicit settings override a profile's."""
 
 
 class GenConfig(BaseModel):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from gie.expand.features import (TOPIC_PSEUDO_COUNT, PairIndex, Taste, Topics, _rank_in_pool,
-                                 topic_clusters, content_scores, streamer_audience,
-                                 streamer_content, topic_vectors)
+                                 content_scores, streamer_audience, streamer_content,
+                                 topic_clusters, topic_vectors)
 from graphbuild.dataset import EdgeSet, GraphData, load_graph
 from tests.graph_fixtures import make_graph_dataset
 
@@ -115,7 +115,8 @@ def test_audience_vectors_are_the_scaled_singular_vectors_after_the_first(graph)
     assert streamer_audience(graph, dim=8).tobytes() == streamer_audience(graph, dim=8).tobytes()
 
 
-def _planted_audience(kinds: int, n_users: int, n_streamers: int, seed: int) -> GraphData:
+def _planted_audience(kinds: int, n_users: int, n_streamers: int, seed: int
+                      ) -> tuple[GraphData, np.ndarray]:
     """Users of a kind gift and watch streamers of their kind, one in five anywhere; no
     content at all."""
     rng = np.random.default_rng(seed)
