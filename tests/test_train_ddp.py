@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -38,3 +39,38 @@ def test_torchrun_two_process_gloo(tmp_path):
     again = _torchrun(graph, tmp_path / "again")
     assert again.returncode == 0, again.stderr[-4000:]
     assert first_difference(out, tmp_path / "again") is None
+
+
+def _collectives_then_teardown(rank: int, folder: str, rounds: int) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from gie.train import ddp
+    for i in range(rounds):
+        dist.init_process_group("gloo", init_method=f"file://{folder}/store-{i}", rank=rank,
+                                world_size=2)
+        ctx = ddp.Ctx(rank, 2, torch.device("cpu"))
+        ddp.broadcast(ctx, [1.0, 2.0])
+        ddp.all_mean(ctx, float(rank))
+        ddp.all_min(ctx, rank)
+        ddp.barrier(ctx)
+        ddp.teardown(ctx)
+
+
+@pytest.mark.slow
+def test_teardown_right_after_collectives_never_hangs(tmp_path):
+    """gloo's worker thread may drop the last reference to a finished collective's tensor
+    while destroy_process_group holds the GIL and joins it: without ddp's kept references,
+    two ranks hang within about 50 rounds (the CI run that hung at a torchrun's exit)."""
+    import torch.multiprocessing as mp
+
+    procs = mp.start_processes(_collectives_then_teardown, args=(str(tmp_path), 60), nprocs=2,
+                               join=False, start_method="spawn")
+    deadline = time.monotonic() + 90
+    try:
+        while not procs.join(timeout=5):
+            assert time.monotonic() < deadline, "ranks hung in teardown"
+    finally:
+        for p in procs.processes:
+            if p.is_alive():
+                p.kill()

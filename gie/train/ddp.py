@@ -2,6 +2,12 @@
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT; without them the
 run is a single process. Backend: NCCL on GPU, gloo on CPU.
+
+Every tensor handed to a collective stays referenced here until the process group is gone.
+gloo's worker thread drops its references to a finished collective's tensors after the
+caller has moved on; if that drops the last reference to a tensor created in Python, it needs
+the GIL, which `destroy_process_group` holds while it joins that thread: the run hangs at
+exit (torch 2.2, seen one run in twenty on a loaded machine).
 """
 from __future__ import annotations
 
@@ -11,6 +17,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+
+_KEEP: list[torch.Tensor] = []    # see the module docstring
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,7 @@ def broadcast(ctx: Ctx, values: list[float]) -> list[float]:
     if not ctx.distributed:
         return values
     t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    _KEEP.append(t)
     dist.broadcast(t, 0)
     return t.cpu().tolist()
 
@@ -63,10 +73,21 @@ def all_mean(ctx: Ctx, value: float) -> float:
     if not ctx.distributed:
         return value
     t = torch.tensor([value], dtype=torch.float64, device=ctx.device)
+    _KEEP.append(t)
     dist.all_reduce(t)
     return float(t.cpu()) / ctx.world
+
+
+def all_min(ctx: Ctx, value: int) -> int:
+    if not ctx.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=ctx.device)
+    _KEEP.append(t)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.cpu())
 
 
 def teardown(ctx: Ctx) -> None:
     if ctx.distributed and dist.is_initialized():
         dist.destroy_process_group()
+    _KEEP.clear()

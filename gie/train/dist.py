@@ -20,7 +20,6 @@ from pathlib import Path
 import dgl
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import gie
@@ -104,8 +103,7 @@ def _train(part_config: Path, meta: dict, out: Path, cfg: TrainConfig, seed: int
         return amount_weights(amount[eids], cfg.amount_weighting, scale)
 
     # force_even leaves shares differing by at most one edge: agree on the step count.
-    steps = torch.tensor([-(-len(train_eids) // cfg.batch_size)])
-    dist.all_reduce(steps, op=dist.ReduceOp.MIN)
+    steps = ddp.all_min(ctx, -(-len(train_eids) // cfg.batch_size))
     stage = out / ".staging-dist"
     if ctx.is_main:
         checkpoint.unpublish(out, keep_checkpoints=last is not None)
@@ -119,7 +117,7 @@ def _train(part_config: Path, meta: dict, out: Path, cfg: TrainConfig, seed: int
             g, {GIFT: train_eids}, neighbour_sampler(cfg), batch_size=cfg.batch_size,
             shuffle=True, **link_options(cfg))
         stats = train_epoch(net, spec, loader, g, edge_weight, opt, cfg, ctx, epoch,
-                            max_steps=int(steps))
+                            max_steps=steps)
         stats.update(epoch=epoch, valid=None)
         history.append(stats)
         log.info("trainer %d epoch %d: loss %.4f, %d steps, %.0f edges/s", ctx.rank, epoch,
