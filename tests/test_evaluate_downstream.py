@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from gie.evaluate.config import DownstreamConfig
-from gie.evaluate.downstream import _sequences, label_clicks, run_downstream
+from gie.evaluate.downstream import (Samples, _sequences, label_clicks, run_downstream,
+                                      target_in_sequence)
 from gie.evaluate.run import read_expansions
 from gie.layout import WorkLayout
 from tests.evaluate_fixtures import DATE, make_work, write_raw
@@ -50,7 +51,8 @@ def test_run_downstream_trains_and_evaluates_both_variants(work):
         asked.append(users)
         return [expansions["merged"], expansions["U-S-S"]]
 
-    cfg = DownstreamConfig(seeds=2, epochs=1, max_train_samples=300, max_test_samples=200)
+    cfg = DownstreamConfig(seeds=2, epochs=1, max_train_samples=300, max_test_samples=200,
+                           sequences=["merged", "U-S-S"])
     out = run_downstream(str(raw), DATE, gie, cfg, seed=0)
     assert out["samples"]["train"] == 300 and out["samples"]["test"] <= 200
     assert 0 < len(asked[0]) <= 500                  # the sampled clicks' users only
@@ -59,9 +61,26 @@ def test_run_downstream_trains_and_evaluates_both_variants(work):
         assert [r["seed"] for r in out[v]["runs"]] == [0, 1]
         assert 0.0 < out[v]["auc"] < 1.0 and np.isfinite(out[v]["gauc"])
     assert out["auc_margin"] == pytest.approx(out["with_gie"]["auc"] - out["history_only"]["auc"])
+    assert list(out["target_in_sequence"]["sequences"]) == ["history", "merged", "U-S-S"]
     # deterministic under a seed
     again = run_downstream(str(raw), DATE, gie, cfg.model_copy(update={"seeds": 1}), seed=0)
     assert again["with_gie"]["runs"][0] == out["with_gie"]["runs"][0]
+
+
+def test_target_in_sequence_splits_the_clicks_of_users_with_a_history():
+    # Clicks 0-3 have a history; click 4 has none and is left out of every split.
+    history = np.array([[5, 0], [6, 7], [7, 0], [8, 0], [0, 0]])
+    gie = np.array([[2, 3], [3, 0], [4, 9], [0, 0], [2, 0]])
+    s = Samples(users=np.arange(5), target=np.array([5, 3, 2, 4, 2]), history=history,
+                gie=[gie], label=np.array([0, 1, 1, 0, 1], np.float32))
+    out = target_in_sequence(s, ["merged"])
+    assert out["clicks"] == 4 and out["positive_rate"] == 0.5
+    assert out["positive_rate_without_history"] == 1.0
+    assert out["sequences"]["history"] == {"clicks_in": 1, "positive_rate_in": 0.0,
+                                           "positive_rate_out": pytest.approx(2 / 3)}
+    # click 1 (target 3) is in its sequence; click 4's target 2 is too, but it has no history
+    assert out["sequences"]["merged"] == {"clicks_in": 1, "positive_rate_in": 1.0,
+                                          "positive_rate_out": pytest.approx(1 / 3)}
 
 
 def test_run_downstream_skips_when_a_class_is_missing(work, tmp_path):

@@ -47,6 +47,7 @@ def test_report_folder_is_published_with_all_files(evaluated):
     assert "## Retrieval: Streamers the user never gifted before" in md
     assert "| swing (baseline) |" in md and "| merged |" in md
     assert "## Downstream gift prediction" in md and "with_gie" in md
+    assert "| sequence | clicks in it | positive rate in | positive rate out |" in md
     assert "Regressions" not in md
 
 

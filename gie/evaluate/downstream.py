@@ -91,6 +91,26 @@ def build_samples(clicks: pd.DataFrame, gifts: pd.DataFrame, gie: list[dict[int,
                    pad(hist), [pad(g) for g in gie_seqs], label)
 
 
+def target_in_sequence(s: Samples, names: list[str]) -> dict:
+    """How much a sequence can tell about a click, before any model: among the clicks of users
+    with a gift history, the positive rate when the clicked streamer is in the user's sequence
+    and when it is not. Rates that barely differ (or favour the clicks outside) bound what the
+    with_gie model can gain over history_only, whatever the sequences' recall of next gifts."""
+    with_history = (s.history > 0).any(axis=1)
+    out = {"clicks": int(with_history.sum()),
+           "positive_rate": float(s.label[with_history].mean()) if with_history.any() else None,
+           "positive_rate_without_history": float(s.label[~with_history].mean())
+           if (~with_history).any() else None, "sequences": {}}
+    for name, seq in zip(["history", *names], [s.history, *s.gie]):
+        inside = (seq == s.target[:, None]).any(axis=1) & with_history
+        outside = ~inside & with_history
+        out["sequences"][name] = {
+            "clicks_in": int(inside.sum()),
+            "positive_rate_in": float(s.label[inside].mean()) if inside.any() else None,
+            "positive_rate_out": float(s.label[outside].mean()) if outside.any() else None}
+    return out
+
+
 class TargetAttention(nn.Module):
     """DIN activation unit: weight of each sequence item from an MLP over [q, k, q-k, q*k];
     weighted sum (no softmax, so the pooled vector also carries how much of the sequence
@@ -207,7 +227,8 @@ def run_downstream(raw: str, date: str,
                                 "gauc": gauc(test.users, test.label, scores)})
     finally:
         torch.set_num_threads(threads)
-    out: dict = {"samples": counts}
+    out: dict = {"samples": counts,
+                 "target_in_sequence": target_in_sequence(test, list(cfg.sequences))}
     for v in VARIANTS:
         a = np.array([r["auc"] for r in runs[v]]); g = np.array([r["gauc"] for r in runs[v]])
         out[v] = {"auc": float(a.mean()), "auc_std": float(a.std()), "auc_range": float(np.ptp(a)),
