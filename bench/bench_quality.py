@@ -10,7 +10,7 @@ day holds about 350 explore users, whose Recall@50 moves by about 0.03 from day 
 days a seed make a mean that a change of 0.02 can be read from. Results:
 bench/out/quality/quality.json (a row per profile, seed and test day) and
 docs/benchmarks/quality.md. Example:
-    .venv/bin/python bench/bench_quality.py --profiles default,long_history,weak_clicks,no_content \
+    .venv/bin/python bench/bench_quality.py --profiles default,long_history,weak_clicks,no_content,few_users \
         --seeds 0,1,2
 `--from-stage expand` re-runs expand and evaluate of the tested nights in the work folders
 that exist (the rows of those seeds are measured again): what a code change to expansion
@@ -174,7 +174,7 @@ def write_markdown(results: dict, path: Path, seeds: list[int]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--profiles", default="default,long_history,weak_clicks,no_content")
+    ap.add_argument("--profiles", default="default,long_history,weak_clicks,no_content,few_users")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "quality"))
     ap.add_argument("--from-stage", choices=["build", "train", "expand", "evaluate"],

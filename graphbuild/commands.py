@@ -9,7 +9,7 @@ from gie.cliopts import config_option, set_option
 @click.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
 @click.option("--profile", type=click.Choice(["default", "long_history", "weak_clicks",
-                                                "no_content"]),
+                                                "no_content", "few_users"]),
               default="default", show_default=True,
               help="shape of the data (docs/DATA_FORMAT.md); the options below override it")
 @click.option("--users", type=click.IntRange(1), default=None, help="[default: 20000]")

@@ -296,6 +296,17 @@ def test_no_content_profile_is_long_history_without_segments(tmp_path):
             pq.read_table(with_content / f"{table}.parquet")), table
 
 
+def test_few_users_profile_is_no_content_at_the_public_datasets_size():
+    few, no_content = GenConfig(profile="few_users"), GenConfig(profile="no_content")
+    assert (few.users, few.streamers, few.content) == (2_000, 17_000, False)
+    assert few.model_dump(exclude={"profile", "users", "streamers"}) == \
+        no_content.model_dump(exclude={"profile", "users", "streamers"})
+    from graphbuild.commands import generate as command
+    from graphbuild.synthetic import PROFILES
+    choice = next(p for p in command.params if p.name == "profile")
+    assert list(choice.type.choices) == list(PROFILES)
+
+
 def test_profiles_change_only_what_they_name():
     assert GenConfig(profile="weak_clicks").gift_rate == GenConfig().gift_rate
     assert GenConfig(profile="long_history", users=50).users == 50
