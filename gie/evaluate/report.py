@@ -269,20 +269,16 @@ def render_markdown(metrics: dict, previous: dict | None, plots: list[str]) -> s
         if tis and tis["clicks"]:
             lines += ["", f"What each sequence can tell, before any model: the {tis['clicks']} "
                       f"test clicks of users with a gift history (positive rate "
-                      f"{_rate(tis['positive_rate'])}; without a history "
-                      f"{_rate(tis['positive_rate_without_history'])}), by whether the clicked "
+                      f"{_fmt(tis['positive_rate'])}; without a history "
+                      f"{_fmt(tis['positive_rate_without_history'])}), by whether the clicked "
                       "streamer is in the user's sequence.", "",
                       "| sequence | clicks in it | positive rate in | positive rate out |",
                       "|---|---|---|---|"]
             for name, r in tis["sequences"].items():
-                lines.append(f"| {name} | {r['clicks_in']} | {_rate(r['positive_rate_in'])} | "
-                             f"{_rate(r['positive_rate_out'])} |")
+                lines.append(f"| {name} | {r['clicks_in']} | {_fmt(r['positive_rate_in'])} | "
+                             f"{_fmt(r['positive_rate_out'])} |")
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
-
-
-def _rate(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
 
 
 def strict_json(obj):

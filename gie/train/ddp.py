@@ -54,6 +54,13 @@ def setup(device: str, timeout_s: int = 600) -> Ctx:
     return Ctx(rank, world, dev)
 
 
+def _kept(ctx: Ctx, values: list, dtype: torch.dtype) -> torch.Tensor:
+    """A tensor for a collective, referenced until teardown (see the module docstring)."""
+    t = torch.tensor(values, dtype=dtype, device=ctx.device)
+    _KEEP.append(t)
+    return t
+
+
 def barrier(ctx: Ctx) -> None:
     if ctx.distributed:
         dist.barrier()
@@ -63,8 +70,7 @@ def broadcast(ctx: Ctx, values: list[float]) -> list[float]:
     """Rank 0's values on every rank (validation results, the early-stop decision)."""
     if not ctx.distributed:
         return values
-    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
-    _KEEP.append(t)
+    t = _kept(ctx, values, torch.float64)
     dist.broadcast(t, 0)
     return t.cpu().tolist()
 
@@ -72,8 +78,7 @@ def broadcast(ctx: Ctx, values: list[float]) -> list[float]:
 def all_mean(ctx: Ctx, value: float) -> float:
     if not ctx.distributed:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=ctx.device)
-    _KEEP.append(t)
+    t = _kept(ctx, [value], torch.float64)
     dist.all_reduce(t)
     return float(t.cpu()) / ctx.world
 
@@ -81,8 +86,7 @@ def all_mean(ctx: Ctx, value: float) -> float:
 def all_min(ctx: Ctx, value: int) -> int:
     if not ctx.distributed:
         return value
-    t = torch.tensor([value], dtype=torch.int64, device=ctx.device)
-    _KEEP.append(t)
+    t = _kept(ctx, [value], torch.int64)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return int(t.cpu())
 
