@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from gie.evaluate.config import DownstreamConfig
-from gie.evaluate.downstream import (Samples, _sequences, label_clicks, run_downstream,
-                                      target_in_sequence)
+from gie.evaluate.downstream import (Samples, _sequences, hits, label_clicks,
+                                      run_downstream, target_in_sequence)
 from gie.evaluate.run import read_expansions
 from gie.layout import WorkLayout
 from tests.evaluate_fixtures import DATE, make_work, write_raw
@@ -81,6 +82,12 @@ def test_target_in_sequence_splits_the_clicks_of_users_with_a_history():
     # click 1 (target 3) is in its sequence; click 4's target 2 is too, but it has no history
     assert out["sequences"]["merged"] == {"clicks_in": 1, "positive_rate_in": 1.0,
                                           "positive_rate_out": pytest.approx(1 / 3)}
+
+
+def test_hits_say_whether_and_where_the_target_is_in_the_sequence():
+    seq = torch.tensor([[4, 7, 9, 0], [7, 0, 0, 0], [0, 0, 0, 0], [3, 5, 6, 8]])
+    target = torch.tensor([9, 7, 0, 2])        # third row: padding never matches
+    assert hits(target, seq).numpy() == pytest.approx(np.array([[1, 1 / 3], [1, 1], [0, 0], [0, 0]]))
 
 
 def test_run_downstream_skips_when_a_class_is_missing(work, tmp_path):

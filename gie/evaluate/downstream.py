@@ -7,6 +7,8 @@ days up to D and tested on the clicks of D+1:
     history_only: target streamer + attention over the user's own gifts before the click;
     with_gie:     the same, plus one attention over each of the user's GIE sequences of date D
                   (`downstream.sequences`, by default `merged` and the paper's `U-U-S`, `U-S-S`).
+Beside each attention, both models read where the clicked streamer sits in that sequence (the
+"hit" features of production ranking models): whether it is there, and 1 / its position.
 No user id embedding: the models must generalise through the sequences.
 The bundle of D knows gifts up to the end of D, so for a training click at time t the GIE
 sequences drop streamers the user first gifted in [t, end of D): they would leak the label.
@@ -129,18 +131,32 @@ class TargetAttention(nn.Module):
         return ((w * mask).unsqueeze(-1) * keys).sum(dim=1)
 
 
+def hits(target: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+    """[n, 2]: whether the target is in the (left-aligned, distinct) sequence, and 1 / its
+    1-based position there (0 when absent).
+
+    The attention can only match the target through its id embedding, and a few thousand
+    clicks train most streamers' embeddings little: on long histories (tens of gifted
+    streamers a user) neither model told a click on a sequence's streamer from another, and
+    the sequences' margin stayed inside the seed spread (docs/EVALUATION.md)."""
+    match = (seq == target[:, None]) & (seq > 0)
+    position = torch.arange(1, seq.shape[1] + 1, dtype=torch.float32)
+    return torch.stack([match.any(dim=1).float(), (match.float() / position).amax(dim=1)], dim=1)
+
+
 class GiftDIN(nn.Module):
     def __init__(self, vocab_size: int, dim: int, n_sequences: int):
         super().__init__()
         self.emb = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.attn = nn.ModuleList(TargetAttention(dim) for _ in range(n_sequences))
-        self.head = nn.Sequential(nn.Linear(dim * (1 + n_sequences), 64), nn.ReLU(),
+        self.head = nn.Sequential(nn.Linear((dim + 2) * n_sequences + dim, 64), nn.ReLU(),
                                   nn.Linear(64, 1))
 
     def forward(self, target: torch.Tensor, sequences: list[torch.Tensor]) -> torch.Tensor:
         q = self.emb(target)
         pooled = [att(q, self.emb(seq), (seq > 0).float()) for att, seq in zip(self.attn, sequences)]
-        return self.head(torch.cat([q, *pooled], dim=-1)).squeeze(-1)
+        return self.head(torch.cat([q, *pooled, *(hits(target, seq) for seq in sequences)],
+                                   dim=-1)).squeeze(-1)
 
 
 def _tensors(s: Samples, variant: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
