@@ -30,13 +30,17 @@ from gie.errors import GieError
 from gie.procs import PREEXEC
 
 log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[2]     # the folder that holds the `gie` package
 
 
 def _spawn(spec: dict) -> subprocess.Popen:
-    """A worker process of this module; it inherits stderr (its log lines)."""
+    """A worker process of this module; it inherits stderr (its log lines). It finds the
+    package where this process found it, whatever the working folder (`python
+    /opt/gie/cli.py` run from elsewhere, as a cron line may)."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     proc = subprocess.Popen([sys.executable, "-m", "gie.expand.workers"], stdin=subprocess.PIPE,
-                            preexec_fn=PREEXEC,
-                            env={**os.environ, "GIE_EXPAND_LOCAL_WORKER": "1"})
+                            preexec_fn=PREEXEC, env={**os.environ, "PYTHONPATH": path,
+                                                     "GIE_EXPAND_LOCAL_WORKER": "1"})
     proc.stdin.write(json.dumps(spec).encode())
     proc.stdin.close()
     return proc
