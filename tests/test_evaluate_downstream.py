@@ -87,7 +87,8 @@ def test_target_in_sequence_splits_the_clicks_of_users_with_a_history():
 def test_hits_say_whether_and_where_the_target_is_in_the_sequence():
     seq = torch.tensor([[4, 7, 9, 0], [7, 0, 0, 0], [0, 0, 0, 0], [3, 5, 6, 8]])
     target = torch.tensor([9, 7, 0, 2])        # third row: padding never matches
-    assert hits(target, seq).numpy() == pytest.approx(np.array([[1, 1 / 3], [1, 1], [0, 0], [0, 0]]))
+    want = [[1, 1 / 3], [1, 1], [0, 0], [0, 0]]
+    assert hits(target, seq).numpy() == pytest.approx(np.array(want))
 
 
 def test_run_downstream_skips_when_a_class_is_missing(work, tmp_path):
