@@ -15,6 +15,7 @@ import click
 
 from gie.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, GieError
 from gie.logs import setup_logging
+from gie.procs import keep_freed_heap
 
 # name -> (module:attr, one-line help shown by --help without importing the module)
 COMMANDS = {
@@ -54,6 +55,7 @@ def cli(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_heap()
     log = logging.getLogger("gie")
     try:
         cli.main(args=argv, prog_name="cli.py", standalone_mode=False)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from gie import failpoints
 from gie.errors import GieError
-from gie.procs import PREEXEC
+from gie.procs import PREEXEC, keep_freed_heap
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]     # the folder that holds the `gie` package
@@ -155,6 +155,7 @@ def _main() -> int:
     from gie.expand.run import expand
     from gie.logs import setup_logging
 
+    keep_freed_heap()
     setup_logging()
     spec = json.loads(sys.stdin.read())
     failpoints.reached("expand-local-worker")
