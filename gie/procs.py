@@ -31,8 +31,9 @@ def keep_freed_heap(size: int = HEAP_KEPT) -> bool:
     Why: our stages work batch by batch, each batch allocating arrays of megabytes to tens of
     megabytes and freeing them. By default glibc maps every array above its mmap threshold
     afresh and unmaps it on free, so the kernel faults in and zeroes each page again, batch
-    after batch: at 100k users the expand spent 27 of its 153 CPU seconds in the kernel, 12
-    with the heap kept (the same bytes out; peak RSS 3.51 -> 3.45 GB; docs/BENCHMARKS.md).
+    after batch: at 100k users (night 3, two workers) the expand spent 27 of its 153 CPU
+    seconds in the kernel, 14 of 137 with the heap kept, the same bundle bytes out
+    (docs/OPERATIONS.md, "Using the cores of one host").
     An explicit `malloc_trim` (gie.expand.workers.release_memory) still hands the freed heap
     back. Left as it is where the environment tunes malloc already (MALLOC_*_ variables,
     GLIBC_TUNABLES), or off glibc."""
