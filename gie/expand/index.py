@@ -98,15 +98,28 @@ def omp_threads(n: int | None):
         faiss.omp_set_num_threads(before)
 
 
+def _list_order(index: faiss.Index, queries: np.ndarray) -> np.ndarray | None:
+    """The queries' order grouped by their nearest inverted list (IVF indexes on CPU; None
+    otherwise). Scanned one after the other, queries that probe the same lists find them
+    in cache: the kNN of 1.3M users took half the time (the same results, each query is
+    scanned on its own)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None or len(queries) < 2:
+        return None
+    _, nearest = ivf.quantizer.search(queries, 1)
+    return np.argsort(nearest[:, 0], kind="stable")
+
+
 def search(index: faiss.Index, queries: np.ndarray, k: int, desc: str | None = None
            ) -> tuple[np.ndarray, np.ndarray]:
     """Batched search (bounded memory, progress bar): (similarities, positions)."""
+    order = _list_order(index, queries)
     sims = np.empty((len(queries), k), np.float32)
     ids = np.empty((len(queries), k), np.int64)
     for lo in progress(range(0, len(queries), SEARCH_BATCH), desc=desc, disable=desc is None,
                    unit="batch", mininterval=5):
-        sims[lo:lo + SEARCH_BATCH], ids[lo:lo + SEARCH_BATCH] = index.search(
-            queries[lo:lo + SEARCH_BATCH], k)
+        rows = slice(lo, lo + SEARCH_BATCH) if order is None else order[lo:lo + SEARCH_BATCH]
+        sims[rows], ids[rows] = index.search(np.ascontiguousarray(queries[rows]), k)
     return sims, ids
 
 
