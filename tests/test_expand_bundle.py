@@ -183,6 +183,23 @@ def test_approximate_index_recall_against_exact(tmp_path, kind):
     assert recall >= 0.93, recall                 # independent check on other queries
 
 
+def test_search_grouped_by_list_returns_each_query_in_place():
+    """search() scans an IVF index's queries grouped by their nearest list: every query
+    still gets its own hits, in its own row, as Faiss gives them in the given order."""
+    from gie.expand import index as ix
+
+    vectors = _clustered(20_000, 32, seed=3)
+    built = build_index(vectors, IndexConfig(kind="ivf_flat", exact_below=1000,
+                                             recall_sample=300), recall_floor=0.9, seed=0)
+    queries = vectors[np.random.default_rng(1).permutation(len(vectors))[:5000]]
+    order = ix._list_order(built.index, queries)
+    _, nearest = faiss.extract_index_ivf(built.index).quantizer.search(queries, 1)
+    assert np.all(np.diff(nearest[order, 0]) >= 0) and np.any(np.diff(order) < 0)
+    sims, ids = ix.search(built.index, queries, 21)
+    plain_sims, plain_ids = built.index.search(queries, 21)
+    assert np.array_equal(ids, plain_ids) and np.array_equal(sims, plain_sims)
+
+
 def test_index_below_recall_floor_fails_with_no_bundle(inputs, tmp_path):
     graph, emb, _ = inputs
     cfg = ExpandConfig(recall_floor=0.99, index=IndexConfig(factory="PQ2x4"))

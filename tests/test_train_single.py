@@ -106,6 +106,29 @@ def test_layer_history_forward_equals_full_forward(day1):
         torch.testing.assert_close(got[t], ref[t][ids], atol=1e-5, rtol=1e-4)
 
 
+def test_inference_of_some_nodes_equals_their_rows_of_all(day1):
+    """Validation's last layer covers only the users it ranks: their rows are those of the
+    whole-graph inference, the other users' rows stay zero, every streamer is computed."""
+    from gie.model.encoder import GIEModel
+    from gie.train.inference import full_inference
+    from gie.train.run import model_spec
+    from graphbuild.dataset import load_graph
+    from graphbuild.dgl_graph import to_dgl
+
+    data = load_graph(day1)
+    g = to_dgl(data)
+    torch.manual_seed(0)
+    model = GIEModel(model_spec(data, g, small_cfg()))
+    every = full_inference(model, g, 50, torch.device("cpu"), desc=None)
+    users = torch.tensor([0, 5, 41, 42, 43, 599])
+    some = full_inference(model, g, 4, torch.device("cpu"), desc=None, only={"user": users})
+    torch.testing.assert_close(some["user"][users], every["user"][users], atol=1e-5, rtol=1e-4)
+    rest = torch.ones(g.num_nodes("user"), dtype=torch.bool)
+    rest[users] = False
+    assert not some["user"][rest].any()
+    torch.testing.assert_close(some["streamer"], every["streamer"], atol=1e-5, rtol=1e-4)
+
+
 def test_fused_cache_reuses_vectors_until_they_age(day1):
     """Cached vectors equal a fresh eval-mode MFQ pass, are reused for max_age - 1 steps
     although the weights moved, and are recomputed after that."""

@@ -34,19 +34,23 @@ def input_vectors(model: GIEModel, g, nodes: dict[str, torch.Tensor], batch_size
 @torch.no_grad()
 def full_inference(model: GIEModel, g: dgl.DGLGraph, batch_size: int,
                    device: torch.device, desc: str = "inference",
-                   index: InEdges | None = None) -> dict[str, torch.Tensor]:
+                   index: InEdges | None = None,
+                   only: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Embeddings of all nodes of `g` (model put in eval mode); `index`: g's InEdges, when
-    the caller keeps one."""
-    return layer_outputs(model, g, batch_size, device, model.num_steps, desc, index)[-1]
+    the caller keeps one; `only`: the embeddings of these nodes (sorted ids) alone, the
+    other rows left zero."""
+    return layer_outputs(model, g, batch_size, device, model.num_steps, desc, index, only)[-1]
 
 
 @torch.no_grad()
 def layer_outputs(model: GIEModel, g: dgl.DGLGraph, batch_size: int, device: torch.device,
-                  num_layers: int, desc: str | None = "inference", index: InEdges | None = None
-                  ) -> list[dict[str, torch.Tensor]]:
+                  num_layers: int, desc: str | None = "inference", index: InEdges | None = None,
+                  only: dict[str, torch.Tensor] | None = None) -> list[dict[str, torch.Tensor]]:
     """[input vectors, layer 1 outputs, ..., layer `num_layers` outputs] of all nodes of `g`
     (on CPU), computed with the model in eval mode; the caller's mode is restored.
-    `desc` None: no progress bar."""
+    `desc` None: no progress bar. `only` (node ids per type; a type not named: all): the last
+    layer's outputs of these nodes alone, e.g. the users that validation ranks; the layers
+    before it still need every node."""
     was_training = model.training
     model.eval()
     all_nodes = {t: torch.arange(g.num_nodes(t)) for t in g.ntypes}
@@ -57,11 +61,14 @@ def layer_outputs(model: GIEModel, g: dgl.DGLGraph, batch_size: int, device: tor
         model.train(was_training)
         return out[:num_layers + 1]
     index = index or InEdges(g)
-    steps = sum(-(-n // batch_size) for n in index.num_nodes.values())
     for i in range(num_layers):
         dim = model.spec.embed_dim if i == len(model.layers) - 1 else model.spec.hidden_dim
         nxt = {t: torch.zeros(g.num_nodes(t), dim) for t in g.ntypes}
-        for input_nodes, t, ids, block in progress(full_neighbour_blocks(index, batch_size),
+        outputs = only if i == num_layers - 1 else None
+        steps = sum(-(-len((outputs or {}).get(t, range(n))) // batch_size)
+                    for t, n in index.num_nodes.items())
+        for input_nodes, t, ids, block in progress(full_neighbour_blocks(index, batch_size,
+                                                                         outputs),
                                                    total=steps, desc=f"{desc} layer {i + 1}",
                                                    leave=False, mininterval=5,
                                                    disable=desc is None):

@@ -128,8 +128,11 @@ def validate(model: GIEModel, g_train: dgl.DGLGraph, data: GraphData, holdout: n
     if len(idx) > cfg.valid_max_edges:
         idx = np.sort(np.random.default_rng(seed).choice(idx, cfg.valid_max_edges, replace=False))
     gift = data.edges["gift"]
+    # The last layer of the ranked users alone (and of every streamer): at 1.3M users an
+    # epoch's validation took 13-17 s instead of 20 s, with the same figures.
+    ranked = torch.from_numpy(np.unique(gift.src[idx]).astype(np.int64))
     emb = full_inference(model, g_train, cfg.infer_batch_size, device, desc="validation",
-                         index=index)
+                         index=index, only={"user": ranked})
     known = known_pairs(gift.src, gift.dst, data.num_nodes("user"), data.num_nodes("streamer"))
     return rank_metrics(emb["user"], emb["streamer"], gift.src[idx], gift.dst[idx], known,
                         cfg.recall_k)

@@ -281,14 +281,19 @@ def sample_blocks(index: InEdges, seeds: dict[str, torch.Tensor], fanouts: list[
     return seeds, blocks
 
 
-def full_neighbour_blocks(index: InEdges, batch_size: int
+def full_neighbour_blocks(index: InEdges, batch_size: int,
+                          only: dict[str, torch.Tensor] | None = None
                           ) -> Iterator[tuple[dict[str, torch.Tensor], str, torch.Tensor,
                                               dgl.DGLGraph]]:
     """Layer-wise inference batches: (input nodes, node type, output ids, block with every
-    in-edge of the output nodes), `batch_size` output nodes of one type at a time."""
+    in-edge of the output nodes), `batch_size` output nodes of one type at a time; `only`:
+    these output nodes of each type (sorted ids), not all."""
     for t in index.ntypes:
-        for lo in range(0, index.num_nodes[t], batch_size):
-            ids = torch.arange(lo, min(lo + batch_size, index.num_nodes[t]))
+        nodes = (only or {}).get(t)
+        n = index.num_nodes[t] if nodes is None else len(nodes)
+        for lo in range(0, n, batch_size):
+            ids = torch.arange(lo, min(lo + batch_size, n)) if nodes is None \
+                else nodes[lo:lo + batch_size]
             inputs, (block,) = sample_blocks(index, {t: ids}, [-1], None)
             yield inputs, t, ids, block
 
