@@ -31,11 +31,13 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "the kNN grouped by IVF list, validation of the ranked users only, the evaluation's "
     "oracle and downstream in a process of their own: the same embeddings, bundle and "
     "report); 2155 s at eaba9ca (an older folder and code, a slower day); first night 1859 s "
-    "(older code); 100k: 200 s (older code); explore 1.53x emb_knn at 1M; two 2-thread "
-    "trainings byte-identical | 1M night in 20 min on 2 cores, growth no worse than linear "
-    "| 1M met (19.5 min; by less than the machine's swing between hours, about 1,230 s at "
-    "the slower morning's pace); 3M not run: scaling the 1M peaks, training would need "
-    "about 25 GB and a learned expand about 55 GB, over this host's 24 GB |",
+    "(older code); 100k: 149 s at 0bbaba1 (the same code as the 1168 s row); explore 1.53x "
+    "emb_knn at 1M; two 2-thread trainings byte-identical | 1M night in 20 min on 2 cores, "
+    "growth no worse than linear | 1M met (19.5 min; by less than the machine's swing "
+    "between hours, about 1,230 s at the slower morning's pace); growth not met: the night "
+    "7.8x from 100k to 1M, but training 12.4x and the expand 10.7x; 3M not run: scaling "
+    "the 1M peaks, training would need about 25 GB and a learned expand about 55 GB, over "
+    "this host's 24 GB |",
     "| fusion | 761k users, 95k streamers (1M generated users): expand 340 s wall / 291 CPU s with the "
     "source sequences only; fixed-weight fusion 391 s / 415 CPU s; learned 1065 s / 1375 CPU s "
     "(472 s preparing two previous nights and fitting), peak RSS 4.1 -> 16.4 GB | cost at 1M "

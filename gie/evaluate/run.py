@@ -261,8 +261,8 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
         downstream = None
     # The oracle and the downstream ablation read the raw tables, the bundle and the user
     # side's histories: they run in a process of their own beside the streamer side's
-    # baselines, both mostly single-threaded: at 1.3M users the evaluation took 94 s instead
-    # of 119 s, the same report.
+    # baselines, both mostly single-threaded (at 1.3M users the evaluation took 94 s instead
+    # of 119 s, the same report).
     with ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), _child_setup,
                              (logging.getLogger().level,)) as pool:
         t = time.time()
