@@ -27,7 +27,7 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "| nightly | 1M gifts (1.29M users), steady-state night (learned fusion, 2 local expand "
     "workers, 2 training threads), every stage measured in one run at a39683a: build 189 s, "
     "train 186 s (2 epochs, warm start), expand 696 s, evaluate 98 s = **1168 s**, 2,163 "
-    "CPU-s; 1363 s at aadf7e1 on the same data that morning (the learning beside the kNN, "
+    "CPU-s (1165 s when run again); 1363 s at aadf7e1 on the same data that morning (the learning beside the kNN, "
     "the kNN grouped by IVF list, validation of the ranked users only, the evaluation's "
     "oracle and downstream in a process of their own: the same embeddings, bundle and "
     "report); 2155 s at eaba9ca (an older folder and code, a slower day); first night 1859 s "
