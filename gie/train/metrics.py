@@ -28,13 +28,14 @@ def rank_metrics(user_emb: torch.Tensor, streamer_emb: torch.Tensor, src: np.nda
         scores = user_emb[torch.from_numpy(s)] @ streamer_emb.T
         rows = torch.arange(len(s))
         pos = scores[rows, torch.from_numpy(d)].clone()
-        filt = known[s].tocoo()
+        mine = known[s]
+        filt = mine.tocoo()
         scores[torch.from_numpy(filt.row).long(), torch.from_numpy(filt.col).long()] = float("-inf")
         # Counted in numpy: 6x torch's compare-and-sum on 128 x 130k scores (the same counts).
         sc, p = scores.numpy(), pos.numpy()[:, None]
         higher = torch.from_numpy(np.count_nonzero(sc > p, axis=1)).double()
         ties = torch.from_numpy(np.count_nonzero(sc == p, axis=1)).double()  # positive filtered
-        n_neg = torch.from_numpy(n_s - np.asarray(known[s].getnnz(axis=1))).double()
+        n_neg = torch.from_numpy(n_s - np.asarray(mine.getnnz(axis=1))).double()
         rank = higher + 1
         return 1 - (higher + 0.5 * ties) / n_neg.clamp_min(1), 1 / rank, (rank <= k).double()
 
