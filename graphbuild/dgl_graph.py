@@ -27,6 +27,9 @@ CANONICAL = {
     "u2u": ("user", "u2u", "user"),
 }
 _WEIGHT_COLUMN = {"gift": "weight", "watch": "weight", "s2s": "score", "u2u": "score"}
+# The edge columns to_dgl and holdout_mask read: what training loads (load_graph's edge_columns).
+DGL_EDGE_COLUMNS = {**{e: (c,) for e, c in _WEIGHT_COLUMN.items()},
+                    "gift": ("weight", "total_price", "first_ts")}
 
 
 def holdout_mask(graph: GraphData) -> np.ndarray:

@@ -88,6 +88,16 @@ def test_load_graph_roundtrip_and_errors(tmp_path):
     assert g.raw_ids["user"][0] == 1000 and g.features["user"].dtype == np.float32
     assert set(g.edges) == {"gift", "watch", "s2s", "u2u"}
     assert g.modality_mask.shape == (12, 3)
+    assert g.features["user"].flags.writeable        # torch shares it instead of copying
+
+    # A caller naming the columns it needs gets those, equal to a whole read, in the same order.
+    few = load_graph(path, edge_columns={"watch": ("weight",), "gift": ()})
+    assert set(few.edges["watch"].data) == {"weight"} and few.edges["gift"].data == {}
+    for et in ("gift", "watch"):
+        np.testing.assert_array_equal(few.edges[et].src, g.edges[et].src)
+        np.testing.assert_array_equal(few.edges[et].dst, g.edges[et].dst)
+    np.testing.assert_array_equal(few.edges["watch"].data["weight"], g.edges["watch"].data["weight"])
+    assert set(few.edges["u2u"].data) == {"score", "rank"}
 
     (path / "_SUCCESS").unlink()
     with pytest.raises(BadInputError, match="_SUCCESS"):
@@ -100,6 +110,8 @@ def test_load_graph_roundtrip_and_errors(tmp_path):
                                 t.column("count").cast(pa.float64())), part)
     with pytest.raises(BadInputError, match="gift.*count.*double"):
         load_graph(path)
+    with pytest.raises(BadInputError, match="gift.*count.*double"):   # checked, though not read
+        load_graph(path, edge_columns={"gift": ("weight",)})
 
 
 def test_embeddings_roundtrip_and_errors(tmp_path):

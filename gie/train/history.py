@@ -38,6 +38,7 @@ class LayerHistory:
 
     def before_step(self, model: GIEModel, step: int) -> None:
         if step % self.every == 0:
+            self.snapshot = []     # released before the next is computed: one in memory
             self.snapshot = [{t: x.to(self.device) for t, x in h.items()} for h in
                              layer_outputs(model, self.g, self.batch_size, self.device,
                                            len(model.layers) - 1, desc=None, index=self.index)]

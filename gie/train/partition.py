@@ -17,7 +17,9 @@ import torch
 import gie
 from gie.publish import staged_output
 from graphbuild.dataset import load_graph
-from graphbuild.dgl_graph import holdout_mask, id_map_version, modality_dims, to_dgl
+from graphbuild.dgl_graph import (
+    DGL_EDGE_COLUMNS, holdout_mask, id_map_version, modality_dims, to_dgl,
+)
 from graphbuild.schema import NODE_TYPES
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,7 @@ PART_META = "partition.json"
 def partition(graph: str | Path, out: str | Path, parts: int, method: str = "metis",
               graph_name: str | None = None) -> dict:
     t0 = time.time()
-    data = load_graph(graph)
+    data = load_graph(graph, edge_columns=DGL_EDGE_COLUMNS)
     holdout = holdout_mask(data)
     g = to_dgl(data, drop_gift=holdout)
     g.nodes["streamer"].data["mask"] = g.nodes["streamer"].data["mask"].to(torch.uint8)

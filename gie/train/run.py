@@ -42,7 +42,9 @@ from gie.train.sampler import GIFT, EdgeBatches, InEdges
 from gie.train.threads import pinned_threads
 from gie.train.warm import MODEL_FILE, load_warm_start
 from graphbuild.dataset import GraphData, load_graph
-from graphbuild.dgl_graph import holdout_mask, id_map_version, modality_dims, to_dgl
+from graphbuild.dgl_graph import (
+    DGL_EDGE_COLUMNS, holdout_mask, id_map_version, modality_dims, to_dgl,
+)
 from graphbuild.schema import EMBEDDINGS_SCHEMA_VERSION, NODE_TYPES
 
 log = logging.getLogger(__name__)
@@ -169,7 +171,7 @@ def train(graph: str | Path, out: str | Path, cfg: TrainConfig, seed: int = 0,
 def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
            warm_start, ctx: ddp.Ctx) -> dict:
     t0 = time.time()
-    data = load_graph(graph)
+    data = load_graph(graph, edge_columns=DGL_EDGE_COLUMNS)
     holdout = holdout_mask(data)
     g_train = to_dgl(data, drop_gift=holdout)
     idmap = id_map_version(data)
@@ -217,6 +219,7 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
                                cfg.infer_batch_size, ctx.device, index) if use_history else None
         stats = train_epoch(net, spec, loader, g_train, weights.__getitem__, opt, cfg, ctx, epoch,
                             history=history, log_q=log_q)
+        history = None        # its snapshot (every node's vectors) is not validation's
         valid = validate(model, g_train, data, holdout, cfg, ctx.device, seed, index) \
             if ctx.is_main else None
         auc, has_valid = ddp.broadcast(ctx, [valid["auc"] if valid else -1.0, float(bool(valid))])
