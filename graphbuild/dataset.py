@@ -139,9 +139,9 @@ def load_graph(path: str | Path, edge_types: tuple[str, ...] | None = None,
                 raise BadInputError(f"graph dataset table {folder} is missing")
             continue
         wanted = (edge_columns or {}).get(etype)
-        columns = None if wanted is None else ["src", "dst", *wanted]
-        table = _read_table(folder, schema, columns).sort_by([("src", "ascending"),
-                                                             ("dst", "ascending")])
+        read = None if wanted is None else ["src", "dst", *wanted]
+        table = _read_table(folder, schema, read).sort_by([("src", "ascending"),
+                                                          ("dst", "ascending")])
         src, dst = table.column("src").to_numpy(), table.column("dst").to_numpy()
         for ids, t in ((src, stype), (dst, dtype_)):
             if len(ids) and (ids.min() < 0 or ids.max() >= len(raw_ids[t])):

@@ -98,6 +98,9 @@ def test_load_graph_roundtrip_and_errors(tmp_path):
         np.testing.assert_array_equal(few.edges[et].dst, g.edges[et].dst)
     np.testing.assert_array_equal(few.edges["watch"].data["weight"], g.edges["watch"].data["weight"])
     assert set(few.edges["u2u"].data) == {"score", "rank"}
+    assert "first_seen_ts" in g.node_columns["streamer"]
+    for t in ("user", "streamer"):
+        assert set(few.node_columns[t]) == set(g.node_columns[t])
 
     (path / "_SUCCESS").unlink()
     with pytest.raises(BadInputError, match="_SUCCESS"):
