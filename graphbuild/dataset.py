@@ -40,7 +40,7 @@ class GraphData:
     path: Path
     metadata: dict
     raw_ids: dict[str, np.ndarray]               # node type -> raw id per node id
-    features: dict[str, np.ndarray]              # node type -> float32 [N, F]
+    features: dict[str, np.ndarray]              # node type -> float32 [N, F] (or none)
     node_columns: dict[str, dict[str, np.ndarray]]   # scalar attributes (active, n_gifts, ...)
     modalities: dict[str, np.ndarray]            # modality -> float32 [num_streamers, dim]
     modality_mask: np.ndarray                    # bool [num_streamers, len(MODALITIES)]
@@ -103,11 +103,13 @@ def graph_metadata(path: str | Path) -> dict:
 
 
 def load_graph(path: str | Path, edge_types: tuple[str, ...] | None = None,
-               edge_columns: dict[str, tuple[str, ...]] | None = None) -> GraphData:
+               edge_columns: dict[str, tuple[str, ...]] | None = None,
+               node_features: bool = True) -> GraphData:
     """Load a published graph dataset; fail clearly when it is absent or does not match.
-    `edge_columns`: per edge type, the attribute columns to read (default: all); a caller
-    that needs few of them does not hold the rest (training reads one of the watch edges'
-    six: 0.5 GB less at 1.3M users)."""
+    A caller that needs little of it does not hold the rest: `edge_columns`, per edge type,
+    the attribute columns to read (default: all; training reads one of the watch edges' six:
+    0.5 GB less at 1.3M users); `node_features` False leaves `features` empty (the expand
+    never reads the model's input features: 1.8 GB at 3.9M users)."""
     path = Path(path)
     metadata = graph_metadata(path)
     raw_ids, features, columns = {}, {}, {}
@@ -115,12 +117,14 @@ def load_graph(path: str | Path, edge_types: tuple[str, ...] | None = None,
     modality_mask = np.zeros((0, len(MODALITIES)), dtype=bool)
     for ntype, schema in GRAPH_NODES.items():
         folder = path / "nodes" / ntype
-        table = _read_table(folder, schema).sort_by("node_id")
+        read = [n for n in schema.names if node_features or n != "features"]
+        table = _read_table(folder, schema, read).sort_by("node_id")
         node_id = table.column("node_id").to_numpy()
         if len(node_id) and not np.array_equal(node_id, np.arange(len(node_id))):
             raise BadInputError(f"{folder}: node_id is not contiguous 0..{len(node_id) - 1}")
         raw_ids[ntype] = table.column(RAW_ID_COLUMN[ntype]).to_numpy()
-        features[ntype] = _list_to_matrix(table.column("features"), f"{folder} features")
+        if node_features:
+            features[ntype] = _list_to_matrix(table.column("features"), f"{folder} features")
         columns[ntype] = {
             f.name: table.column(f.name).to_numpy(zero_copy_only=False)
             for f in schema if not pa.types.is_list(f.type) and f.name != "node_id"

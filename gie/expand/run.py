@@ -53,7 +53,7 @@ SETS_CACHE = "_fusion_sets"       # beside the bundle folders: previous nights' 
 
 
 def _load_inputs(graph: Path, embeddings: Path) -> tuple[GraphData, dict]:
-    data = load_graph(graph, edge_types=("gift", "watch", "s2s", "u2u"))
+    data = load_graph(graph, edge_types=("gift", "watch", "s2s", "u2u"), node_features=False)
     emb = {}
     for t in NODE_TYPES:
         raw, vec = read_embeddings(embeddings, t, data.num_nodes(t))
@@ -444,7 +444,7 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
         threads = workers.threads_per_worker(n) if local or local_worker else None
         fusion = _load_fusion(stage.path / "ranker", cfg, threads,
                               {t: data.num_nodes(t) for t in NODE_TYPES})
-        del knn
+        del knn, emb                             # the view holds what it reads of them
         with ix.omp_threads(threads):
             stats = {t: _expand_type(stage, view, fusion, cfg, t) for t in NODE_TYPES}
         stage.mark(f"_done-{i}.json", {"shard": i, "types": stats})
