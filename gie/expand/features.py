@@ -182,7 +182,10 @@ def _smoothed(v: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
     index = faiss.IndexFlatIP(ref.shape[1])
     index.add(np.ascontiguousarray(ref))
     _, near = ix.search_exact_scores(index, ref, np.ascontiguousarray(v), k)
-    out = ref[np.sort(near, axis=1)].sum(axis=1)
+    near.sort(axis=1)
+    out = np.empty_like(v)
+    for lo in range(0, len(v), ix.SEARCH_BATCH):     # [rows, k, dim] a chunk at a time
+        out[lo:lo + ix.SEARCH_BATCH] = ref[near[lo:lo + ix.SEARCH_BATCH]].sum(axis=1)
     out[np.linalg.norm(v, axis=1) == 0] = 0
     return out / _norms(out)
 

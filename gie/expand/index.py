@@ -133,10 +133,17 @@ def search_exact_scores(index: faiss.Index, vectors: np.ndarray, queries: np.nda
     near-ties at the k-th place."""
     n = min(k + margin, index.ntotal)
     _, ids = search(index, queries, n)
-    sims = (queries[:, None, :] * vectors[np.maximum(ids, 0)]).sum(-1, dtype=np.float32)
-    sims[ids < 0] = -np.inf
-    order = np.lexsort((ids, -sims), axis=-1)[:, :k]
-    return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+    out_sims, out_ids = np.empty((len(queries), min(k, n)), np.float32), \
+        np.empty((len(queries), min(k, n)), np.int64)
+    # In chunks of queries: the pair products of all 391k streamers at once took 7.6 GB.
+    for lo in range(0, len(queries), SEARCH_BATCH):
+        q, hit = queries[lo:lo + SEARCH_BATCH], ids[lo:lo + SEARCH_BATCH]
+        sims = (q[:, None, :] * vectors[np.maximum(hit, 0)]).sum(-1, dtype=np.float32)
+        sims[hit < 0] = -np.inf
+        order = np.lexsort((hit, -sims), axis=-1)[:, :k]
+        out_sims[lo:lo + SEARCH_BATCH] = np.take_along_axis(sims, order, 1)
+        out_ids[lo:lo + SEARCH_BATCH] = np.take_along_axis(hit, order, 1)
+    return out_sims, out_ids
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
