@@ -200,6 +200,25 @@ def test_search_grouped_by_list_returns_each_query_in_place():
     assert np.array_equal(ids, plain_ids) and np.array_equal(sims, plain_sims)
 
 
+def test_exact_rescoring_in_chunks_equals_each_query_alone():
+    """search_exact_scores rescores its queries a chunk at a time (bounded memory): every
+    row equals the query searched and rescored on its own, ties to the lower id."""
+    from gie.expand import index as ix
+
+    rng = np.random.default_rng(5)
+    ref = ix.normalise(np.round(rng.standard_normal((400, 8)), 1).astype(np.float32))
+    queries = np.concatenate([ref[:50], ix.normalise(rng.standard_normal(
+        (ix.SEARCH_BATCH + 300, 8)).astype(np.float32))])
+    index = faiss.IndexFlatIP(8)
+    index.add(ref)
+    sims, ids = ix.search_exact_scores(index, ref, queries, 5)
+    assert sims.shape == ids.shape == (len(queries), 5)
+    for q in [0, 7, 49, ix.SEARCH_BATCH - 1, ix.SEARCH_BATCH, len(queries) - 1]:
+        scores = (ref * queries[q]).sum(-1, dtype=np.float32)
+        best = np.lexsort((np.arange(len(ref)), -scores))[:5]
+        assert list(ids[q]) == list(best) and np.array_equal(sims[q], scores[best]), q
+
+
 def test_index_below_recall_floor_fails_with_no_bundle(inputs, tmp_path):
     graph, emb, _ = inputs
     cfg = ExpandConfig(recall_floor=0.99, index=IndexConfig(factory="PQ2x4"))
