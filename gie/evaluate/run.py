@@ -232,7 +232,7 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
         raise BadInputError(f"no gifts on {next_date(date)} in {raw}: nothing to evaluate against")
 
     t = time.time()
-    graph = load_graph(layout.graph(date), edge_types=("gift",))
+    graph = load_graph(layout.graph(date), edge_types=("gift",), node_features=False)
     all_labels, counts = next_day_labels(str(raw), date, graph)
     labels = sample_sources(all_labels, cfg.max_sources, seed)
     counts.update(evaluated_users=len(labels), users_sampled_from=len(all_labels))

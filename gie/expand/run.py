@@ -198,7 +198,7 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
             continue
         graph, embeddings, after, gap = plan[i]
         if later is None:
-            later = load_graph(after, edge_types=("gift",))
+            later = load_graph(after, edge_types=("gift",), node_features=False)
         sets, info, prev = night_sets(graph, embeddings, later, gap, cfg, seed)
         built(i, sets, info)
         # The next (older) night reads only this one's gift edges, for its labels: the

@@ -141,7 +141,7 @@ def _night(spec: dict, cfg) -> None:
     from gie.publish import write_json_atomic
     from graphbuild.dataset import load_graph
 
-    later = load_graph(spec["later"], edge_types=("gift",))     # its labels, nothing else
+    later = load_graph(spec["later"], edge_types=("gift",), node_features=False)  # its labels
     with ix.omp_threads(threads_per_worker(spec["nights"])):
         sets, info, _ = night_sets(Path(spec["graph"]), Path(spec["embeddings"]), later,
                                    spec["gap"], cfg, spec["seed"])
