@@ -134,6 +134,18 @@ def load_graph(path: str | Path, edge_types: tuple[str, ...] | None = None,
                 modalities[m] = _list_to_matrix(table.column(f"{m}_emb"), f"{folder} {m}_emb")
             modality_mask = np.stack([columns[ntype][f"has_{m}"] for m in MODALITIES], axis=1)
 
+    return GraphData(path, metadata, raw_ids, features, columns, modalities, modality_mask,
+                     _load_edges(path, raw_ids, edge_types, edge_columns))
+
+
+def add_edges(data: GraphData, edge_types: tuple[str, ...]) -> None:
+    """Read more of the graph's edge types into `data` (a caller that needs some edges
+    early and the rest later, and not all of them at once)."""
+    data.edges.update(_load_edges(data.path, data.raw_ids, edge_types, None))
+
+
+def _load_edges(path: Path, raw_ids: dict[str, np.ndarray], edge_types: tuple[str, ...] | None,
+                edge_columns: dict[str, tuple[str, ...]] | None) -> dict[str, EdgeSet]:
     edges = {}
     for etype in edge_types or tuple(GRAPH_EDGES):
         stype, dtype_, schema = GRAPH_EDGES[etype]
@@ -152,8 +164,7 @@ def load_graph(path: str | Path, edge_types: tuple[str, ...] | None = None,
                 raise BadInputError(f"{folder}: node id out of range for node type {t}")
         edges[etype] = EdgeSet(src, dst, {
             n: table.column(n).to_numpy() for n in table.column_names if n not in ("src", "dst")})
-
-    return GraphData(path, metadata, raw_ids, features, columns, modalities, modality_mask, edges)
+    return edges
 
 
 def to_node_ids(raw_ids: np.ndarray, values: np.ndarray) -> np.ndarray:

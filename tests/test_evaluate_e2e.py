@@ -4,6 +4,7 @@ reaches the bundle of D."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -175,11 +176,12 @@ def test_older_nights_are_learned_from_while_label_nodes_are_few(chain, tmp_path
 
 
 @pytest.mark.slow
-def test_learned_nights_come_from_the_cache_with_the_same_bundle(chain, tmp_path):
+def test_learned_nights_come_from_the_cache_with_the_same_bundle(chain, tmp_path, caplog):
     """The chain ran its nights in order, so night D read the training sets that night D-1
     had built for D-2, and built only D-1's; without the cache (and with compiled models,
-    which these sizes do not compile by default) the bundle is the same. A changed input of
-    a night is a miss: built again, and its older file removed."""
+    which these sizes do not compile by default, and learned before the kNN search instead
+    of beside it) the bundle is the same. A changed input of a night is a miss: built again,
+    and its older file removed."""
     from gie.expand.run import SETS_CACHE, expand
 
     _, work, cfg, metas = chain
@@ -190,6 +192,7 @@ def test_learned_nights_come_from_the_cache_with_the_same_bundle(chain, tmp_path
     off = cfg.expand.model_copy(deep=True)
     off.fusion.learn.cache = False
     off.fusion.compile_above = 0
+    off.fusion.learn.beside_knn = False                 # learned before the kNN: the same
     expand(work.graph(D), work.model(D) / "embeddings", tmp_path / "off" / "b", off,
            learn_from=previous)
     _same_bundle(work.bundle(D), tmp_path / "off" / "b")
@@ -209,6 +212,20 @@ def test_learned_nights_come_from_the_cache_with_the_same_bundle(chain, tmp_path
     assert len(after) == 2 and len(new) == 1 and next(iter(new))[3:13] == NIGHTS[0]
     assert len(list(mine.glob("*.json"))) == 2
     _same_bundle(work.bundle(D), tmp_path / "on" / "b")
+
+    # A cached file whose rows no longer read back (its label counts still do, so it is
+    # found, then fails when the fit reads it) is built again: the same bundle.
+    bad = mine / kept[0]
+    raw = bytearray(bad.read_bytes())
+    middle = len(raw) // 2                              # inside the feature rows
+    raw[middle:middle + 64] = bytes(64)
+    bad.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING, logger="gie.expand.run"):
+        expand(work.graph(D), work.model(D) / "embeddings", tmp_path / "on" / "b2",
+               cfg.expand, learn_from=[previous[0], (work.graph(NIGHTS[0]), emb0)])
+    assert "cached training sets are unreadable" in caplog.text
+    assert bad.read_bytes() != bytes(raw)               # rebuilt in place
+    _same_bundle(work.bundle(D), tmp_path / "on" / "b2")
 
 
 @pytest.mark.slow

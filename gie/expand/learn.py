@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import gie
 from gie.config import dump_config
 from gie.expand.bundle import file_signature, fingerprint
 from gie.expand.config import ExpandConfig
+from gie.expand.features import feature_names
 from gie.expand.fusion import Fusion, View, pooled_table, fixed_weights, fusion_sources
 from gie.expand import ranker
 from gie.expand.ranker import Scorer, TrainingSet, concat, fit_fused
@@ -60,8 +62,9 @@ def label_groups(users: np.ndarray, streamers: np.ndarray, cfg: ExpandConfig, se
 
 
 def training_sets(view: View, cfg: ExpandConfig, users: np.ndarray, streamers: np.ndarray,
-                  seed: int) -> dict[str, dict[str, TrainingSet]]:
-    """Per node type, the candidates of every label node (at most `max_groups`, sampled).
+                  seed: int) -> dict[str, TrainingSet]:
+    """Per node type, the candidates of every label node (at most `max_groups`, sampled): the
+    merged set, with the explore set's labels (TrainingSet.explore makes that set).
 
     The two node types are built side by side in two threads: their heavy steps are numpy
     and Faiss calls that release the GIL, and what they share (the relations' caches, the
@@ -75,82 +78,97 @@ def training_sets(view: View, cfg: ExpandConfig, users: np.ndarray, streamers: n
 
 
 def _type_sets(view: View, cfg: ExpandConfig, ntype: str, users: np.ndarray,
-               streamers: np.ndarray, groups: np.ndarray) -> dict[str, TrainingSet]:
+               streamers: np.ndarray, groups: np.ndarray) -> TrainingSet:
     src, tgt = (users, streamers) if ntype == "user" else (streamers, users)
     n_tgt = view.graph.num_nodes(OTHER[ntype])
     label_keys = np.unique(src * n_tgt + tgt)
-    parts: dict[str, list] = {MERGED: [], EXPLORE: []}
+    names = feature_names(fusion_sources(cfg, ntype))
+    X, y, g, h = [], [], [], []                    # per batch
     for lo in range(0, len(groups), cfg.batch_size):
         rows = groups[lo:lo + cfg.batch_size]
         table = pooled_table(view, cfg, ntype, rows, source_candidates(view.rels, cfg, ntype, rows))
-        y = np.isin(rows[table.row] * n_tgt + table.target, label_keys).astype(np.float32)
-        for kind, keep in ((MERGED, slice(None)), (EXPLORE, ~table.history)):
-            parts[kind].append((table.X[keep], y[keep], table.row[keep] + lo,
-                                table.history[keep]))
+        assert table.names == names
+        y.append(np.isin(rows[table.row] * n_tgt + table.target, label_keys).astype(np.float32))
+        X.append(table.X)
+        g.append(table.row + lo)
+        h.append(table.history)
+        del table
     # Labels per group, also those no source proposed (they count as misses).
     l_src, l_tgt = label_keys // n_tgt, label_keys % n_tgt
     users_, streamers_ = (l_src, l_tgt) if ntype == "user" else (l_tgt, l_src)
     first = ~view.features.in_history(users_, streamers_)
     pos = np.searchsorted(groups, l_src)
     sampled = (pos < len(groups)) & (groups[np.minimum(pos, len(groups) - 1)] == l_src)
-    names = table.names if len(groups) else []
-    out = {}
-    for kind, counted in ((MERGED, sampled), (EXPLORE, sampled & first)):
-        X, y, g, h = (np.concatenate(p) for p in zip(*parts[kind])) if parts[kind] else (
-            np.zeros((0, len(names)), np.float32), np.zeros(0, np.float32),
-            np.zeros(0, int), np.zeros(0, bool))
-        n_labels = np.bincount(pos[counted], minlength=len(groups)).astype(np.float64)
-        out[kind] = TrainingSet(X, y, g, n_labels, names, h)
+    n_labels = {kind: np.bincount(pos[counted], minlength=len(groups)).astype(np.float64)
+                for kind, counted in ((MERGED, sampled), (EXPLORE, sampled & first))}
+    out = TrainingSet(_stack(X, len(names), np.float32), _stack(y, 0, np.float32),
+                      _stack(g, 0, np.int64), n_labels[MERGED], names, _stack(h, 0, bool),
+                      explore_labels=n_labels[EXPLORE])
     log.info("fusion training set (%s): %d label nodes, %d labels, %d candidates",
-             ntype, len(groups), len(label_keys), len(out[MERGED].y))
+             ntype, len(groups), len(label_keys), len(out.y))
+    return out
+
+
+def _stack(parts: list[np.ndarray], columns: int, dtype) -> np.ndarray:
+    """The batches' rows as one array (columns 0: a vector), each batch released as it is
+    copied in, so a night's rows are not held twice."""
+    out = np.empty((sum(len(p) for p in parts), *([columns] if columns else [])),
+                   parts[0].dtype if parts else dtype)
+    at = 0
+    while parts:
+        part = parts.pop(0)
+        out[at:at + len(part)] = part
+        at += len(part)
     return out
 
 
 SET_FIELDS = ("X", "y", "group", "n_labels", "history")
 
 
-def save_sets(sets: dict[str, dict[str, TrainingSet]], path: Path) -> None:
-    """One night's training sets as one .npz (written whole, then renamed into place). The
-    explore rows are the merged rows without a gift edge, in the same order: only their
-    label counts are stored."""
-    arrays = {f"{t}.{MERGED}.{f}": getattr(by[MERGED], f) for t, by in sets.items()
-              for f in SET_FIELDS}
-    arrays.update({f"{t}.{EXPLORE}.n_labels": by[EXPLORE].n_labels for t, by in sets.items()})
-    arrays.update({f"{t}.names": np.array(by[MERGED].names) for t, by in sets.items()})
+def save_sets(sets: dict[str, TrainingSet], path: Path) -> None:
+    """One night's training sets as one .npz (written whole, then renamed into place): the
+    merged rows and the explore set's labels (its rows are the merged rows without a gift
+    edge)."""
+    arrays = {f"{t}.{MERGED}.{f}": getattr(ts, f) for t, ts in sets.items() for f in SET_FIELDS}
+    arrays.update({f"{t}.{EXPLORE}.n_labels": ts.explore_labels for t, ts in sets.items()})
+    arrays.update({f"{t}.names": np.array(ts.names) for t, ts in sets.items()})
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
     os.replace(tmp, path)
 
 
-def load_sets(path: Path) -> dict[str, dict[str, TrainingSet]]:
-    out = {}
+def load_sets(path: Path) -> dict[str, TrainingSet]:
     with np.load(path) as z:
-        for t in NODE_TYPES:
-            merged = TrainingSet(names=z[f"{t}.names"].tolist(),
-                                 **{f: z[f"{t}.{MERGED}.{f}"] for f in SET_FIELDS})
-            out[t] = {MERGED: merged, EXPLORE: _explore_of(merged, z[f"{t}.{EXPLORE}.n_labels"])}
-    return out
+        return {t: TrainingSet(names=z[f"{t}.names"].tolist(),
+                               explore_labels=z[f"{t}.{EXPLORE}.n_labels"],
+                               **{f: z[f"{t}.{MERGED}.{f}"] for f in SET_FIELDS})
+                for t in NODE_TYPES}
 
 
-def _explore_of(merged: TrainingSet, n_labels: np.ndarray) -> TrainingSet:
-    """The explore set: the merged rows without a gift edge, in the same order and groups."""
-    first = ~merged.history
-    return TrainingSet(merged.X[first], merged.y[first], merged.group[first], n_labels,
-                       merged.names, merged.history[first], merged.held_out)
-
-
-def save_fit_input(merged: TrainingSet, explore: TrainingSet, path: Path) -> None:
+def save_fit_input(merged: TrainingSet, path: Path) -> None:
     """One node type's joined sets (held-out flags included), for a fit in another process."""
     np.savez(path, names=np.array(merged.names), held_out=merged.held_out,
-             explore_n_labels=explore.n_labels, **{f: getattr(merged, f) for f in SET_FIELDS})
+             explore_labels=merged.explore_labels, **{f: getattr(merged, f) for f in SET_FIELDS})
 
 
-def load_fit_input(path: Path) -> tuple[TrainingSet, TrainingSet]:
+def load_fit_input(path: Path) -> TrainingSet:
     with np.load(path) as z:
-        merged = TrainingSet(names=z["names"].tolist(), held_out=z["held_out"],
-                             **{f: z[f] for f in SET_FIELDS})
-        return merged, _explore_of(merged, z["explore_n_labels"])
+        return TrainingSet(names=z["names"].tolist(), held_out=z["held_out"],
+                           explore_labels=z["explore_labels"], **{f: z[f] for f in SET_FIELDS})
+
+
+class CachedSets:
+    """A night's training sets in the cache file `path`: their label-node counts are read
+    now (which also checks the file), the rows by load()."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with np.load(path) as z:
+            self.n_groups = {t: len(z[f"{t}.{MERGED}.n_labels"]) for t in NODE_TYPES}
+
+    def load(self) -> dict[str, TrainingSet]:
+        return load_sets(self.path)
 
 
 def _code() -> str:
@@ -169,8 +187,8 @@ class SetCache:
     nights no later run reads, and older keys of a night read now, are removed."""
 
     # Settings that do not change a night's sets (fit, night choice, execution).
-    IGNORED = {"workers", "fit_processes", "shard_wait_s", "predict_threads", "compile_above",
-               "threads", "cache", "nights", "max_nights", "min_label_nodes", "max_gap_days",
+    IGNORED = {"workers", "fit_processes", "beside_knn", "shard_wait_s", "predict_threads",
+               "compile_above", "threads", "cache", "nights", "max_nights", "min_label_nodes", "max_gap_days",
                "valid_share", "negative_share", "objective", "rounds", "early_stopping",
                "learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction"}
 
@@ -192,12 +210,13 @@ class SetCache:
     def _path(self, date: str, key: str) -> Path:
         return self.folder / f"dt={date}_{key}.npz"
 
-    def get(self, date: str, key: str) -> tuple[dict, dict] | None:
-        """(sets, learned_from record) of a night, or None."""
+    def get(self, date: str, key: str) -> tuple[CachedSets, dict] | None:
+        """(the night's sets, learned_from record), or None. The sets are read when the fit
+        joins them, not while another night's sets are built."""
         path = self._path(date, key)
         try:
-            return load_sets(path), json.loads(path.with_suffix(".json").read_text())
-        except (OSError, ValueError, KeyError):
+            return CachedSets(path), json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             return None
 
     def put(self, date: str, key: str, sets: dict, info: dict) -> None:
@@ -215,7 +234,7 @@ class SetCache:
                 path.with_suffix(".json").unlink(missing_ok=True)
 
 
-def fit_fusion(nights: list[dict[str, dict[str, TrainingSet]]], cfg: ExpandConfig, seed: int,
+def fit_fusion(nights: list[dict[str, TrainingSet]], cfg: ExpandConfig, seed: int,
                info: dict, work: Path | None = None) -> Fusion:
     """Fit the fused rankings on the training sets of several nights, newest first; the
     newest is held out when there are older ones. The nights' sets are released as they
@@ -227,24 +246,23 @@ def fit_fusion(nights: list[dict[str, dict[str, TrainingSet]]], cfg: ExpandConfi
     process: that once crashed it (SIGSEGV in LightGBM, weak_clicks seed 2, 2026-12-03, not
     reproduced: its native code is not safe for concurrent boosters and predictors in one
     process)."""
-    sets: dict[str, dict[str, TrainingSet]] = {t: {} for t in NODE_TYPES}
+    sets: dict[str, TrainingSet] = {}
     for t in NODE_TYPES:
-        for kind in (MERGED, EXPLORE):
-            per_night = [n[t].pop(kind) for n in nights]
-            for i, ts in enumerate(per_night):
-                ts.held_out = np.full(ts.n_groups, i == 0 and len(per_night) > 1)
-            sets[t][kind] = concat(per_night)
-            del per_night
+        per_night = [n.pop(t) for n in nights]
+        for i, ts in enumerate(per_night):
+            ts.held_out = np.full(ts.n_groups, i == 0 and len(per_night) > 1)
+        sets[t] = concat(per_night)
+        del per_night
 
     def fit(t: str) -> dict[str, Scorer]:
-        return fit_fused(sets[t][MERGED], sets[t][EXPLORE], fusion_sources(cfg, t),
+        return fit_fused(sets[t], sets[t].explore(), fusion_sources(cfg, t),
                          fixed_weights(cfg, t), cfg.fusion, cfg.topk, seed, t)
 
     scorers: dict[str, dict[str, Scorer]] = {}
     if cfg.fusion.learn.fit_processes > 1 and work is not None:
         from gie.expand import workers             # it imports this module
         path = work / "fit-streamer.npz"
-        save_fit_input(sets["streamer"][MERGED], sets["streamer"][EXPLORE], path)
+        save_fit_input(sets["streamer"], path)
         del sets["streamer"]
         with workers.fit_in_process("streamer", path, dump_config(cfg), seed,
                                     work / "fit-streamer") as result:
@@ -257,9 +275,9 @@ def fit_fusion(nights: list[dict[str, dict[str, TrainingSet]]], cfg: ExpandConfi
 
 def fit_node_type(ntype: str, path: Path, cfg: ExpandConfig, seed: int, out: Path) -> None:
     """A local fit process: one node type's fused rankings from `path`, saved in `out`."""
-    merged, explore = load_fit_input(path)
-    scorers = fit_fused(merged, explore, fusion_sources(cfg, ntype), fixed_weights(cfg, ntype),
-                        cfg.fusion, cfg.topk, seed, ntype)
+    merged = load_fit_input(path)
+    scorers = fit_fused(merged, merged.explore(), fusion_sources(cfg, ntype),
+                        fixed_weights(cfg, ntype), cfg.fusion, cfg.topk, seed, ntype)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "scorers.json",
                       {k: ranker.save(s, out, f"{ntype}-{k}") for k, s in scorers.items()})

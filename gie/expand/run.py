@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from gie.expand.config import ExpandConfig
 from gie.expand.features import GraphFeatures
 from gie.expand.fusion import Fusion, View, fixed_fusion, fuse, pooled_table
 from gie.expand.learn import (
-    SetCache, fit_fusion, label_groups, label_pairs, load_sets, training_sets,
+    CachedSets, SetCache, fit_fusion, label_groups, label_pairs, load_sets, training_sets,
 )
 from gie.expand.sources import (
     OTHER, Relations, enabled_sources, knn_relation, published_sequences,
@@ -42,7 +43,7 @@ from gie.expand.sources import (
 )
 from gie.progress import progress
 from gie.publish import write_json_atomic
-from graphbuild.dataset import GraphData, graph_metadata, load_graph
+from graphbuild.dataset import GraphData, add_edges, graph_metadata, load_graph
 from graphbuild.schema import BUNDLE_SCHEMA_VERSION, FUSED, MERGED, NODE_TYPES, expansion_schema
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,12 @@ FUSION_FILE = "fusion.json"
 SETS_CACHE = "_fusion_sets"       # beside the bundle folders: previous nights' training sets
 
 
-def _load_inputs(graph: Path, embeddings: Path) -> tuple[GraphData, dict]:
-    data = load_graph(graph, edge_types=("gift", "watch", "s2s", "u2u"), node_features=False)
+EDGES = ("gift", "watch", "s2s", "u2u")     # the edge types an expansion reads
+
+
+def _load_inputs(graph: Path, embeddings: Path, edge_types: tuple[str, ...] = EDGES
+                 ) -> tuple[GraphData, dict]:
+    data = load_graph(graph, edge_types=edge_types, node_features=False)
     emb = {}
     for t in NODE_TYPES:
         raw, vec = read_embeddings(embeddings, t, data.num_nodes(t))
@@ -164,7 +169,8 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
         return fixed_fusion(cfg, f"the previous night is more than "
                                  f"{learn.max_gap_days} days back")
     keys = [cache.key(*night) if cache else "" for night in plan]
-    found: dict[int, tuple[dict, dict]] = {}        # plan index -> (sets, learned_from record)
+    # plan index -> (sets, or the cache's CachedSets until the fit, learned_from record)
+    found: dict[int, tuple[dict | CachedSets, dict]] = {}
 
     def from_cache(i: int) -> bool:
         hit = cache.get(dates[i], keys[i]) if cache else None
@@ -174,17 +180,28 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
                      cache.folder)
         return hit is not None
 
-    def built(i: int, sets: dict, info: dict) -> None:
+    def build(i: int, later: GraphData | None) -> GraphData:
+        """Night i's sets (cached); returns its graph's gift edges (the next night's labels)."""
+        graph, embeddings, after, gap = plan[i]
+        if later is None:
+            later = load_graph(after, edge_types=("gift",), node_features=False)
+        sets, info, prev = night_sets(graph, embeddings, later, gap, cfg, seed)
         found[i] = (sets, info)
         if cache:
             cache.put(dates[i], keys[i], sets, info)
+        # The next (older) night reads only this one's gift edges, for its labels: the
+        # watch edges and node attributes go now, not after every night is loaded.
+        return dataclasses.replace(prev, node_columns={}, modalities={},
+                                   edges={"gift": prev.edges["gift"]})
 
     todo = [i for i in range(min(learn.nights, len(plan))) if not from_cache(i)]
     if learn.workers > 1 and len(todo) > 1:
         files = workers.nights([plan[i] for i in todo], dump_config(cfg), seed, work,
                                learn.workers)
         for i, f in zip(todo, files):
-            built(i, load_sets(f), json.loads(f.with_suffix(".json").read_text()))
+            found[i] = (load_sets(f), json.loads(f.with_suffix(".json").read_text()))
+            if cache:
+                cache.put(dates[i], keys[i], *found[i])
             f.unlink()
     later = data
     for i in range(len(plan)):
@@ -196,16 +213,16 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
         if i in found:
             later = None
             continue
-        graph, embeddings, after, gap = plan[i]
-        if later is None:
-            later = load_graph(after, edge_types=("gift",), node_features=False)
-        sets, info, prev = night_sets(graph, embeddings, later, gap, cfg, seed)
-        built(i, sets, info)
-        # The next (older) night reads only this one's gift edges, for its labels: the
-        # watch edges and node attributes go now, not after every night is loaded.
-        later = dataclasses.replace(prev, features={}, node_columns={}, modalities={},
-                                    edges={"gift": prev.edges["gift"]})
-        del prev
+        later = build(i, later)
+    del later
+    for i in sorted(found):         # cached sets are read once no night is being built
+        if isinstance(found[i][0], CachedSets):
+            try:
+                found[i] = (found[i][0].load(), found[i][1])
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+                log.warning("fused ranking: night %s's cached training sets are unreadable "
+                            "(%s): built again", dates[i], e)
+                build(i, None)
     read = sorted(found)
     if cache:
         cache.prune({dates[i]: keys[i] for i in read}, min(dates[i] for i in read))
@@ -221,8 +238,9 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
     return fusion
 
 
-def _label_nodes(nights: list[dict]) -> dict[str, int]:
-    return {t: sum(n[t][MERGED].n_groups for n in nights) for t in NODE_TYPES}
+def _label_nodes(nights: list[dict | CachedSets]) -> dict[str, int]:
+    return {t: sum(n.n_groups[t] if isinstance(n, CachedSets) else n[t].n_groups
+                   for n in nights) for t in NODE_TYPES}
 
 
 def night_sets(graph: Path, embeddings: Path, later: GraphData, gap: float, cfg: ExpandConfig,
@@ -291,13 +309,18 @@ def _prepare(stage: ShardedStage, data: GraphData, emb: dict, cfg: ExpandConfig,
     work.mkdir(exist_ok=True)
     cache = SetCache(stage.final.parent / SETS_CACHE, cfg, seed) \
         if cfg.fusion.learn.cache else None
-    # The fused ranking reads none of this night's indexes: it is learned in a thread beside
-    # this night's kNN search (Faiss leaves the interpreter while it searches), because
-    # building a previous night's training sets keeps one core of two busy. At 1.3M users the
-    # expand reached its workers after 263 s instead of 304 s, with the same bundle bytes.
+    # The fused ranking reads none of this night's indexes: by default it is learned in a
+    # thread beside this night's kNN search (Faiss leaves the interpreter while it searches),
+    # because building a previous night's training sets keeps one core of two busy. At 1.3M
+    # users the expand reached its workers after 263 s instead of 304 s, with the same bundle
+    # bytes. Learned first (`beside_knn` off), it does not hold this night's tables too.
+    beside = cfg.fusion.learn.beside_knn
     with ThreadPoolExecutor(1, thread_name_prefix="fusion") as pool:
         fusion_timings: dict = {}
         fusion = pool.submit(_fusion, data, cfg, seed, learn_from, fusion_timings, work, cache)
+        if not beside:
+            fusion.result()
+            workers.release_memory()           # the previous night's graph and view
         indexes, knn = _neighbours(data, emb, cfg, seed, info["timings_s"])
         for t in NODE_TYPES:
             write_embeddings(stage.path / "embeddings" / f"{t}.parquet", t,
@@ -406,7 +429,9 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
     local = given is None and n > 1
     local_worker = os.environ.get("GIE_EXPAND_LOCAL_WORKER") == "1"
     graph, embeddings, out = Path(graph), Path(embeddings), Path(out)
-    data, emb = _load_inputs(graph, embeddings)
+    # The other edge types are read after the preparation, which needs only the gift edges
+    # (the fused ranking's labels): not held while it learns from a previous night's graph.
+    data, emb = _load_inputs(graph, embeddings, edge_types=("gift",))
     inputs = {"graph": str(graph.resolve()), "embeddings": str(embeddings.resolve()),
               "graph_date": data.metadata.get("date"),
               "learn_from": [[str(Path(p).resolve()) for p in night]
@@ -440,6 +465,7 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
                    for t in NODE_TYPES}
             indexes = {t: ix.load_index(stage.path / "index", t, prepared["index"][t])
                        for t in NODE_TYPES}
+        add_edges(data, tuple(e for e in EDGES if e not in data.edges))
         view = _view(data, emb, indexes, knn, cfg)
         threads = workers.threads_per_worker(n) if local or local_worker else None
         fusion = _load_fusion(stage.path / "ranker", cfg, threads,
