@@ -45,3 +45,11 @@ def keep_freed_heap(size: int = HEAP_KEPT) -> bool:
             bool(libc.mallopt(M_TRIM_THRESHOLD, size))
     except (OSError, AttributeError):
         return False
+
+
+def trim_heap() -> None:
+    """glibc: hand the heap's free pages back to the OS now (what keep_freed_heap keeps)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

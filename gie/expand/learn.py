@@ -29,6 +29,7 @@ from gie.expand.fusion import Fusion, View, pooled_table, fixed_weights, fusion_
 from gie.expand import ranker
 from gie.expand.ranker import Scorer, TrainingSet, concat, fit_fused
 from gie.expand.sources import OTHER, source_candidates
+from gie.procs import trim_heap
 from gie.publish import write_json_atomic
 from graphbuild.dataset import GraphData, to_node_ids
 from graphbuild.schema import EXPLORE, MERGED, NODE_TYPES
@@ -109,16 +110,26 @@ def _type_sets(view: View, cfg: ExpandConfig, ntype: str, users: np.ndarray,
     return out
 
 
+TRIM_EVERY = 256 << 20       # bytes of batches released between two heap trims
+
+
 def _stack(parts: list[np.ndarray], columns: int, dtype) -> np.ndarray:
     """The batches' rows as one array (columns 0: a vector), each batch released as it is
-    copied in, so a night's rows are not held twice."""
+    copied in, and the freed heap handed back every TRIM_EVERY bytes: a process that keeps
+    its freed heap (gie.procs) would otherwise hold the batches beside the array (at 3.87M
+    users the learning peaked at 21.1 GB, 5 GB above its view, while stacking)."""
     out = np.empty((sum(len(p) for p in parts), *([columns] if columns else [])),
                    parts[0].dtype if parts else dtype)
-    at = 0
+    at = freed = 0
     while parts:
         part = parts.pop(0)
         out[at:at + len(part)] = part
         at += len(part)
+        freed += part.nbytes
+        del part
+        if freed >= TRIM_EVERY:
+            trim_heap()
+            freed = 0
     return out
 
 

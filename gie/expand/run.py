@@ -44,7 +44,7 @@ from gie.expand.sources import (
 from gie.progress import progress
 from gie.publish import write_json_atomic
 from graphbuild.dataset import GraphData, add_edges, graph_metadata, load_graph
-from graphbuild.schema import BUNDLE_SCHEMA_VERSION, FUSED, MERGED, NODE_TYPES, expansion_schema
+from graphbuild.schema import BUNDLE_SCHEMA_VERSION, FUSED, NODE_TYPES, expansion_schema
 
 log = logging.getLogger(__name__)
 KNN_STEP = {"user": "UU", "streamer": "SS"}

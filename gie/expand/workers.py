@@ -15,7 +15,6 @@ module while the run fits the user side (gie.expand.learn.fit_fusion).
 """
 from __future__ import annotations
 
-import ctypes
 import gc
 import json
 import logging
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from gie import failpoints
 from gie.errors import GieError
-from gie.procs import PREEXEC, keep_freed_heap
+from gie.procs import PREEXEC, keep_freed_heap, trim_heap
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]     # the folder that holds the `gie` package
@@ -124,10 +123,7 @@ def release_memory() -> None:
     """Collect garbage and hand freed heap back to the OS (glibc), so that the preparation's
     peak (previous nights' graphs and training sets) is not held beside every worker."""
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim_heap()
 
 
 def threads_per_worker(n: int) -> int:
