@@ -9,11 +9,12 @@ DEMO_DIR ?= demo-out
 
 setup: $(STAMP)
 
-# Recreated when missing or when requirements.txt changed since the last install.
+# Recreated when missing or when requirements.txt changed since the last install. No pip cache:
+# torch's CUDA wheels would sit on disk twice (cache and venv), and a CI disk once ran out doing so.
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip<25"
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-cache-dir --upgrade "pip<25"
+	$(PY) -m pip install --quiet --no-cache-dir -r requirements.txt
 	$(PY) -c "import dgl, torch, faiss, pyspark, pyarrow; print('env ok: torch', torch.__version__, 'dgl', dgl.__version__)"
 	@touch $(STAMP)
 
