@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["generate", "build", "train", "sampler", "expand", "nightly", "fusion", "quality"]
+ORDER = ["generate", "build", "train", "sampler", "expand", "nightly", "knn", "fusion",
+         "quality"]
 SUMMARY = [  # kept by hand: the figures of the sections below, against the issues' targets
     "| generate | 10M gifts (lean ratios, 90M rows): 74 CPU-s; default ratios (300M rows): "
     "238 CPU-s | < 3 min on 2 cores | lean met; default ratios not shown on an idle machine |",
@@ -40,10 +41,14 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "between hours, about 1,230 s at the slower morning's pace); growth not met: the night "
     "7.8x from 100k to 1M, but training 12.4x and the expand 10.7x; from 1M to 3M (first "
     "nights, one expand process): build 2.4x, training 3.1x, expand 3.3x (the users' IVF "
-    "kNN grows as n^1.5: 5.3x), the night 3.1x; 3M first night 4883 s (train 18.8 GB, "
+    "kNN grows as n^1.5: 5.3x; lists of a fixed size needed twice the probes at 3M, 4.6x "
+    "against 4.9x in the knn section), the night 3.1x; 3M first night 4883 s (train 18.8 GB, "
     "expand 16.5 GB); 3M learned night (night 2, learning before the kNN) 6467 s: build "
     "661 s, train 770 s (18.1 GB), expand 4619 s (21.1 GB while learning), evaluate 417 s; "
-    "explore 0.357 against the best baseline's 0.236 (1.51x) |",
+    "explore 0.357 against the best baseline's 0.236 (1.51x); 1M night 3 again at b1696b5 "
+    "(sets held once, heap trims): 1417 s in an hour when the unchanged build ran 1.28x "
+    "slower (about 1,110 s at the a39683a hour's pace, not shown), the expand's peak 16.2 GB "
+    "against 22.7 GB, the same report |",
     "| fusion | 761k users, 95k streamers (1M generated users): expand 340 s wall / 291 CPU s with the "
     "source sequences only; fixed-weight fusion 391 s / 415 CPU s; learned 1065 s / 1375 CPU s "
     "(472 s preparing two previous nights and fitting), peak RSS 4.1 -> 16.4 GB | cost at 1M "

@@ -88,7 +88,10 @@ def test_local_workers_write_the_shards_of_a_sharded_run(inputs, tmp_path, monke
     graph, emb, _ = inputs
     cfg = ExpandConfig(batch_size=37, workers=2)
     expand(graph, emb, tmp_path / "single", ExpandConfig(batch_size=37))
-    monkeypatch.chdir(tmp_path)     # the workers find the package from any working folder
+    # The workers find the package from any working folder, even one holding another `gie`.
+    (tmp_path / "gie").mkdir()
+    (tmp_path / "gie" / "__init__.py").write_text("raise ImportError('not the package')\n")
+    monkeypatch.chdir(tmp_path)
     meta = expand(graph, emb, tmp_path / "local", cfg)
     assert meta["shards"] == 2 and (tmp_path / "local" / "_SUCCESS").is_file()
     for i in (0, 1):

@@ -35,9 +35,11 @@ ROOT = Path(__file__).resolve().parents[2]     # the folder that holds the `gie`
 def _spawn(spec: dict) -> subprocess.Popen:
     """A worker process of this module; it inherits stderr (its log lines). It finds the
     package where this process found it, whatever the working folder (`python
-    /opt/gie/cli.py` run from elsewhere, as a cron line may)."""
+    /opt/gie/cli.py` run from elsewhere, as a cron line may); `-P` keeps the working folder
+    off its module path, so a `gie` folder there cannot stand in for the package."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    proc = subprocess.Popen([sys.executable, "-m", "gie.expand.workers"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "gie.expand.workers"],
+                            stdin=subprocess.PIPE,
                             preexec_fn=PREEXEC, env={**os.environ, "PYTHONPATH": path,
                                                      "GIE_EXPAND_LOCAL_WORKER": "1"})
     proc.stdin.write(json.dumps(spec).encode())

@@ -1,0 +1,142 @@
+"""The users' kNN at size: the auto IVF index against inverted lists of a fixed size.
+
+`expand` searches every user's neighbours in an index tuned to `index.recall_target`
+(gie/expand/index.py). The auto index has about 2*sqrt(n) lists, so one query scans
+nprobe * sqrt(n)/2 vectors and the kNN of all users grows as n^1.5. Lists of a fixed size
+(n / L of them, with an HNSW coarse quantizer so finding the nearest lists stays cheap) would
+make it linear if the probes needed for the same recall stayed constant. This bench measures
+both, in one run, on the user embeddings a nightly run trained (the vectors' shape decides
+how many probes the recall needs, so random points would not tell): build, kNN of every user
+(k = knn_k + 1, as `expand` searches), and recall@20 of those lists (self left out) against
+exact search for 2,000 users.
+
+    .venv/bin/python bench/bench_knn.py [--embeddings 1M=WORK/model/dt=D/embeddings ...]
+        [--list-sizes 1024,512]
+writes docs/benchmarks/knn.md. Without --embeddings: the newest model of each work folder
+bench_nightly.py left in bench/out (`make bench` runs that first).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gie.embeddings import read_embeddings  # noqa: E402
+from gie.expand import index as ix  # noqa: E402
+from bench.bench_nightly import OUT as NIGHTLY, SIZES  # noqa: E402
+from gie.expand.config import ExpandConfig, IndexConfig  # noqa: E402
+
+OUT = ROOT / "docs" / "benchmarks" / "knn.md"
+CHECKED = 2000
+
+
+def nightly_embeddings() -> list[str]:
+    """LABEL=FOLDER of the newest model in each of bench_nightly.py's work folders, by size."""
+    found = []
+    for work in NIGHTLY.glob("work-*"):
+        models = sorted((work / "model").glob("dt=*/embeddings"))
+        label = work.name.removeprefix("work-")
+        if models and label in SIZES:
+            found.append((SIZES[label], f"{label}={models[-1]}"))
+    return [spec for _, spec in sorted(found)]
+
+
+def variants(n: int, list_sizes: list[int]) -> list[tuple[str, IndexConfig]]:
+    out = [("auto", IndexConfig())]
+    for size in list_sizes:
+        nlist = int(2 ** round(math.log2(n / size)))
+        out.append((f"lists of ~{size}", IndexConfig(factory=f"IVF{nlist}_HNSW32,Flat")))
+    return out
+
+
+def run_size(label: str, folder: str, list_sizes: list[int], k: int) -> list[dict]:
+    _, raw = read_embeddings(folder, "user")
+    vectors = ix.normalise(raw)
+    del raw
+    n = len(vectors)
+    checked = np.sort(np.random.default_rng(1).choice(n, min(CHECKED, n), replace=False))
+    _, exact = faiss.knn(vectors[checked], vectors, k, faiss.METRIC_INNER_PRODUCT)
+    rows = []
+    for name, cfg in variants(n, list_sizes):
+        start = time.perf_counter()
+        built = ix.build_index(vectors, cfg, 0.0, 0, name="user")
+        build_s = time.perf_counter() - start
+        start = time.perf_counter()
+        _, ids = ix.search(built.index, vectors, k)
+        knn_s = time.perf_counter() - start
+        rows.append({"size": label, "users": n, "variant": name,
+                     "factory": built.info["factory"], "effort": built.info["search_param"],
+                     "build_s": build_s, "knn_s": knn_s,
+                     "recall": ix.recall_at_k(ids[checked, 1:], exact[:, 1:])})
+        print(rows[-1], flush=True)
+        del built, ids
+    return rows
+
+
+def report(rows: list[dict], k: int) -> str:
+    lines = [
+        "# The users' kNN at size: auto IVF against lists of a fixed size",
+        "",
+        f"Machine: {faiss.omp_get_max_threads()} Faiss threads, {platform.platform()}. "
+        "Command: `.venv/bin/python bench/bench_knn.py` (bench/bench_knn.py says how). "
+        f"Every user's {k - 1} neighbours, as `expand` searches them, in an index whose search "
+        "effort is raised until recall@50 on 1,000 sampled users reaches the default target "
+        f"(0.95); recall@{k - 1} of the lists against exact search for {CHECKED:,} users.",
+        "",
+        "| size | users | index | factory | effort | build s | kNN s | us per user | "
+        f"recall@{k - 1} |",
+        "|---|---:|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        effort = ", ".join(f"{a} {b}" for a, b in r["effort"].items())
+        lines.append(f"| {r['size']} | {r['users']:,} | {r['variant']} | `{r['factory']}` | "
+                     f"{effort} | {r['build_s']:.1f} | {r['knn_s']:.1f} | "
+                     f"{1e6 * r['knn_s'] / r['users']:.1f} | {r['recall']:.4f} |")
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    if len(sizes) > 1:
+        lines += ["", "**Growth** (kNN seconds, last size against the first; linear = the users' "
+                      "ratio):", ""]
+        first, last = ([r for r in rows if r["size"] == s] for s in (sizes[0], sizes[-1]))
+        ratio = last[0]["users"] / first[0]["users"]
+        for a, b in zip(first, last):
+            lines.append(f"- {a['variant']}: {b['knn_s'] / a['knn_s']:.2f}x for {ratio:.2f}x "
+                         f"the users (build {b['build_s'] / a['build_s']:.2f}x)")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--embeddings", action="append",
+                    help="LABEL=FOLDER: a trained model's embeddings folder (repeatable; "
+                         "default: bench_nightly.py's work folders)")
+    ap.add_argument("--list-sizes", default="1024,512",
+                    help="comma-separated vectors per inverted list for the fixed-size variants")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args()
+    k = ExpandConfig().knn_k + 1
+    sizes = [int(s) for s in args.list_sizes.split(",") if s]
+    specs = args.embeddings or nightly_embeddings()
+    if not specs:
+        print("no embeddings: run bench/bench_nightly.py first or pass --embeddings",
+              file=sys.stderr)
+        return 2
+    rows = []
+    for spec in specs:
+        label, _, folder = spec.partition("=")
+        rows += run_size(label, folder, sizes, k)
+    Path(args.out).write_text(report(rows, k))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
