@@ -30,9 +30,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_nightly import OUT as NIGHTLY, SIZES  # noqa: E402
 from gie.embeddings import read_embeddings  # noqa: E402
 from gie.expand import index as ix  # noqa: E402
-from bench.bench_nightly import OUT as NIGHTLY, SIZES  # noqa: E402
 from gie.expand.config import ExpandConfig, IndexConfig  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "knn.md"
