@@ -182,6 +182,21 @@ def test_topic_features_sum_history_share_times_audience_share_over_clusters():
                     ["topic_watch_share"]).all()
 
 
+def test_topic_shares_are_the_same_bits_whatever_the_order_of_the_pairs():
+    rng = np.random.default_rng(4)
+    member = rng.dirichlet(np.ones(5), 30).astype(np.float32)
+    gift = EdgeSet(rng.integers(0, 50, 400), rng.integers(0, 30, 400))
+    topics = Topics(member, gift, None, n_users=50, audience=rng.random(30))
+    grouped = np.repeat(rng.integers(0, 50, 40), rng.integers(1, 9, 40))   # runs of one user
+    counts, total = topics.per_user["gift"]
+    direct = (counts[grouped].astype(np.float64) + TOPIC_PSEUDO_COUNT / 5) \
+        / (total[grouped, None].astype(np.float64) + TOPIC_PSEUDO_COUNT)
+    assert topics.shares(grouped).tobytes() == direct.tobytes()
+    perm = rng.permutation(len(grouped))
+    assert topics.shares(grouped[perm]).tobytes() == direct[perm].tobytes()
+    assert topics.shares(grouped[:0]).shape == (0, 5)
+
+
 def test_pool_rank_equals_a_sort_of_each_row():
     rng = np.random.default_rng(1)
     row = np.sort(rng.integers(0, 50, 5000))

@@ -386,3 +386,22 @@ def test_a_batch_mixes_its_own_rows_into_the_same_bits_as_the_whole_relation(inp
             assert len(full[0]) > len(rows)
             for got, want in zip(batch, full):
                 assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+
+
+def test_row_pairs_drop_exactly_the_pairs_of_the_batch_rows():
+    rng = np.random.default_rng(5)
+    n_rows, n_cols = 300, 40
+    src = rng.integers(0, n_rows, 2000)
+    dst = rng.integers(0, n_cols, 2000)
+    rel = R.from_pairs(src, dst, np.ones(len(src)), n_rows, n_cols)
+    rows = rng.integers(0, n_rows, 64)                  # repeats, any order
+    entries = {(i, int(c)) for i, r in enumerate(rows) for c in R.gather(rel, np.array([r]))[1]}
+    row = rng.integers(0, len(rows), 5000)
+    target = rng.integers(0, n_cols, 5000)
+    c = R.Candidates(row, target, rng.random(5000), target)
+    kept = R.drop_pairs(c, R.RowPairs.of(rel, rows))
+    want = [(r, t) not in entries for r, t in zip(row.tolist(), target.tolist())]
+    assert 0 < sum(want) < len(want)
+    assert kept.row.tolist() == row[want].tolist() and kept.target.tolist() == target[want].tolist()
+    # No entries in the batch's rows: nothing is dropped.
+    assert len(R.drop_pairs(c, R.RowPairs.of(rel, rows[:0])).row) == len(row)

@@ -247,10 +247,18 @@ class Topics:
 
     def shares(self, users: np.ndarray, kind: str = "gift") -> np.ndarray:
         """[len(users), clusters]: each user's estimated share of each cluster in `kind`: its
-        distinct streamers there plus a pseudo-count spread evenly, over its total."""
+        distinct streamers there plus a pseudo-count spread evenly, over its total.
+
+        Computed once per run of equal ids and repeated: a user batch's pairs come grouped
+        by user (about 180 a user), and the per-pair arithmetic was most of the topic
+        features' time. Each row is the same sum either way, so the bits do not change."""
         counts, total = self.per_user[kind]
-        return (counts[users].astype(np.float64) + TOPIC_PSEUDO_COUNT / self.n) \
-            / (total[users, None].astype(np.float64) + TOPIC_PSEUDO_COUNT)
+        start = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else \
+            np.zeros(0, np.int64)
+        first = users[start]
+        out = (counts[first].astype(np.float64) + TOPIC_PSEUDO_COUNT / self.n) \
+            / (total[first, None].astype(np.float64) + TOPIC_PSEUDO_COUNT)
+        return np.repeat(out, np.diff(np.r_[start, len(users)]), axis=0)
 
     def score(self, users: np.ndarray, streamers: np.ndarray) -> np.ndarray:
         """topic_score of each pair: sum over clusters of the user's share x the streamer's
@@ -400,10 +408,12 @@ class GraphFeatures:
                    dict(zip(CONTENT_COLUMNS, (Taste(gift, nu, content),
                                               Taste(watch, nu, content)))), topics)
 
-    def pair_features(self, users: np.ndarray, streamers: np.ndarray) -> dict[str, np.ndarray]:
-        """Every feature that depends on the pair or its nodes, not on the sources."""
+    def pair_features(self, users: np.ndarray, streamers: np.ndarray,
+                      gift_rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Every feature that depends on the pair or its nodes, not on the sources
+        (`gift_rows`: the pairs' gift edge rows, when the caller found them already)."""
         days = lambda ts: (self.end_ms - ts) / DAY_MS  # noqa: E731
-        g = self.gift_index.find(users, streamers)
+        g = self.gift_index.find(users, streamers) if gift_rows is None else gift_rows
         out = {"emb_score": self.emb_score(users, streamers),
                **content_scores(self.taste, users, streamers),
                **self.topics.features(users, streamers)}
@@ -480,7 +490,8 @@ def candidate_table(gf: GraphFeatures, ntype: str, rows: np.ndarray,
     cols["best_rank"] = best_rank.astype(np.float32)
     node = rows[row]
     users, streamers = (node, target) if ntype == "user" else (target, node)
-    cols.update(gf.pair_features(users, streamers))
+    gift_rows = gf.gift_index.find(users, streamers)
+    cols.update(gf.pair_features(users, streamers, gift_rows))
     for c in POOL_RANKED:
         cols[f"{c}.pool_rank"] = _rank_in_pool(row, cols[c])
     names = feature_names(sources)
@@ -492,8 +503,7 @@ def candidate_table(gf: GraphFeatures, ntype: str, rows: np.ndarray,
         block = X[lo:lo + FILL_BLOCK]
         for j, name in enumerate(names):
             block[:, j] = cols[name][lo:lo + FILL_BLOCK]
-    return CandidateTable(row, target, gf.in_history(users, streamers), X, names, best_source,
-                          via, sources)
+    return CandidateTable(row, target, gift_rows >= 0, X, names, best_source, via, sources)
 
 
 def _rank_in_pool(row: np.ndarray, value: np.ndarray) -> np.ndarray:

@@ -70,15 +70,15 @@ def pooled_table(view: View, cfg: ExpandConfig, ntype: str, rows: np.ndarray,
     history does not crowd the never-gifted candidates out of the pool.
     """
     depth = cfg.fusion.depth
-    history = view.rels.get(HISTORY[ntype])
+    history = R.RowPairs.of(view.rels.get(HISTORY[ntype]), rows)
     ranked = {name: R.top_per_row(c if name == OWN_HISTORY[ntype]
-                                  else R.drop_pairs(c, history, rows), depth)
+                                  else R.drop_pairs(c, history), depth)
               for name, c in cands.items()}
     extra = history_margin(view.rels, ntype, rows, depth)
     priors = prior_candidates(view.rels, ntype, rows, depth + extra)
     priors[TOPIC] = topic_candidates(view.rels, view.features.topics, ntype, rows, depth,
                                      cfg.fusion.topic_source_clusters)
-    ranked.update({name: R.top_per_row(R.drop_pairs(c, history, rows), depth)
+    ranked.update({name: R.top_per_row(R.drop_pairs(c, history), depth)
                    for name, c in priors.items()})
     return candidate_table(view.features, ntype, rows, ranked, view.rels.raw_order(OTHER[ntype]))
 

@@ -152,11 +152,32 @@ def aggregate(row: np.ndarray, target: np.ndarray, contrib: np.ndarray, via: np.
     return Candidates(k // n, order.node[k % n], score, via[first_best])
 
 
-def drop_pairs(c: Candidates, rel: Rel, rows: np.ndarray) -> Candidates:
-    """Remove candidates (row, target) that are entries of `rel` for that row (e.g. history)."""
-    owner, col, _ = gather(rel, rows)
-    hit = np.isin(c.row * rel.n_cols + c.target, owner * rel.n_cols + col)
-    return select(c, ~hit)
+@dataclass(frozen=True)
+class RowPairs:
+    """The entries of a relation in a batch's rows, as sorted (row position, column) keys.
+
+    Built once per batch and looked up by each of its candidate sets (a dozen sources drop
+    the same history): a binary search into presorted keys instead of `np.isin` sorting the
+    history with every set again."""
+
+    keys: np.ndarray
+    n_cols: int
+
+    @classmethod
+    def of(cls, rel: Rel, rows: np.ndarray) -> "RowPairs":
+        owner, col, _ = gather(rel, rows)
+        return cls(np.sort(owner * rel.n_cols + col), rel.n_cols)
+
+    def contains(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+        if not len(self.keys):
+            return np.zeros(len(row), bool)
+        q = row * self.n_cols + col
+        return self.keys[np.minimum(np.searchsorted(self.keys, q), len(self.keys) - 1)] == q
+
+
+def drop_pairs(c: Candidates, pairs: RowPairs) -> Candidates:
+    """Remove candidates (row, target) that are among `pairs` (e.g. the rows' history)."""
+    return select(c, ~pairs.contains(c.row, c.target))
 
 
 def select(c: Candidates, mask: np.ndarray) -> Candidates:

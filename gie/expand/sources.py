@@ -232,7 +232,7 @@ def source_candidates(rels: Relations, cfg: ExpandConfig, ntype: str, rows: np.n
     """
     target_type = OTHER[ntype]
     order = rels.raw_order(target_type)
-    history = rels.get(HISTORY[ntype])
+    history = R.RowPairs.of(rels.get(HISTORY[ntype]), rows)
     raw_ids = rels.graph.raw_ids
     out: dict[str, R.Candidates] = {}
     for name in enabled_sources(cfg, ntype):
@@ -241,7 +241,7 @@ def source_candidates(rels: Relations, cfg: ExpandConfig, ntype: str, rows: np.n
             c = _cross_knn(rels, cfg, ntype, rows, order)
             via_type = ntype
             if cfg.exclude_history:
-                c = R.drop_pairs(c, history, rows)
+                c = R.drop_pairs(c, history)
         else:
             steps = STEPS[name]
             hop = "graph" if name in GRAPH_HOP_ONLY else mcfg.hop
@@ -255,7 +255,7 @@ def source_candidates(rels: Relations, cfg: ExpandConfig, ntype: str, rows: np.n
                 c = R.aggregate(owner[pos], tgt, a[pos] * b, mid[pos], order)
             via_type = ntype if len(steps) == 1 else STEP_TYPES[steps[0]][1]
             if name in NEVER_GIFTED or (cfg.exclude_history and len(steps) > 1):
-                c = R.drop_pairs(c, history, rows)
+                c = R.drop_pairs(c, history)
         c.via = raw_ids[via_type][c.via]
         out[name] = c
     return out
