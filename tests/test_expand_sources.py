@@ -405,3 +405,25 @@ def test_row_pairs_drop_exactly_the_pairs_of_the_batch_rows():
     assert kept.row.tolist() == row[want].tolist() and kept.target.tolist() == target[want].tolist()
     # No entries in the batch's rows: nothing is dropped.
     assert len(R.drop_pairs(c, R.RowPairs.of(rel, rows[:0])).row) == len(row)
+
+
+@pytest.mark.parametrize("shape", ["repeats", "graph edges", "transpose"])
+def test_relations_order_each_row_by_weight_then_column_as_a_lexsort_does(shape):
+    rng = np.random.default_rng(6)
+    n_rows, n_cols = 500, 80
+    src, dst = rng.integers(0, n_rows, 6000), rng.integers(0, n_cols, 6000)
+    w = rng.choice([0.0, 0.25, 0.5, 1.0, 2.0], 6000)        # many ties, some dropped
+    if shape != "repeats":                                  # distinct pairs in key order
+        key = np.unique(src * n_cols + dst)
+        src, dst, w = key // n_cols, key % n_cols, w[:len(key)]
+    rel = R.from_pairs(src, dst, w, n_rows, n_cols)
+    if shape == "transpose":
+        rel, (src, dst) = R.transpose(rel), (dst, src)
+        n_rows, n_cols = n_cols, n_rows
+    sums = defaultdict(float)
+    for s, d, x in zip(src.tolist(), dst.tolist(), w.tolist()):
+        sums[s, d] += x
+    want = sorted(((s, -x, d) for (s, d), x in sums.items() if x > 0))
+    got = [(s, -x, d) for s, (d, x) in zip(np.repeat(np.arange(n_rows), rel.row_lengths()),
+                                           zip(rel.indices, rel.data))]
+    assert got == want
