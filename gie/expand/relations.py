@@ -35,8 +35,8 @@ def from_pairs(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n_rows: int, n_c
 
     `distinct`: the caller knows that no pair repeats (a transpose), so the pairs are sorted
     instead of grouped. Pairs already in (src, dst) order and distinct, as a graph's edges
-    come, are neither: at 16M watch edges both relations took 9 s instead of 25 s, with the
-    same bits (a sum of one weight is that weight)."""
+    come, are neither: the 1M graph's relations (16M watch edges) took 13.6 s instead of
+    28.3 s, with the same bits (a sum of one weight is that weight)."""
     src, dst, w = np.asarray(src, np.int64), np.asarray(dst, np.int64), np.asarray(w, np.float64)
     key = src * n_cols + dst
     if len(key) > 1 and not (key[1:] > key[:-1]).all():
@@ -57,8 +57,8 @@ def from_pairs(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n_rows: int, n_c
 
 def _best_first(rows: np.ndarray, w: np.ndarray) -> np.ndarray:
     """The order by (row, weight descending) that keeps ties in their current order: what
-    np.lexsort((-w, rows)) gives, as one sort of (row, rank of -w) packed in an int64 (a
-    third of the time at 16M entries)."""
+    np.lexsort((-w, rows)) gives, as one sort of (row, rank of -w) packed in an int64 (4.2 s
+    instead of 10.4 s at 16M entries)."""
     bits = max(1, (len(w) - 1).bit_length())
     if not len(w) or int(rows.max()).bit_length() + bits > 62:
         return np.lexsort((-w, rows))
