@@ -51,7 +51,8 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "against 22.7 GB, the same report; 1381 s at a796fa0 in an hour as slow (build 241 s), "
     "then the expand at 97edcfd (relations without a three-key lexsort, a batch's history "
     "keys sorted once, topic shares per user) 736 s against 796 s on the same folder, the "
-    "bundle byte-identical: 1322 s (about 1,040 s at the a39683a hour's pace, not shown) |",
+    "bundle byte-identical: 1322 s (about 1,040 s at the a39683a hour's pace, not shown); "
+    "100k night 180 s at ec8d644 (expand 72.8 s against 77.4 s at a796fa0) |",
     "| fusion | 761k users, 95k streamers (1M generated users): expand 340 s wall / 291 CPU s with the "
     "source sequences only; fixed-weight fusion 391 s / 415 CPU s; learned 1065 s / 1375 CPU s "
     "(472 s preparing two previous nights and fitting), peak RSS 4.1 -> 16.4 GB | cost at 1M "
