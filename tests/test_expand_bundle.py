@@ -222,6 +222,22 @@ def test_exact_rescoring_in_chunks_equals_each_query_alone():
         assert list(ids[q]) == list(best) and np.array_equal(sims[q], scores[best]), q
 
 
+def test_packed_best_by_score_orders_as_lexsort():
+    """The rescoring's packed sort keeps each row's k best as np.lexsort((ids, -sims)) does:
+    ties to the lower id, negative scores after positive ones, missing hits (-inf) last."""
+    from gie.expand import index as ix
+
+    rng = np.random.default_rng(9)
+    sims = np.round(rng.uniform(-1, 1, (300, 40)), 1).astype(np.float32)     # many ties
+    ids = np.stack([rng.permutation(10_000)[:40] for _ in range(300)])
+    sims[::3, -4:], ids[::3, -4:] = -np.inf, -1
+    sims[1::5, :2] = np.float32(-0.0)
+    best, best_ids = ix._best_by_score(sims, ids, 25)
+    order = np.lexsort((ids, -sims), axis=-1)[:, :25]
+    assert np.array_equal(best_ids, np.take_along_axis(ids, order, 1))
+    assert np.array_equal(best, np.take_along_axis(sims, order, 1))     # -0.0 == 0.0
+
+
 def test_index_below_recall_floor_fails_with_no_bundle(inputs, tmp_path):
     graph, emb, _ = inputs
     cfg = ExpandConfig(recall_floor=0.99, index=IndexConfig(factory="PQ2x4"))
