@@ -41,7 +41,7 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "between hours, about 1,230 s at the slower morning's pace); growth not met: the night "
     "7.8x from 100k to 1M, but training 12.4x and the expand 10.7x; from 1M to 3M (first "
     "nights, one expand process): build 2.4x, training 3.1x, expand 3.3x (the users' IVF "
-    "kNN grows as n^1.5: 5.3x; lists of a fixed size needed twice the probes at 3M, 4.6x "
+    "kNN grows as n^1.5: 5.3x; lists of a fixed size needed twice the probes at 3M, 4.8x "
     "against 4.9x in the knn section), the night 3.1x; 3M first night 4883 s (train 18.8 GB, "
     "expand 16.5 GB); 3M learned night (night 2, learning before the kNN) 6467 s: build "
     "661 s, train 770 s (18.1 GB), expand 4619 s (21.1 GB while learning), evaluate 417 s; "
@@ -52,7 +52,9 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "then the expand at 97edcfd (relations without a three-key lexsort, a batch's history "
     "keys sorted once, topic shares per user) 736 s against 796 s on the same folder, the "
     "bundle byte-identical: 1322 s (about 1,040 s at the a39683a hour's pace, not shown); "
-    "100k night 180 s at ec8d644 (expand 72.8 s against 77.4 s at a796fa0) |",
+    "100k night 180 s at ec8d644 (expand 72.8 s against 77.4 s at a796fa0); first-night "
+    "expand (one process) again at fd8e98a: 1M 769 s, 3M 2,530 s (978 s and 3,261 s at "
+    "f108f8d / ea1c9b6), still 3.29x for 3x the users (users 3.19x, the users' kNN 5.1x) |",
     "| fusion | 761k users, 95k streamers (1M generated users): expand 340 s wall / 291 CPU s with the "
     "source sequences only; fixed-weight fusion 391 s / 415 CPU s; learned 1065 s / 1375 CPU s "
     "(472 s preparing two previous nights and fitting), peak RSS 4.1 -> 16.4 GB | cost at 1M "
