@@ -106,6 +106,18 @@ def run_size(label: str, folder: str, list_sizes: list[int], k: int
     return rows, run_cross(label, folder, list_sizes, vectors)
 
 
+def _effort(row: dict) -> str:
+    return ", ".join(f"{a} {b}" for a, b in row["effort"].items())
+
+
+def _first_and_last(rows: list[dict]) -> tuple[list[dict], list[dict]] | None:
+    """The rows of the smallest and the largest size (None with one size)."""
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    if len(sizes) < 2:
+        return None
+    return tuple([r for r in rows if r["size"] == s] for s in (sizes[0], sizes[-1]))
+
+
 def cross_report(rows: list[dict]) -> list[str]:
     lines = ["", "## Users searching the streamer index", "",
              f"{CROSS_USERS:,} sampled users, the {CROSS_K} nearest streamers each, every hit "
@@ -116,13 +128,12 @@ def cross_report(rows: list[dict]) -> list[str]:
              "| size | streamers | index | factory | effort | search s | us per user | "
              "recall@50 |", "|---|---:|---|---|---|---:|---:|---:|"]
     for r in rows:
-        effort = ", ".join(f"{a} {b}" for a, b in r["effort"].items())
         lines.append(f"| {r['size']} | {r['streamers']:,} | {r['variant']} | `{r['factory']}` "
-                     f"| {effort} | {r['search_s']:.1f} | {1e6 * r['search_s'] / r['users']:.1f} "
-                     f"| {r['recall']:.4f} |")
-    sizes = list(dict.fromkeys(r["size"] for r in rows))
-    if len(sizes) > 1:
-        first, last = ([r for r in rows if r["size"] == s] for s in (sizes[0], sizes[-1]))
+                     f"| {_effort(r)} | {r['search_s']:.1f} | "
+                     f"{1e6 * r['search_s'] / r['users']:.1f} | {r['recall']:.4f} |")
+    pairs = _first_and_last(rows)
+    if pairs:
+        first, last = pairs
         per_user = [(a["variant"], (b["search_s"] / b["users"]) / (a["search_s"] / a["users"]))
                     for a, b in zip(first, last)]
         lines += ["", "Time per user, last size against the first (constant = linear in the "
@@ -146,15 +157,14 @@ def report(rows: list[dict], cross: list[dict], k: int) -> str:
         "|---|---:|---|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
-        effort = ", ".join(f"{a} {b}" for a, b in r["effort"].items())
         lines.append(f"| {r['size']} | {r['users']:,} | {r['variant']} | `{r['factory']}` | "
-                     f"{effort} | {r['build_s']:.1f} | {r['knn_s']:.1f} | "
+                     f"{_effort(r)} | {r['build_s']:.1f} | {r['knn_s']:.1f} | "
                      f"{1e6 * r['knn_s'] / r['users']:.1f} | {r['recall']:.4f} |")
-    sizes = list(dict.fromkeys(r["size"] for r in rows))
-    if len(sizes) > 1:
+    pairs = _first_and_last(rows)
+    if pairs:
         lines += ["", "**Growth** (kNN seconds, last size against the first; linear = the users' "
                       "ratio):", ""]
-        first, last = ([r for r in rows if r["size"] == s] for s in (sizes[0], sizes[-1]))
+        first, last = pairs
         ratio = last[0]["users"] / first[0]["users"]
         for a, b in zip(first, last):
             lines.append(f"- {a['variant']}: {b['knn_s'] / a['knn_s']:.2f}x for {ratio:.2f}x "

