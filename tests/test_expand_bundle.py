@@ -186,6 +186,35 @@ def test_approximate_index_recall_against_exact(tmp_path, kind):
     assert recall >= 0.93, recall                 # independent check on other queries
 
 
+@pytest.mark.parametrize("kind", ["ivf_flat", "hnsw", "ivf_pq"])
+def test_cross_type_queries_get_an_effort_of_their_own(kind):
+    """Queries of the other node type (here: blends of two clusters, between the lists) need
+    more effort than the indexed vectors; the build tunes it on a sample of them, and the
+    index keeps its own effort for its own type's searches."""
+    from gie.expand import index as ix
+
+    vectors = _clustered(20_000, 32, seed=5)
+    rng = np.random.default_rng(6)
+    centres = vectors[rng.integers(0, len(vectors), (4_000, 2))]
+    others = normalise(centres.sum(1) + 0.3 * rng.normal(size=(4_000, 32)))
+    cfg = IndexConfig(kind=kind, exact_below=1000, pq_above=1000 if kind == "ivf_pq" else 10**9,
+                      recall_sample=300)
+    built = build_index(vectors, cfg, recall_floor=0.5, seed=0, other=others)
+    info = built.info
+    (knob, own), = info["search_param"].items()
+    (cross_knob, cross), = info["cross_search_param"].items()
+    assert cross_knob == knob and cross > own and info["cross_recall_queries"] == 300
+    params = ix.cross_params(built.index, info["cross_search_param"])
+    held_out = others[1::13]                     # mostly not in the tuning sample
+    _, exact = faiss.knn(held_out, vectors, 50, faiss.METRIC_INNER_PRODUCT)
+    _, found = ix.search(built.index, held_out, 50, params=params)
+    _, own_found = ix.search(built.index, held_out, 50)
+    assert ix.recall_at_k(own_found, exact) < ix.recall_at_k(found, exact)
+    assert ix.recall_at_k(found, exact) >= cfg.recall_target - 0.03
+    own_params = ix.cross_params(built.index, info["search_param"])   # still the index's own
+    assert np.array_equal(own_found, ix.search(built.index, held_out, 50, params=own_params)[1])
+
+
 def test_search_grouped_by_list_returns_each_query_in_place():
     """search() scans an IVF index's queries grouped by their nearest list: every query
     still gets its own hits, in its own row, as Faiss gives them in the given order."""

@@ -36,7 +36,8 @@ def test_training_sets_need_only_the_knn_rows_their_walks_read(inputs):
     sets = []
     for only in (None, {t: read[KNN_STEP[t]] for t in NODE_TYPES}):
         built, knn = _neighbours(data, emb, cfg, 0, {}, only=only)
-        view = _view(data, emb, {t: b.index for t, b in built.items()}, knn, cfg)
+        view = _view(data, emb, {t: b.index for t, b in built.items()},
+                     {t: b.info for t, b in built.items()}, knn, cfg)
         sets.append(training_sets(view, cfg, users, streamers, seed=7))
     for t in NODE_TYPES:
         for kind in (MERGED, EXPLORE):
@@ -75,7 +76,8 @@ def test_saved_sets_load_back_equal(inputs, tmp_path):
     cfg = ExpandConfig(batch_size=16)
     users, streamers = _labels(data, 5)
     built, knn = _neighbours(data, emb, cfg, 0, {})
-    view = _view(data, emb, {t: b.index for t, b in built.items()}, knn, cfg)
+    view = _view(data, emb, {t: b.index for t, b in built.items()},
+                 {t: b.info for t, b in built.items()}, knn, cfg)
     sets = training_sets(view, cfg, users, streamers, seed=3)
     save_sets(sets, tmp_path / "night.npz")
     back = load_sets(tmp_path / "night.npz")
@@ -96,7 +98,8 @@ def test_both_node_types_built_side_by_side_equal_one_after_the_other(inputs):
     built, knn = _neighbours(data, emb, cfg, 0, {})
 
     def view():
-        return _view(data, emb, {t: b.index for t, b in built.items()}, knn, cfg)
+        return _view(data, emb, {t: b.index for t, b in built.items()},
+                     {t: b.info for t, b in built.items()}, knn, cfg)
 
     side_by_side = training_sets(view(), cfg, users, streamers, seed=3)
     fresh, groups = view(), label_groups(users, streamers, cfg, seed=3)

@@ -81,7 +81,8 @@ def _neighbours(data: GraphData, emb: dict, cfg: ExpandConfig, seed: int, timing
     for t in NODE_TYPES:
         t0 = time.perf_counter()
         vectors = ix.normalise(emb[t])
-        indexes[t] = ix.build_index(vectors, cfg.index, cfg.recall_floor, seed, name=t)
+        indexes[t] = ix.build_index(vectors, cfg.index, cfg.recall_floor, seed, name=t,
+                                    other=emb[OTHER[t]])
         t1 = time.perf_counter()
         k = min(cfg.knn_k + 1, data.num_nodes(t))
         rows = (only or {}).get(t)
@@ -99,16 +100,18 @@ def _neighbours(data: GraphData, emb: dict, cfg: ExpandConfig, seed: int, timing
     return indexes, knn
 
 
-def _view(data: GraphData, emb: dict, indexes: dict, knn: dict, cfg: ExpandConfig,
-          bare: Relations | None = None) -> View:
-    """Relations, cross-type searches and features of one graph; `bare`: its relations
-    built already without kNN and cross searches (they are added to it)."""
+def _view(data: GraphData, emb: dict, indexes: dict, index_info: dict, knn: dict,
+          cfg: ExpandConfig, bare: Relations | None = None) -> View:
+    """Relations, cross-type searches and features of one graph; `index_info`: each index's
+    build info (its effort for the other type's queries); `bare`: its relations built
+    already without kNN and cross searches (they are added to it)."""
     vectors = {t: ix.normalise(emb[t]) for t in NODE_TYPES}
 
     def cross(ntype: str):
         other = OTHER[ntype]
+        params = ix.cross_params(indexes[other], index_info[other].get("cross_search_param"))
         return lambda rows, k: ix.search_exact_scores(indexes[other], vectors[other],
-                                                      vectors[ntype][rows], k)
+                                                      vectors[ntype][rows], k, params=params)
 
     rels = bare or Relations(data, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days)
     rels.knn = {KNN_STEP[t]: knn_relation(*knn[t], cfg.knn_k) for t in NODE_TYPES}
@@ -126,7 +129,7 @@ def load_view(graph: Path, embeddings: Path, indexes_from: Path, cfg: ExpandConf
     indexes = {t: ix.load_index(indexes_from, t, index_info[t]) for t in NODE_TYPES}
     knn = {t: ix.search(indexes[t], ix.normalise(emb[t]), min(cfg.knn_k + 1, data.num_nodes(t)))
            for t in NODE_TYPES}
-    return _view(data, emb, indexes, knn, cfg)
+    return _view(data, emb, indexes, index_info, knn, cfg)
 
 
 def load_fusion(bundle: Path, cfg: ExpandConfig) -> Fusion | None:
@@ -259,7 +262,8 @@ def night_sets(graph: Path, embeddings: Path, later: GraphData, gap: float, cfg:
     read = similar_rows_read(bare, cfg, label_groups(users, streamers, cfg, night_seed))
     built, knn = _neighbours(prev, prev_emb, cfg, seed, {},
                              only={t: read[KNN_STEP[t]] for t in NODE_TYPES})
-    view = _view(prev, prev_emb, {t: b.index for t, b in built.items()}, knn, cfg, bare)
+    view = _view(prev, prev_emb, {t: b.index for t, b in built.items()},
+                 {t: b.info for t, b in built.items()}, knn, cfg, bare)
     info = {"graph": str(graph), "date": prev.metadata.get("date"),
             "labels_from_ms": int(prev.metadata["window"]["end_ms"]),
             "labels_to_ms": int(later.metadata["window"]["end_ms"]),
@@ -466,7 +470,7 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
             indexes = {t: ix.load_index(stage.path / "index", t, prepared["index"][t])
                        for t in NODE_TYPES}
         add_edges(data, tuple(e for e in EDGES if e not in data.edges))
-        view = _view(data, emb, indexes, knn, cfg)
+        view = _view(data, emb, indexes, prepared["index"], knn, cfg)
         threads = workers.threads_per_worker(n) if local or local_worker else None
         fusion = _load_fusion(stage.path / "ranker", cfg, threads,
                               {t: data.num_nodes(t) for t in NODE_TYPES})
