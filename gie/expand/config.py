@@ -49,7 +49,8 @@ class IndexConfig(BaseModel):
     pq_above: int = Field(20_000_000, ge=1, description="auto: IVF-PQ (with exact re-ranking) above")
     recall_k: int = Field(50, ge=1, description="K of the measured recall@K")
     recall_sample: int = Field(1000, ge=10, description="queries used to measure recall")
-    recall_target: float = Field(0.95, ge=0, le=1, description="search effort is raised until met, for own-type and for cross-type queries separately")
+    recall_target: float = Field(0.95, ge=0, le=1, description="search effort is raised until "
+                                 "met, for own-type and for cross-type queries separately")
     train_per_list: int = Field(40, ge=10, description="IVF training vectors per inverted list")
     use_gpu: bool = Field(True, description="use GPUs when a GPU build of Faiss sees one")
 

@@ -91,15 +91,16 @@ def cross_params(index: faiss.Index, effort: dict | None) -> faiss.SearchParamet
     """Search parameters with `effort` ({"nprobe": 16}, the build's `cross_search_param`) for
     one call, leaving the index's own effort as it is (safe across threads); None where there
     is nothing to set or the index is on a GPU (it keeps its own effort)."""
-    if not effort or not hasattr(faiss, "SearchParametersIVF") or \
-            type(index).__name__.startswith("Gpu"):
+    if not effort or type(index).__name__.startswith("Gpu"):
         return None
     (name, value), = effort.items()
     refine = isinstance(index, faiss.IndexRefine)
     base = faiss.downcast_index(index.base_index) if refine else index
-    inner = faiss.SearchParametersIVF(nprobe=value) if isinstance(base, faiss.IndexIVF) else \
-        faiss.SearchParametersHNSW(efSearch=value) if isinstance(base, faiss.IndexHNSW) else None
-    if inner is None or name not in ("nprobe", "efSearch"):
+    if name == "nprobe" and isinstance(base, faiss.IndexIVF):
+        inner = faiss.SearchParametersIVF(nprobe=value)
+    elif name == "efSearch" and isinstance(base, faiss.IndexHNSW):
+        inner = faiss.SearchParametersHNSW(efSearch=value)
+    else:
         return None
     if not refine:
         return inner
@@ -265,10 +266,10 @@ def _tune_cross(index: faiss.Index, vectors: np.ndarray, other: np.ndarray, cfg:
     queries = normalise(other[np.sort(rng.choice(len(other), min(cfg.recall_sample, len(other)),
                                                  replace=False))])
     _, exact = faiss.knn(queries, vectors, k, faiss.METRIC_INNER_PRODUCT)
-    effort, recall = None, 1.0
-    tunable = bool(values) and cross_params(index, {knob: values[0]}) is not None
-    for value in values if tunable else [None]:
-        params = cross_params(index, {knob: value}) if tunable else None
+    tries = [(value, cross_params(index, {knob: value})) for value in values]
+    if not tries or tries[0][1] is None:     # exact, or no effort to set per call (GPU)
+        tries = [(None, None)]
+    for value, params in tries:
         _, found = index.search(queries, k, params=params)
         effort, recall = value, recall_at_k(found, exact)
         if recall >= cfg.recall_target:
