@@ -4,8 +4,9 @@
 (gie/expand/index.py). The auto index has about 2*sqrt(n) lists, so one query scans
 nprobe * sqrt(n)/2 vectors and the kNN of all users grows as n^1.5. Lists of a fixed size
 (n / L of them, with an HNSW coarse quantizer so finding the nearest lists stays cheap) would
-make it linear if the probes needed for the same recall stayed constant. This bench measures
-both, in one run, on the user embeddings a nightly run trained (the vectors' shape decides
+make it linear if the probes needed for the same recall stayed constant. From 1,024 lists on
+the auto index finds the nearest lists in such an HNSW graph; `flat quantizer` is the same
+index comparing every centroid (the named alternative). This bench measures them in one run, on the user embeddings a nightly run trained (the vectors' shape decides
 how many probes the recall needs, so random points would not tell): build, kNN of every user
 (k = knn_k + 1, as `expand` searches), and recall@20 of those lists (self left out) against
 exact search for 2,000 users. The same for the users' search of the streamer index (the
@@ -54,11 +55,19 @@ def nightly_embeddings() -> list[str]:
 
 
 def variants(n: int, list_sizes: list[int]) -> list[tuple[str, IndexConfig]]:
-    out = [("auto", IndexConfig())]
+    """auto, auto with a flat quantizer (every centroid compared: the named alternative), and
+    lists of a fixed size; a variant whose factory an earlier one has is left out."""
+    out = [("auto", IndexConfig()), ("flat quantizer", IndexConfig(hnsw_quantizer_from=2**62))]
     for size in list_sizes:
         nlist = int(2 ** round(math.log2(n / size)))
         out.append((f"lists of ~{size}", IndexConfig(factory=f"IVF{nlist}_HNSW32,Flat")))
-    return out
+    seen, kept = set(), []
+    for name, cfg in out:
+        factory = ix.choose_factory(n, 64, cfg)
+        if factory not in seen:
+            seen.add(factory)
+            kept.append((name, cfg))
+    return kept
 
 
 def run_cross(label: str, folder: str, list_sizes: list[int], users: np.ndarray) -> list[dict]:
@@ -112,12 +121,14 @@ def _effort(row: dict) -> str:
     return ", ".join(f"{a} {b}" for a, b in row["effort"].items())
 
 
-def _first_and_last(rows: list[dict]) -> tuple[list[dict], list[dict]] | None:
-    """The rows of the smallest and the largest size (None with one size)."""
+def _first_and_last(rows: list[dict]) -> list[tuple[dict, dict]]:
+    """(row at the smallest size, row at the largest) of each variant measured at both."""
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     if len(sizes) < 2:
-        return None
-    return tuple([r for r in rows if r["size"] == s] for s in (sizes[0], sizes[-1]))
+        return []
+    last = {r["variant"]: r for r in rows if r["size"] == sizes[-1]}
+    return [(r, last[r["variant"]]) for r in rows
+            if r["size"] == sizes[0] and r["variant"] in last]
 
 
 def cross_report(rows: list[dict]) -> list[str]:
@@ -134,9 +145,8 @@ def cross_report(rows: list[dict]) -> list[str]:
                      f"{1e6 * r['search_s'] / r['users']:.1f} | {r['recall']:.4f} |")
     pairs = _first_and_last(rows)
     if pairs:
-        first, last = pairs
         per_user = [(a["variant"], (b["search_s"] / b["users"]) / (a["search_s"] / a["users"]))
-                    for a, b in zip(first, last)]
+                    for a, b in pairs]
         lines += ["", "Time per user, last size against the first (constant = linear in the "
                       "users): " + "; ".join(f"{v} {x:.2f}x" for v, x in per_user)]
     return lines
@@ -165,9 +175,8 @@ def report(rows: list[dict], cross: list[dict], k: int) -> str:
     if pairs:
         lines += ["", "**Growth** (kNN seconds, last size against the first; linear = the users' "
                       "ratio):", ""]
-        first, last = pairs
-        ratio = last[0]["users"] / first[0]["users"]
-        for a, b in zip(first, last):
+        ratio = pairs[0][1]["users"] / pairs[0][0]["users"]
+        for a, b in pairs:
             lines.append(f"- {a['variant']}: {b['knn_s'] / a['knn_s']:.2f}x for {ratio:.2f}x "
                          f"the users (build {b['build_s'] / a['build_s']:.2f}x)")
     return "\n".join(lines + cross_report(cross)) + "\n"

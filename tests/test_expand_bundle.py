@@ -167,12 +167,20 @@ def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
     return normalise(centres[rng.integers(0, 64, n)] + 0.6 * rng.normal(size=(n, d)))
 
 
-@pytest.mark.parametrize("kind", ["ivf_flat", "hnsw"])
+def _index_config(kind: str, **kw) -> IndexConfig:
+    """kind "ivf_hnsw": IVF whose nearest lists are found in an HNSW graph (as large ones)."""
+    if kind == "ivf_hnsw":
+        return IndexConfig(kind="ivf_flat", hnsw_quantizer_from=16, **kw)
+    return IndexConfig(kind=kind, **kw)
+
+
+@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_hnsw", "hnsw"])
 def test_approximate_index_recall_against_exact(tmp_path, kind):
     vectors = _clustered(20_000, 32)
-    cfg = IndexConfig(kind=kind, exact_below=1000, recall_sample=300)
+    cfg = _index_config(kind, exact_below=1000, recall_sample=300)
     built = build_index(vectors, cfg, recall_floor=0.9, seed=0)
     assert built.info["factory"] != "Flat" and built.info["recall"] >= 0.95
+    assert ("_HNSW32," in built.info["factory"]) == (kind == "ivf_hnsw")
     raw = np.arange(len(vectors)) * 7 + 5
     save_index(built, raw, tmp_path, "user")
     index = faiss.read_index(str(tmp_path / "user.faiss"))
@@ -186,7 +194,7 @@ def test_approximate_index_recall_against_exact(tmp_path, kind):
     assert recall >= 0.93, recall                 # independent check on other queries
 
 
-@pytest.mark.parametrize("kind", ["ivf_flat", "hnsw", "ivf_pq"])
+@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_hnsw", "hnsw", "ivf_pq"])
 def test_cross_type_queries_get_an_effort_of_their_own(kind):
     """Queries of the other node type (here: blends of two clusters, between the lists) need
     more effort than the indexed vectors; the build tunes it on a sample of them, and the
@@ -197,8 +205,8 @@ def test_cross_type_queries_get_an_effort_of_their_own(kind):
     rng = np.random.default_rng(6)
     centres = vectors[rng.integers(0, len(vectors), (4_000, 2))]
     others = normalise(centres.sum(1) + 0.3 * rng.normal(size=(4_000, 32)))
-    cfg = IndexConfig(kind=kind, exact_below=1000, pq_above=1000 if kind == "ivf_pq" else 10**9,
-                      recall_sample=300)
+    cfg = _index_config(kind, exact_below=1000, pq_above=1000 if kind == "ivf_pq" else 10**9,
+                        recall_sample=300)
     built = build_index(vectors, cfg, recall_floor=0.5, seed=0, other=others)
     info = built.info
     (knob, own), = info["search_param"].items()
@@ -213,6 +221,39 @@ def test_cross_type_queries_get_an_effort_of_their_own(kind):
     assert ix.recall_at_k(found, exact) >= cfg.recall_target - 0.03
     own_params = ix.cross_params(built.index, info["search_param"])   # still the index's own
     assert np.array_equal(own_found, ix.search(built.index, held_out, 50, params=own_params)[1])
+
+
+def test_an_index_with_a_graph_quantizer_is_the_same_whatever_the_threads():
+    """Large IVF indexes find their nearest lists in an HNSW graph of the centroids, which
+    Faiss builds in an order that depends on its threads; ours is trained in two levels and
+    built on one thread, so one thread or two give the same bytes."""
+    from gie.expand import index as ix
+
+    vectors = _clustered(20_000, 32, seed=8)
+    cfg = _index_config("ivf_hnsw", exact_below=1000, recall_sample=300)
+    built = {}
+    for threads in (1, 2):
+        with ix.omp_threads(threads):
+            built[threads] = build_index(vectors, cfg, recall_floor=0.9, seed=0)
+    assert built[1].info["factory"] == "IVF256_HNSW32,Flat"
+    assert faiss.serialize_index(built[1].index).tobytes() == \
+        faiss.serialize_index(built[2].index).tobytes()
+    assert built[1].info["search_param"] == built[2].info["search_param"]
+
+
+def test_the_least_effort_that_meets_the_target_is_found():
+    from gie.expand.index import _cheapest
+
+    tried = []
+
+    def recall_of(value):
+        tried.append(value)
+        return value / 10
+
+    assert _cheapest([1, 2, 4, 8, 16], recall_of, 0.7) == (7, 0.7)
+    assert tried == [1, 2, 4, 8, 6, 7]
+    assert _cheapest([16, 32], lambda v: v / 10, 0.7) == (16, 1.6)   # no bisection below the first
+    assert _cheapest([1, 2, 4], lambda v: v / 10, 0.7) == (4, 0.4)   # never met: the largest
 
 
 def test_search_grouped_by_list_returns_each_query_in_place():
