@@ -4,9 +4,9 @@
 (gie/expand/index.py). The auto index has about 2*sqrt(n) lists, so one query scans
 nprobe * sqrt(n)/2 vectors and the kNN of all users grows as n^1.5. Lists of a fixed size
 (n / L of them, with an HNSW coarse quantizer so finding the nearest lists stays cheap) would
-make it linear if the probes needed for the same recall stayed constant. From 1,024 lists on
-the auto index finds the nearest lists in such an HNSW graph; `flat quantizer` is the same
-index comparing every centroid (the named alternative). This bench measures them in one run, on the user embeddings a nightly run trained (the vectors' shape decides
+make it linear if the probes needed for the same recall stayed constant; `hnsw quantizer` is
+the auto index's lists found that way (`index.quantizer: hnsw`). This bench measures them in
+one run, on the user embeddings a nightly run trained (the vectors' shape decides
 how many probes the recall needs, so random points would not tell): build, kNN of every user
 (k = knn_k + 1, as `expand` searches), and recall@20 of those lists (self left out) against
 exact search for 2,000 users. The same for the users' search of the streamer index (the
@@ -55,9 +55,9 @@ def nightly_embeddings() -> list[str]:
 
 
 def variants(n: int, list_sizes: list[int]) -> list[tuple[str, IndexConfig]]:
-    """auto, auto with a flat quantizer (every centroid compared: the named alternative), and
-    lists of a fixed size; a variant whose factory an earlier one has is left out."""
-    out = [("auto", IndexConfig()), ("flat quantizer", IndexConfig(hnsw_quantizer_from=2**62))]
+    """auto, auto with an HNSW quantizer, and lists of a fixed size (HNSW quantizer); a
+    variant whose factory an earlier one has is left out."""
+    out = [("auto", IndexConfig()), ("hnsw quantizer", IndexConfig(quantizer="hnsw"))]
     for size in list_sizes:
         nlist = int(2 ** round(math.log2(n / size)))
         out.append((f"lists of ~{size}", IndexConfig(factory=f"IVF{nlist}_HNSW32,Flat")))

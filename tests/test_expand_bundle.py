@@ -170,7 +170,7 @@ def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
 def _index_config(kind: str, **kw) -> IndexConfig:
     """kind "ivf_hnsw": IVF whose nearest lists are found in an HNSW graph (as large ones)."""
     if kind == "ivf_hnsw":
-        return IndexConfig(kind="ivf_flat", hnsw_quantizer_from=16, **kw)
+        return IndexConfig(kind="ivf_flat", quantizer="hnsw", **kw)
     return IndexConfig(kind=kind, **kw)
 
 
@@ -224,9 +224,9 @@ def test_cross_type_queries_get_an_effort_of_their_own(kind):
 
 
 def test_an_index_with_a_graph_quantizer_is_the_same_whatever_the_threads():
-    """Large IVF indexes find their nearest lists in an HNSW graph of the centroids, which
-    Faiss builds in an order that depends on its threads; ours is trained in two levels and
-    built on one thread, so one thread or two give the same bytes."""
+    """An IVF index can find its nearest lists in an HNSW graph of the centroids, which Faiss
+    builds in an order that depends on its threads; ours is trained in two levels and built
+    on one thread, so one thread or two give the same bytes."""
     from gie.expand import index as ix
 
     vectors = _clustered(20_000, 32, seed=8)

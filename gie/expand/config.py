@@ -52,8 +52,9 @@ class IndexConfig(BaseModel):
     recall_target: float = Field(0.95, ge=0, le=1, description="search effort is raised until "
                                  "met, for own-type and for cross-type queries separately")
     train_per_list: int = Field(40, ge=10, description="IVF training vectors per inverted list")
-    hnsw_quantizer_from: int = Field(1024, ge=1, description="IVF lists from which the nearest "
-                                     "lists are found in an HNSW graph of the centroids (CPU)")
+    quantizer: Literal["flat", "hnsw"] = Field("flat", description="how a query finds its "
+                                               "nearest IVF lists: by comparing every centroid, "
+                                               "or in an HNSW graph of them (CPU; docs/BUNDLE.md)")
     use_gpu: bool = Field(True, description="use GPUs when a GPU build of Faiss sees one")
 
 

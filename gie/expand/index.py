@@ -47,16 +47,15 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 def choose_factory(n: int, d: int, cfg: IndexConfig, gpu: bool = False) -> str:
-    """Faiss factory string for n vectors of dimension d (parameters grow with n). From
-    `hnsw_quantizer_from` lists on, the nearest lists are found in an HNSW graph of the
-    centroids instead of comparing every centroid (on a GPU the flat one is cheap)."""
+    """Faiss factory string for n vectors of dimension d (parameters grow with n); an HNSW
+    quantizer only on a CPU (a GPU compares every centroid at no cost worth saving)."""
     if cfg.factory:
         return cfg.factory
     kind = cfg.kind
     if kind == "auto":
         kind = "flat" if n < cfg.exact_below else "ivf_pq" if n >= cfg.pq_above else "ivf_flat"
     nlist = int(2 ** round(math.log2(max(16.0, 2 * math.sqrt(n)))))
-    ivf = f"IVF{nlist}" if gpu or nlist < cfg.hnsw_quantizer_from else f"IVF{nlist}_HNSW32"
+    ivf = f"IVF{nlist}_HNSW32" if cfg.quantizer == "hnsw" and not gpu else f"IVF{nlist}"
     if kind == "flat":
         return "Flat"
     if kind == "ivf_flat":
