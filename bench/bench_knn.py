@@ -54,7 +54,7 @@ def nightly_embeddings() -> list[str]:
     return [spec for _, spec in sorted(found)]
 
 
-def variants(n: int, list_sizes: list[int]) -> list[tuple[str, IndexConfig]]:
+def variants(n: int, d: int, list_sizes: list[int]) -> list[tuple[str, IndexConfig]]:
     """auto, auto with an HNSW quantizer, and lists of a fixed size (HNSW quantizer); a
     variant whose factory an earlier one has is left out."""
     out = [("auto", IndexConfig()), ("hnsw quantizer", IndexConfig(quantizer="hnsw"))]
@@ -63,7 +63,7 @@ def variants(n: int, list_sizes: list[int]) -> list[tuple[str, IndexConfig]]:
         out.append((f"lists of ~{size}", IndexConfig(factory=f"IVF{nlist}_HNSW32,Flat")))
     seen, kept = set(), []
     for name, cfg in out:
-        factory = ix.choose_factory(n, 64, cfg)
+        factory = ix.choose_factory(n, d, cfg)
         if factory not in seen:
             seen.add(factory)
             kept.append((name, cfg))
@@ -78,7 +78,7 @@ def run_cross(label: str, folder: str, list_sizes: list[int], users: np.ndarray)
         len(users), min(CROSS_USERS, len(users)), replace=False))]
     _, exact = faiss.knn(queries[:CHECKED], vectors, 50, faiss.METRIC_INNER_PRODUCT)
     rows = []
-    for name, cfg in variants(n, list_sizes):
+    for name, cfg in variants(n, vectors.shape[1], list_sizes):
         built = ix.build_index(vectors, cfg, 0.0, 0, name="streamer", other=users)
         effort = built.info["cross_search_param"]        # as `expand` searches it for users
         start = time.perf_counter()
@@ -101,7 +101,7 @@ def run_size(label: str, folder: str, list_sizes: list[int], k: int
     checked = np.sort(np.random.default_rng(1).choice(n, min(CHECKED, n), replace=False))
     _, exact = faiss.knn(vectors[checked], vectors, k, faiss.METRIC_INNER_PRODUCT)
     rows = []
-    for name, cfg in variants(n, list_sizes):
+    for name, cfg in variants(n, vectors.shape[1], list_sizes):
         start = time.perf_counter()
         built = ix.build_index(vectors, cfg, 0.0, 0, name="user")
         build_s = time.perf_counter() - start
