@@ -9,12 +9,14 @@ the auto index's lists found that way (`index.quantizer: hnsw`). This bench meas
 one run, on the user embeddings a nightly run trained (the vectors' shape decides
 how many probes the recall needs, so random points would not tell): build, kNN of every user
 (k = knn_k + 1, as `expand` searches), and recall@20 of those lists (self left out) against
-exact search for 2,000 users. The same for the users' search of the streamer index (the
-cross-type source every user batch runs, `search_exact_scores` with k = 100 as `expand` draws it
-for a user with a long history): 200,000 sampled users, recall@50 against exact search.
+exact search for 2,000 users, by identity and within `index.recall_epsilon`. The same for the
+users' search of the streamer index (the cross-type source every user batch runs,
+`search_exact_scores` with k = 100 as `expand` draws it for a user with a long history):
+200,000 sampled users, recall@50 against exact search.
 
-    .venv/bin/python bench/bench_knn.py [--embeddings 1M=WORK/model/dt=D/embeddings ...]
+    .venv/bin/python bench/bench_knn.py [--embeddings 1M=WORK/model/dt=D/embeddings[@N] ...]
         [--list-sizes 1024,512]
+(`@N`: N of the folder's users drawn at random, for the growth on one population.)
 writes docs/benchmarks/knn.md. Without --embeddings: the newest model of each work folder
 bench_nightly.py left in bench/out (`make bench` runs that first).
 """
@@ -55,15 +57,17 @@ def nightly_embeddings() -> list[str]:
 
 
 def variants(n: int, d: int, list_sizes: list[int]) -> list[tuple[str, IndexConfig]]:
-    """auto, auto with an HNSW quantizer, and lists of a fixed size (HNSW quantizer); a
-    variant whose factory an earlier one has is left out."""
-    out = [("auto", IndexConfig()), ("hnsw quantizer", IndexConfig(quantizer="hnsw"))]
+    """auto, auto tuned to identity recall (epsilon 0), auto with an HNSW quantizer, and lists
+    of a fixed size (HNSW quantizer); a variant whose factory and epsilon an earlier one has
+    is left out."""
+    out = [("auto", IndexConfig()), ("auto, identity recall", IndexConfig(recall_epsilon=0.0)),
+           ("hnsw quantizer", IndexConfig(quantizer="hnsw"))]
     for size in list_sizes:
         nlist = int(2 ** round(math.log2(n / size)))
         out.append((f"lists of ~{size}", IndexConfig(factory=f"IVF{nlist}_HNSW32,Flat")))
     seen, kept = set(), []
     for name, cfg in out:
-        factory = ix.choose_factory(n, d, cfg)
+        factory = ix.choose_factory(n, d, cfg), cfg.recall_epsilon
         if factory not in seen:
             seen.add(factory)
             kept.append((name, cfg))
@@ -92,29 +96,37 @@ def run_cross(label: str, folder: str, list_sizes: list[int], users: np.ndarray)
     return rows
 
 
-def run_size(label: str, folder: str, list_sizes: list[int], k: int
+def run_size(label: str, folder: str, list_sizes: list[int], k: int, sample: int | None = None
              ) -> tuple[list[dict], list[dict]]:
+    """The users' kNN (and their search of the streamers, unless `sample`: a seeded subset of
+    that many users, the same population at a smaller size, whose growth to the whole set is
+    the index's own, not a new model's)."""
     _, raw = read_embeddings(folder, "user")
+    if sample is not None and sample < len(raw):
+        raw = raw[np.sort(np.random.default_rng(4).choice(len(raw), sample, replace=False))]
     vectors = ix.normalise(raw)
     del raw
     n = len(vectors)
     checked = np.sort(np.random.default_rng(1).choice(n, min(CHECKED, n), replace=False))
-    _, exact = faiss.knn(vectors[checked], vectors, k, faiss.METRIC_INNER_PRODUCT)
+    exact_sims, exact = faiss.knn(vectors[checked], vectors, k, faiss.METRIC_INNER_PRODUCT)
     rows = []
     for name, cfg in variants(n, vectors.shape[1], list_sizes):
         start = time.perf_counter()
         built = ix.build_index(vectors, cfg, 0.0, 0, name="user")
         build_s = time.perf_counter() - start
         start = time.perf_counter()
-        _, ids = ix.search(built.index, vectors, k)
+        sims, ids = ix.search(built.index, vectors, k)
         knn_s = time.perf_counter() - start
         rows.append({"size": label, "users": n, "variant": name,
                      "factory": built.info["factory"], "effort": built.info["search_param"],
                      "build_s": build_s, "knn_s": knn_s,
-                     "recall": ix.recall_at_k(ids[checked, 1:], exact[:, 1:])})
+                     "recall": ix.recall_at_k(ids[checked, 1:], exact[:, 1:]),
+                     "eps_recall": ix.epsilon_recall((sims[checked, 1:], ids[checked, 1:]),
+                                                     (exact_sims[:, 1:], exact[:, 1:]),
+                                                     cfg.recall_epsilon)})
         print(rows[-1], flush=True)
-        del built, ids
-    return rows, run_cross(label, folder, list_sizes, vectors)
+        del built, sims, ids
+    return rows, [] if sample is not None else run_cross(label, folder, list_sizes, vectors)
 
 
 def _effort(row: dict) -> str:
@@ -160,17 +172,20 @@ def report(rows: list[dict], cross: list[dict], k: int) -> str:
         "Command: `.venv/bin/python bench/bench_knn.py` (bench/bench_knn.py says how). "
         f"Every user's {k - 1} neighbours, as `expand` searches them, in an index whose search "
         "effort is raised until recall@50 on 1,000 sampled users reaches the default target "
-        f"(0.95); recall@{k - 1} of the lists against exact search for {CHECKED:,} users. "
+        "(0.95; a neighbour within 1 + `recall_epsilon` of the exact 50th's distance counts, "
+        f"0.01 unless the variant says otherwise); recall@{k - 1} of the lists against exact "
+        f"search for {CHECKED:,} users, by identity and within epsilon. "
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at {git_commit()}.",
         "",
         "| size | users | index | factory | effort | build s | kNN s | us per user | "
-        f"recall@{k - 1} |",
-        "|---|---:|---|---|---|---:|---:|---:|---:|",
+        f"recall@{k - 1} | epsilon recall@{k - 1} |",
+        "|---|---:|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(f"| {r['size']} | {r['users']:,} | {r['variant']} | `{r['factory']}` | "
                      f"{_effort(r)} | {r['build_s']:.1f} | {r['knn_s']:.1f} | "
-                     f"{1e6 * r['knn_s'] / r['users']:.1f} | {r['recall']:.4f} |")
+                     f"{1e6 * r['knn_s'] / r['users']:.1f} | {r['recall']:.4f} | "
+                     f"{r['eps_recall']:.4f} |")
     pairs = _first_and_last(rows)
     if pairs:
         lines += ["", "**Growth** (kNN seconds, last size against the first; linear = the users' "
@@ -185,8 +200,9 @@ def report(rows: list[dict], cross: list[dict], k: int) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--embeddings", action="append",
-                    help="LABEL=FOLDER: a trained model's embeddings folder (repeatable; "
-                         "default: bench_nightly.py's work folders)")
+                    help="LABEL=FOLDER[@N]: a trained model's embeddings folder, or N of its "
+                         "users drawn at random (repeatable; default: bench_nightly.py's work "
+                         "folders)")
     ap.add_argument("--list-sizes", default="1024,512",
                     help="comma-separated vectors per inverted list for the fixed-size variants")
     ap.add_argument("--out", default=str(OUT))
@@ -201,7 +217,8 @@ def main() -> int:
     rows, cross = [], []
     for spec in specs:
         label, _, folder = spec.partition("=")
-        knn, searched = run_size(label, folder, sizes, k)
+        folder, _, sample = folder.partition("@")
+        knn, searched = run_size(label, folder, sizes, k, int(sample) if sample else None)
         rows, cross = rows + knn, cross + searched
     Path(args.out).write_text(report(rows, cross, k))
     print(f"wrote {args.out}")

@@ -51,6 +51,10 @@ class IndexConfig(BaseModel):
     recall_sample: int = Field(1000, ge=10, description="queries used to measure recall")
     recall_target: float = Field(0.95, ge=0, le=1, description="search effort is raised until "
                                  "met, for own-type and for cross-type queries separately")
+    recall_epsilon: float = Field(0.01, ge=0, description="own-type searches: a found "
+                                  "neighbour counts towards the recall when its distance is "
+                                  "within (1 + epsilon) of the exact K-th's (0: only the exact "
+                                  "K count; docs/BUNDLE.md)")
     train_per_list: int = Field(40, ge=10, description="IVF training vectors per inverted list")
     quantizer: Literal["flat", "hnsw"] = Field("flat", description="how a query finds its "
                                                "nearest IVF lists: by comparing every centroid, "
