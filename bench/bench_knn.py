@@ -1,13 +1,13 @@
-"""The users' kNN at size: the auto IVF index against inverted lists of a fixed size.
+"""The users' kNN at size: lists of a fixed size against about 2*sqrt(n) lists.
 
 `expand` searches every user's neighbours in an index tuned to `index.recall_target`
-(gie/expand/index.py). The auto index has about 2*sqrt(n) lists, so one query scans
-nprobe * sqrt(n)/2 vectors and the kNN of all users grows as n^1.5. Lists of a fixed size
-(n / L of them, with an HNSW coarse quantizer so finding the nearest lists stays cheap) would
-make it linear if the probes needed for the same recall stayed constant; `hnsw quantizer` is
-the auto index's lists found that way (`index.quantizer: hnsw`). This bench measures them in
-one run, on the user embeddings a nightly run trained (the vectors' shape decides
-how many probes the recall needs, so random points would not tell): build, kNN of every user
+(gie/expand/index.py). With about 2*sqrt(n) lists (the default before `index.list_size`) one
+query scans nprobe * sqrt(n)/2 vectors, so the kNN of all users grows as n^1.5. Lists of a
+fixed size (`index.list_size`: n / L of them, today's default on a CPU) scan as much per probe
+at every size; finding the nearest lists then compares n / L centroids per query, or searches
+an HNSW graph of them (`index.quantizer: hnsw`, the default). This bench measures them in one
+run, on the user embeddings a nightly run trained (the vectors' shape decides how many probes
+the recall needs, so random points would not tell): build, kNN of every user
 (k = knn_k + 1, as `expand` searches), and recall@20 of those lists (self left out) against
 exact search for 2,000 users, by identity and within `index.recall_epsilon`. The same for the
 users' search of the streamer index (the cross-type source every user batch runs,
@@ -15,7 +15,7 @@ users' search of the streamer index (the cross-type source every user batch runs
 200,000 sampled users, recall@50 against exact search.
 
     .venv/bin/python bench/bench_knn.py [--embeddings 1M=WORK/model/dt=D/embeddings[@N] ...]
-        [--list-sizes 1024,512]
+        [--list-sizes 512,128] [--variants 'auto;2*sqrt(n) lists']
 (`@N`: N of the folder's users drawn at random, for the growth on one population.)
 writes docs/benchmarks/knn.md. Without --embeddings: the newest model of each work folder
 bench_nightly.py left in bench/out (`make bench` runs that first).
@@ -23,7 +23,6 @@ bench_nightly.py left in bench/out (`make bench` runs that first).
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import sys
 import time
@@ -56,17 +55,23 @@ def nightly_embeddings() -> list[str]:
     return [spec for _, spec in sorted(found)]
 
 
-def variants(n: int, d: int, list_sizes: list[int]) -> list[tuple[str, IndexConfig]]:
-    """auto, auto tuned to identity recall (epsilon 0), auto with an HNSW quantizer, and lists
-    of a fixed size (HNSW quantizer); a variant whose factory and epsilon an earlier one has
-    is left out."""
+def variants(n: int, d: int, list_sizes: list[int], only: set[str] | None = None
+             ) -> list[tuple[str, IndexConfig]]:
+    """auto (today's default: lists of `index.list_size`, HNSW quantizer), auto tuned to
+    identity recall (epsilon 0), about 2*sqrt(n) lists (the default before) with either
+    quantizer, and lists of each size in `list_sizes` with either quantizer; a variant whose
+    factory and epsilon an earlier one has is left out; with `only`, the variants of those
+    names."""
     out = [("auto", IndexConfig()), ("auto, identity recall", IndexConfig(recall_epsilon=0.0)),
-           ("hnsw quantizer", IndexConfig(quantizer="hnsw"))]
+           ("2*sqrt(n) lists", IndexConfig(list_size=None, quantizer="flat")),
+           ("2*sqrt(n) lists, hnsw quantizer", IndexConfig(list_size=None))]
     for size in list_sizes:
-        nlist = int(2 ** round(math.log2(n / size)))
-        out.append((f"lists of ~{size}", IndexConfig(factory=f"IVF{nlist}_HNSW32,Flat")))
+        out += [(f"lists of ~{size}", IndexConfig(list_size=size, quantizer="flat")),
+                (f"lists of ~{size}, hnsw quantizer", IndexConfig(list_size=size))]
     seen, kept = set(), []
     for name, cfg in out:
+        if only and name not in only:
+            continue
         factory = ix.choose_factory(n, d, cfg), cfg.recall_epsilon
         if factory not in seen:
             seen.add(factory)
@@ -74,7 +79,7 @@ def variants(n: int, d: int, list_sizes: list[int]) -> list[tuple[str, IndexConf
     return kept
 
 
-def run_cross(label: str, folder: str, list_sizes: list[int], users: np.ndarray) -> list[dict]:
+def run_cross(label: str, folder: str, pick, users: np.ndarray) -> list[dict]:
     """Sampled users searching the streamer index, as the cross-type source does."""
     vectors = ix.normalise(read_embeddings(folder, "streamer")[1])
     n = len(vectors)
@@ -82,7 +87,7 @@ def run_cross(label: str, folder: str, list_sizes: list[int], users: np.ndarray)
         len(users), min(CROSS_USERS, len(users)), replace=False))]
     _, exact = faiss.knn(queries[:CHECKED], vectors, 50, faiss.METRIC_INNER_PRODUCT)
     rows = []
-    for name, cfg in variants(n, vectors.shape[1], list_sizes):
+    for name, cfg in pick(n, vectors.shape[1]):
         built = ix.build_index(vectors, cfg, 0.0, 0, name="streamer", other=users)
         effort = built.info["cross_search_param"]        # as `expand` searches it for users
         start = time.perf_counter()
@@ -96,7 +101,7 @@ def run_cross(label: str, folder: str, list_sizes: list[int], users: np.ndarray)
     return rows
 
 
-def run_size(label: str, folder: str, list_sizes: list[int], k: int, sample: int | None = None
+def run_size(label: str, folder: str, pick, k: int, sample: int | None = None
              ) -> tuple[list[dict], list[dict]]:
     """The users' kNN (and their search of the streamers, unless `sample`: a seeded subset of
     that many users, the same population at a smaller size, whose growth to the whole set is
@@ -110,7 +115,7 @@ def run_size(label: str, folder: str, list_sizes: list[int], k: int, sample: int
     checked = np.sort(np.random.default_rng(1).choice(n, min(CHECKED, n), replace=False))
     exact_sims, exact = faiss.knn(vectors[checked], vectors, k, faiss.METRIC_INNER_PRODUCT)
     rows = []
-    for name, cfg in variants(n, vectors.shape[1], list_sizes):
+    for name, cfg in pick(n, vectors.shape[1]):
         start = time.perf_counter()
         built = ix.build_index(vectors, cfg, 0.0, 0, name="user")
         build_s = time.perf_counter() - start
@@ -126,7 +131,7 @@ def run_size(label: str, folder: str, list_sizes: list[int], k: int, sample: int
                                                      cfg.recall_epsilon)})
         print(rows[-1], flush=True)
         del built, sims, ids
-    return rows, [] if sample is not None else run_cross(label, folder, list_sizes, vectors)
+    return rows, [] if sample is not None else run_cross(label, folder, pick, vectors)
 
 
 def _effort(row: dict) -> str:
@@ -166,7 +171,7 @@ def cross_report(rows: list[dict]) -> list[str]:
 
 def report(rows: list[dict], cross: list[dict], k: int) -> str:
     lines = [
-        "# The users' kNN at size: auto IVF against lists of a fixed size",
+        "# The users' kNN at size: lists of a fixed size against about 2*sqrt(n) lists",
         "",
         f"Machine: {faiss.omp_get_max_threads()} Faiss threads, {platform.platform()}. "
         "Command: `.venv/bin/python bench/bench_knn.py` (bench/bench_knn.py says how). "
@@ -203,12 +208,19 @@ def main() -> int:
                     help="LABEL=FOLDER[@N]: a trained model's embeddings folder, or N of its "
                          "users drawn at random (repeatable; default: bench_nightly.py's work "
                          "folders)")
-    ap.add_argument("--list-sizes", default="1024,512",
+    ap.add_argument("--list-sizes", default="512,128",
                     help="comma-separated vectors per inverted list for the fixed-size variants")
+    ap.add_argument("--variants", default="",
+                    help="variant names to measure, separated by ';' (default: all), e.g. "
+                         "'auto;2*sqrt(n) lists'")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     k = ExpandConfig().knn_k + 1
     sizes = [int(s) for s in args.list_sizes.split(",") if s]
+    only = {v.strip() for v in args.variants.split(";") if v.strip()}
+
+    def pick(n: int, d: int) -> list[tuple[str, IndexConfig]]:
+        return variants(n, d, sizes, only)
     specs = args.embeddings or nightly_embeddings()
     if not specs:
         print("no embeddings: run bench/bench_nightly.py first or pass --embeddings",
@@ -218,7 +230,7 @@ def main() -> int:
     for spec in specs:
         label, _, folder = spec.partition("=")
         folder, _, sample = folder.partition("@")
-        knn, searched = run_size(label, folder, sizes, k, int(sample) if sample else None)
+        knn, searched = run_size(label, folder, pick, k, int(sample) if sample else None)
         rows, cross = rows + knn, cross + searched
     Path(args.out).write_text(report(rows, cross, k))
     print(f"wrote {args.out}")

@@ -168,9 +168,12 @@ def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
 
 
 def _index_config(kind: str, **kw) -> IndexConfig:
-    """kind "ivf_hnsw": IVF whose nearest lists are found in an HNSW graph (as large ones)."""
+    """kind "ivf_hnsw": IVF whose nearest lists are found in an HNSW graph (the CPU default);
+    "ivf_flat": about 2*sqrt(n) lists, every centroid compared (as on a GPU)."""
     if kind == "ivf_hnsw":
-        return IndexConfig(kind="ivf_flat", quantizer="hnsw", **kw)
+        return IndexConfig(kind="ivf_flat", **kw)
+    if kind == "ivf_flat":
+        return IndexConfig(kind="ivf_flat", list_size=None, quantizer="flat", **kw)
     return IndexConfig(kind=kind, **kw)
 
 
@@ -236,6 +239,33 @@ def test_cross_type_queries_get_an_effort_of_their_own(kind):
     assert np.array_equal(own_found, ix.search(built.index, held_out, 50, params=own_params)[1])
 
 
+@pytest.mark.parametrize("quantizer", ["flat", "hnsw"])
+def test_lists_of_a_fixed_size(quantizer):
+    """`list_size` makes n / list_size lists (not rounded to a power of two, as the auto count
+    is), so a list holds about as many vectors at every size; the effort is tuned as for the
+    auto count, and the held-out recall is met."""
+    from gie.expand import index as ix
+
+    vectors = _clustered(20_000, 32, seed=9)
+    cfg = IndexConfig(kind="ivf_flat", exact_below=1000, recall_sample=300, list_size=50,
+                      quantizer=quantizer)
+    graph = "_HNSW32" if quantizer == "hnsw" else ""
+    assert ix.choose_factory(10_000, 32, cfg) == f"IVF200{graph},Flat"
+    assert ix.choose_factory(10_000, 32, cfg, gpu=True) == "IVF256,Flat"    # 2*sqrt(n)
+    assert ix.choose_factory(10_000, 32, IndexConfig(kind="ivf_flat", list_size=None,
+                                                     quantizer="flat")) == "IVF256,Flat"
+    built = build_index(vectors, cfg, recall_floor=0.9, seed=0)
+    ivf = faiss.extract_index_ivf(built.index)
+    assert built.info["factory"] == f"IVF400{graph},Flat" and ivf.nlist == 400
+    sizes = np.array([ivf.get_list_size(i) for i in range(ivf.nlist)])
+    assert sizes.sum() == len(vectors) and 25 <= np.median(sizes) <= 75, np.median(sizes)
+    queries = vectors[1::97]
+    _, exact = faiss.knn(queries, vectors, 50, faiss.METRIC_INNER_PRODUCT)
+    _, found = ix.search(built.index, queries, 50)
+    assert built.info["recall"] >= 0.95 and _near_share(queries, vectors, found, 0.01) >= 0.93
+    assert ix.recall_at_k(found, exact) >= 0.8
+
+
 def test_an_index_with_a_graph_quantizer_is_the_same_whatever_the_threads():
     """An IVF index can find its nearest lists in an HNSW graph of the centroids, which Faiss
     builds in an order that depends on its threads; ours is trained in two levels and built
@@ -248,7 +278,7 @@ def test_an_index_with_a_graph_quantizer_is_the_same_whatever_the_threads():
     for threads in (1, 2):
         with ix.omp_threads(threads):
             built[threads] = build_index(vectors, cfg, recall_floor=0.9, seed=0)
-    assert built[1].info["factory"] == "IVF256_HNSW32,Flat"
+    assert built[1].info["factory"] == "IVF78_HNSW32,Flat"
     assert faiss.serialize_index(built[1].index).tobytes() == \
         faiss.serialize_index(built[2].index).tobytes()
     assert built[1].info["search_param"] == built[2].info["search_param"]

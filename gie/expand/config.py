@@ -56,9 +56,14 @@ class IndexConfig(BaseModel):
                                   "within (1 + epsilon) of the exact K-th's (0: only the exact "
                                   "K count; docs/BUNDLE.md)")
     train_per_list: int = Field(40, ge=10, description="IVF training vectors per inverted list")
-    quantizer: Literal["flat", "hnsw"] = Field("flat", description="how a query finds its "
-                                               "nearest IVF lists: by comparing every centroid, "
-                                               "or in an HNSW graph of them (CPU; docs/BUNDLE.md)")
+    list_size: Optional[int] = Field(256, ge=16, description="CPU IVF: about this many "
+                                     "vectors per inverted list (n / list_size lists), so a "
+                                     "probe costs the same at every size; None, and on a GPU: "
+                                     "about 2*sqrt(n) lists (docs/BUNDLE.md)")
+    quantizer: Literal["flat", "hnsw"] = Field("hnsw", description="how a query finds its "
+                                               "nearest IVF lists on a CPU: in an HNSW graph of "
+                                               "the centroids, or by comparing every one "
+                                               "(docs/BUNDLE.md)")
     use_gpu: bool = Field(True, description="use GPUs when a GPU build of Faiss sees one")
 
 

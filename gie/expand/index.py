@@ -49,14 +49,21 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 def choose_factory(n: int, d: int, cfg: IndexConfig, gpu: bool = False) -> str:
-    """Faiss factory string for n vectors of dimension d (parameters grow with n); an HNSW
-    quantizer only on a CPU (a GPU compares every centroid at no cost worth saving)."""
+    """Faiss factory string for n vectors of dimension d. On a CPU, lists of `list_size`
+    vectors whose nearest ones a query finds in an HNSW graph of the centroids: a probe
+    scans as much at every size, and finding the lists grows with the log of their count
+    (1.29M users' kNN 48 s against 74 s with 2*sqrt(n) lists and every centroid compared,
+    docs/benchmarks/knn.md). A GPU compares every centroid in one matrix product, where
+    2*sqrt(n) lists keep that product small."""
     if cfg.factory:
         return cfg.factory
     kind = cfg.kind
     if kind == "auto":
         kind = "flat" if n < cfg.exact_below else "ivf_pq" if n >= cfg.pq_above else "ivf_flat"
-    nlist = int(2 ** round(math.log2(max(16.0, 2 * math.sqrt(n)))))
+    if cfg.list_size and not gpu:
+        nlist = max(16, round(n / cfg.list_size))
+    else:
+        nlist = int(2 ** round(math.log2(max(16.0, 2 * math.sqrt(n)))))
     ivf = f"IVF{nlist}_HNSW32" if cfg.quantizer == "hnsw" and not gpu else f"IVF{nlist}"
     if kind == "flat":
         return "Flat"
