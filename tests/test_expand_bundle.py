@@ -266,6 +266,32 @@ def test_lists_of_a_fixed_size(quantizer):
     assert ix.recall_at_k(found, exact) >= 0.8
 
 
+def test_queries_far_from_the_lists_walk_the_centroid_graph_wide_enough():
+    """Queries of the other type lie off the indexed vectors; behind an HNSW quantizer, a
+    walk of the centroid graph only as wide as nprobe misses near lists however many are
+    probed (here recall@50 stays below 0.95 at 128 probes of 625). The cross-type effort
+    walks it wider, so the target is met with at most 64 probes."""
+    from gie.expand import index as ix
+
+    vectors = _clustered(20_000, 32, seed=5)
+    rng = np.random.default_rng(6)
+    shift = normalise(rng.normal(size=(1, 32)))
+    far = normalise(vectors[rng.integers(0, len(vectors), 4_000)] * 0.5 + shift
+                    + 0.2 * rng.normal(size=(4_000, 32)))
+    cfg = IndexConfig(kind="ivf_flat", exact_below=1000, recall_sample=300, list_size=32)
+    built = build_index(vectors, cfg, recall_floor=0.9, seed=0, other=far)
+    assert built.info["factory"] == "IVF625_HNSW32,Flat"
+    (_, cross), = built.info["cross_search_param"].items()
+    assert built.info["cross_recall"] >= cfg.recall_target and cross <= 64, built.info
+    held_out = far[1::13]
+    _, exact = faiss.knn(held_out, vectors, 50, faiss.METRIC_INNER_PRODUCT)
+    narrow = faiss.SearchParametersIVF(nprobe=128)          # the walk Faiss takes by default
+    assert ix.recall_at_k(built.index.search(held_out, 50, params=narrow)[1], exact) < 0.95
+    _, found = ix.search(built.index, held_out, 50,
+                         params=ix.cross_params(built.index, built.info["cross_search_param"]))
+    assert ix.recall_at_k(found, exact) >= cfg.recall_target - 0.02
+
+
 def test_an_index_with_a_graph_quantizer_is_the_same_whatever_the_threads():
     """An IVF index can find its nearest lists in an HNSW graph of the centroids, which Faiss
     builds in an order that depends on its threads; ours is trained in two levels and built
