@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.measure import measure  # noqa: E402
+from bench.pace import pace  # noqa: E402
 from gie.evaluate.report import lookup  # noqa: E402
 from gie.expand.run import SETS_CACHE  # noqa: E402
 
@@ -44,8 +45,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="100k,1M")
     ap.add_argument("--out", default=str(OUT), help="work folders and nightly.json; "
-                    "docs/benchmarks/nightly.md is written from the default folder's only "
-                    "(a run elsewhere, a probe, leaves the page as it is)")
+                    "docs/benchmarks/nightly.md is written from the default folder's only, "
+                    "and only when its nightly.json holds the earlier runs (a run elsewhere, "
+                    "a probe, or a fresh bench/out writes OUT/nightly.md instead)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--nights", type=int, default=3,
                     help="nights in the work folder at the measured one (1 = a first night)")
@@ -117,11 +119,11 @@ def main() -> int:
                 row["stages"][stage] = {**json.loads(record.read_text()), "reused": True}
                 print(name, stage, "reused", row["stages"][stage], flush=True)
                 continue
-            load = os.getloadavg()[0]
+            load, speed = os.getloadavg()[0], pace()
             m = measure(cmd, cwd=str(ROOT), env=dict(os.environ))
             row["stages"][stage] = {"wall_s": round(m.wall_s, 1), "cpu_s": round(m.cpu_s, 1),
                                     "peak_rss_mb": round(m.peak_rss_mb), "rc": m.returncode,
-                                    "load_avg_1m_at_start": round(load, 2)}
+                                    "load_avg_1m_at_start": round(load, 2), "pace": speed}
             print(name, stage, row["stages"][stage], flush=True)
             if m.returncode != 0:
                 break
@@ -130,7 +132,8 @@ def main() -> int:
         results.append(row)
 
     out.mkdir(parents=True, exist_ok=True)
-    kept = json.loads((out / "nightly.json").read_text()) if (out / "nightly.json").exists() else []
+    earlier = (out / "nightly.json").exists()
+    kept = json.loads((out / "nightly.json").read_text()) if earlier else []
     for r in results:
         r.update(epochs=args.epochs, overrides=args.overrides, commit=git_commit(),
                  measured=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
@@ -139,10 +142,12 @@ def main() -> int:
             not in same] + results
     kept.sort(key=lambda r: (SIZES[r["size"]], r.get("nights", 1)))
     (out / "nightly.json").write_text(json.dumps(kept, indent=2))
-    if out.resolve() == OUT.resolve():
-        write_markdown(kept)
-    else:
-        print(f"results in {out / 'nightly.json'}; docs/benchmarks/nightly.md left as it is")
+    page = ROOT / "docs" / "benchmarks" / "nightly.md"
+    if out.resolve() == OUT.resolve() and (earlier or not page.exists()):
+        write_markdown(kept, page)
+    else:   # a probe, or a fresh bench/out: the page's earlier rows are not in nightly.json
+        write_markdown(kept, out / "nightly.md")
+        print(f"results in {out / 'nightly.md'}; {page} left as it is (merge the rows by hand)")
     return 0
 
 
@@ -174,8 +179,8 @@ def _run_name(r: dict) -> str:
     return f"{r['size']}, {night}" + (f", {sets}" if sets else "")
 
 
-def write_markdown(results: list[dict]) -> None:
-    """Every run kept in bench/out/nightly.json, one row per stage."""
+def write_markdown(results: list[dict], page: Path) -> None:
+    """Every run kept in nightly.json, one row per stage."""
     lines = ["# Nightly chain: wall time, CPU time and peak memory per stage", "",
              f"Machine: {os.cpu_count()} cores, {platform.platform()}. Command: `.venv/bin/python "
              "bench/bench_nightly.py --sizes SIZE --epochs E --nights N [--set K=V]` (training "
@@ -186,16 +191,19 @@ def write_markdown(results: list[dict]) -> None:
              "expands kept, as `cli.py nightly` does; a first night uses fixed fusion weights "
              "and a cold start. Each stage is its own CLI command; CPU time and peak RSS cover its process "
              "tree (Spark JVM included); the load average at each stage's start shows whether "
-             "the machine was idle.", "",
-             "| run | users | streamers | stage | wall (s) | CPU (s) | peak RSS (MB) | load at start |",
+             "the machine was idle, and the pace (bench/pace.py: seconds of a fixed one-thread "
+             "workload, taken just before the stage; runs since 2026-12-05) how fast it was: "
+             "compare two runs' stages in proportion to their paces.", "",
+             "| run | users | streamers | stage | wall (s) | CPU (s) | peak RSS (MB) | "
+             "load at start (pace, s) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         for st, v in r["stages"].items():
+            speed = f" ({v['pace']['pace_s']})" if "pace" in v else ""
             lines.append(f"| {_run_name(r)} | {r['users']:,} | {r['streamers']:,} | {st} | "
                          f"{v['wall_s']}{' (earlier run)' if v.get('reused') else ''} | "
                          f"{'n/a' if v.get('cpu_s') is None else v['cpu_s']} | "
-                         f"{v['peak_rss_mb']:,} | "
-                         f"{v.get('load_avg_1m_at_start', '')} |")
+                         f"{v['peak_rss_mb']:,} | {v.get('load_avg_1m_at_start', '')}{speed} |")
         total = sum(v["wall_s"] for st, v in r["stages"].items() if st != "generate")
         lines.append(f"| {_run_name(r)} | | | **night (build to evaluate)** | **{total:.0f}** "
                      f"| | | |")
@@ -210,8 +218,8 @@ def write_markdown(results: list[dict]) -> None:
     lines += ["", "Notes:", "", *notes] if notes else []
     lines += ["", "Code measured: " + "; ".join(
         f"{_run_name(r)}: {r.get('commit', '?')} ({r.get('measured', '?')})" for r in results) + "."]
-    (ROOT / "docs" / "benchmarks").mkdir(parents=True, exist_ok=True)
-    (ROOT / "docs" / "benchmarks" / "nightly.md").write_text("\n".join(lines) + "\n")
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

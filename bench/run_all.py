@@ -63,7 +63,10 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "lists of 256 vectors found through an HNSW graph of the centroids (the CPU default): "
     "the users' kNN 47.8 s against 73.7 s at 1.29M users, 12.2x for 9x the users of one "
     "population against 22.9x (n^1.14: nearly linear, not linear), the 1M first night's "
-    "explore 0.3047 against 0.3062 (1.26x emb_knn) |",
+    "explore 0.3047 against 0.3062 (1.26x emb_knn); the 1M night 3 at b11b4df on another "
+    "host, 2.2-3.1x slower on unchanged code (build 583 s against 189-242 s): 3071 s, the "
+    "expand 2.2x its 97edcfd time as the build and training, explore 0.389 against "
+    "emb_knn's 0.258 (1.51x), the 20-minute target not judged there |",
     "| fusion | 761k users, 95k streamers (1M generated users): expand 340 s wall / 291 CPU s with the "
     "source sequences only; fixed-weight fusion 391 s / 415 CPU s; learned 1065 s / 1375 CPU s "
     "(472 s preparing two previous nights and fitting), peak RSS 4.1 -> 16.4 GB | cost at 1M "
@@ -86,7 +89,10 @@ def assemble() -> None:
              "Measured on the 2-core, 24 GB CPU machine this project is developed on, each "
              "against a named alternative on the same data in the same run. Reproduce all with "
              "`make bench`, or one section with the command given in it. Sections are written "
-             "by the scripts to docs/benchmarks/*.md and concatenated here.", "",
+             "by the scripts to docs/benchmarks/*.md and concatenated here. The host has changed "
+             "under us: the nightly b11b4df row ran 2.2-3.1x slower than the rows before it on "
+             "the same code; `bench/pace.py` now records the host's speed beside each nightly "
+             "stage.", "",
              "| stage | headline | target | status |", "|---|---|---|---|",
              *SUMMARY, ""]
     for name in ORDER:
