@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 import gie
+from gie import environment
 from gie.config import dump_config
 from gie.errors import BadInputError
 from gie.layout import dated, parse_date
@@ -275,6 +276,7 @@ def _build(spark, sources, window, date, cfg: BuildConfig, prev: Path | None, st
     return {
         "schema_version": GRAPH_SCHEMA_VERSION,
         "code_version": gie.__version__,
+        "environment": environment.describe(),
         "date": date,
         "window": {"start_ms": window.start_ms, "end_ms": window.end_ms,
                    "days": cfg.window_days},

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import gie
+from gie import environment
 from gie.errors import BadInputError
 from gie.layout import parse_date
 from gie.progress import progress
@@ -632,6 +633,7 @@ def generate(out: str | Path, cfg: GenConfig) -> dict:
         timings["total_s"] = time.perf_counter() - t0
         manifest = {
             "generator": "graphbuild.synthetic", "version": gie.__version__,
+            "environment": environment.describe(),
             "seed": cfg.seed, "format": cfg.format, "config": cfg.model_dump(mode="json"),
             "start_ms": cfg.start_ms, "end_ms": cfg.start_ms + cfg.days * DAY_MS,
             "row_counts": dict(writers.rows),

@@ -83,6 +83,7 @@ def test_profile_tables_with_some_columns_build(real_world):
     assert meta["inputs"]["room"]["absent_columns"] == [
         "p_date", "live_type", "end_timestamp", "live_content_category", "live_name_id"]
     assert meta["inputs"]["gift"]["absent_columns"] == []
+    assert meta["environment"]["packages"]["pyspark"]       # what built it (gie/environment.py)
     assert meta["validation"]["rejected"] == 0
     names = meta["features"]["user"]
     # fixed width: 7 KuaiLive one-hot blocks (absent ones all zeros), city, 6 stats, score

@@ -1,5 +1,6 @@
 """`cli.py compare`: same content whatever the part-file names and row order; the first real
-difference is named, with its place; timings, hosts and absolute paths are ignored."""
+difference is named, with its place; timings, hosts, environments and absolute paths are
+ignored, and differing environments are named beside a difference."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from gie import environment
 from gie.errors import BadInputError
-from gie.pipeline.compare import differences, first_difference
+from gie.pipeline.compare import (differences, environment_differences,
+                                  first_difference)
 from tests.train_helpers import cli
 
 
@@ -22,7 +25,7 @@ def _table(ids, vectors) -> pa.Table:
                      "embedding": pa.array([list(v) for v in vectors], pa.list_(pa.float32()))})
 
 
-def _output(folder, run: str, rows=None, seconds=1.0, flip=False):
+def _output(folder, run: str, rows=None, seconds=1.0, flip=False, env=None):
     """A small output folder: a Spark-style table in two parts, a JSON and a model file."""
     ids = np.arange(6)
     vec = np.arange(12, dtype=np.float32).reshape(6, 2) / 7
@@ -33,7 +36,8 @@ def _output(folder, run: str, rows=None, seconds=1.0, flip=False):
     pq.write_table(t.slice(2), folder / "nodes" / f"part-00001-{run}.parquet")
     meta = {"counts": {"nodes": 6}, "seconds": seconds, "timings_s": {"total": seconds},
             "graph": f"/somewhere/{run}/graph", "created_at": run,
-            "history": [{"loss": 0.5, "edges_per_s": 10 * seconds}]}
+            "history": [{"loss": 0.5, "edges_per_s": 10 * seconds}],
+            "environment": env or environment.describe()}
     (folder / "metadata.json").write_text(json.dumps(meta))
     torch.save({"state_dict": {"w": torch.arange(4.0)}, "raw_ids": {"user": ids},
                 "config": {"lr": 0.1}, "seconds": seconds}, folder / "model.pt")
@@ -101,3 +105,27 @@ def test_missing_input_is_bad_input(tmp_path):
     with pytest.raises(BadInputError, match="does not exist"):
         first_difference(tmp_path / "nope", tmp_path)
     assert cli("compare", str(tmp_path / "nope"), str(tmp_path)).returncode == 2
+
+
+def test_environments_are_named_beside_a_difference_not_counted_as_one(tmp_path):
+    here = environment.describe()
+    assert here["packages"]["numpy"] == np.__version__ and "torch" in here["packages"]
+    assert "AVX2" in here["cpu"]["vector_extensions"] or here["cpu"]["machine"] != "x86_64"
+    assert here["kernels"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    other = json.loads(json.dumps(here))
+    other["packages"]["numpy"] = "1.0.0"
+    other["cpu"]["vector_extensions"] = ["SSE41"]
+    a = _output(tmp_path / "a", "run1")
+    b = _output(tmp_path / "b", "run2", env=other)
+    assert list(differences(a, b)) == [] and cli("compare", str(a), str(b)).returncode == 0
+    expected = [f"cpu.vector_extensions: {here['cpu']['vector_extensions']} in A, ['SSE41'] in B"
+                " (first in metadata.json)",
+                f"packages.numpy: {np.__version__} in A, 1.0.0 in B (first in metadata.json)"]
+    assert environment_differences(a, b) == expected
+    assert environment_differences(a / "metadata.json", b / "metadata.json") == expected
+    (b / "report.md").write_text("# Report\n\nseed 8\n")
+    run = cli("compare", str(a), str(b))
+    assert run.returncode == 5, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("differ: report.md") and "environments differ" in lines[1]
+    assert [line.strip() for line in lines[2:]] == expected

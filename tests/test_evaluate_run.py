@@ -43,6 +43,7 @@ def test_report_folder_is_published_with_all_files(evaluated):
     assert saved["schema_version"] == 2 and saved["config"]["ks"] == [5, 10, 20]
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["code_version"] and meta["counts"]["evaluated_users"] > 0
+    assert meta["environment"] == saved["environment"] and meta["environment"]["packages"]
     md = (folder / "report.md").read_text()
     assert "## Retrieval: Streamers the user never gifted before" in md
     assert "| swing (baseline) |" in md and "| merged |" in md

@@ -59,6 +59,7 @@ def test_bundle_layout_and_metadata(inputs, tmp_path):
             meta["expansions"][ntype])
     on_disk = json.loads((b / "metadata.json").read_text())
     assert on_disk["schema_version"] == 2 and on_disk["code_version"]
+    assert on_disk["environment"]["kernels"]["faiss_compile_options"]
     assert on_disk["counts"]["nodes"] == {"user": 400, "streamer": 60}
     assert on_disk["expansions"]["user"]["merged"]["coverage"] > 0.9
     assert on_disk["expansions"]["user"]["explore"]["coverage"] > 0.9

@@ -75,7 +75,7 @@ def test_layout_and_schema(parquet_ds):
         lengths = pc.list_value_length(segs.column(f"{m}_emb"))
         assert pc.all(pc.equal(lengths, GenConfig().modality_dims[m])).as_py()
     assert manifest["config"]["seed"] == SMALL["seed"]
-    assert manifest["version"]
+    assert manifest["version"] and manifest["environment"]["packages"]["numpy"]
     assert {p.name for p in (parquet_ds / "truth").iterdir()} == {"users.parquet",
                                                                   "streamers.parquet"}
 

@@ -43,6 +43,8 @@ def test_outputs_published_and_match_full_forward(day1, trained):
     assert on_disk["history"][0]["edges_per_s"] > 0
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["config"]["fanouts"] == [8, 8] and meta["counts"] == {"user": 600, "streamer": 60}
+    assert meta["environment"]["kernels"]["torch_cpu_capability"] and \
+        meta["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
     ck = torch.load(sorted((out / "checkpoints").glob("epoch-*.pt"))[-1])
     assert ck["state"]["epoch"] == 8 and ck["id_map"] == meta["id_map"]
     assert {"model", "optimizer", "config", "spec"} <= set(ck)

@@ -301,7 +301,8 @@ def write_report(folder: Path, metrics: dict, previous: dict | None) -> None:
         plots.append("downstream_auc.png")
     write_json_atomic(folder / "metrics.json", strict_json(metrics))
     write_json_atomic(folder / "metadata.json", {
-        k: metrics[k] for k in ("schema_version", "date", "label_date", "code_version", "seed",
-                                "config", "inputs", "counts", "timings_s", "previous_date")}
+        k: metrics[k] for k in ("schema_version", "date", "label_date", "code_version",
+                                "environment", "seed", "config", "inputs", "counts",
+                                "timings_s", "previous_date")}
         | {"files": ["metrics.json", "report.md", *plots]})
     (folder / "report.md").write_text(render_markdown(metrics, previous, plots))

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 import gie
+from gie import environment
 from gie.config import dump_config
 from gie.embeddings import read_embeddings
 from gie.errors import BadInputError
@@ -299,7 +300,8 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
 
     metrics = {
         "schema_version": REPORT_SCHEMA_VERSION, "date": date, "label_date": next_date(date),
-        "code_version": gie.__version__, "seed": seed, "config": dump_config(cfg),
+        "code_version": gie.__version__, "environment": environment.describe(),
+        "seed": seed, "config": dump_config(cfg),
         "inputs": {"graph": str(layout.graph(date)), "bundle": str(bundle), "raw": str(raw)},
         "counts": {**counts, "new_streamers": len(new),
                    "users_with_history": sum(bool(h) for h in users["history"].values()),

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 import gie
-from gie import failpoints
+from gie import environment, failpoints
 from gie.config import dump_config
 from gie.embeddings import read_embeddings, write_embeddings
 from gie.errors import BadInputError
@@ -409,6 +409,7 @@ def _metadata(cfg: ExpandConfig, seed: int, inputs: dict, n_shards: int, num_nod
     timings["total_wall"] = round(time.time() - started, 3)
     return {
         "schema_version": BUNDLE_SCHEMA_VERSION, "code_version": gie.__version__,
+        "environment": environment.describe(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "inputs": inputs, "seed": seed, "shards": n_shards, "config": dump_config(cfg),
         "counts": {"nodes": num_nodes, "rows": {t: sum(s["rows"] for s in e.values())

@@ -62,11 +62,12 @@ def publish(work, date, force, keep_days):
 @click.option("--all", "show_all", is_flag=True, help="list every difference, not the first")
 def compare(a, b, show_all):
     """Compare two graphs, models, bundles, reports or work folders; print the first
-    difference. Timings, host names, run ids and absolute paths are ignored (see
-    docs/OPERATIONS.md). Exit code 0 when the same, 5 when they differ."""
+    difference, and where the runs' recorded environments differ if they do. Timings, host
+    names, run ids, environments and absolute paths are ignored (see docs/OPERATIONS.md).
+    Exit code 0 when the same, 5 when they differ."""
     import sys
 
-    from gie.pipeline.compare import EXIT_DIFFERENT, differences
+    from gie.pipeline.compare import EXIT_DIFFERENT, differences, environment_differences
 
     found = 0
     for diff in differences(a, b):
@@ -75,5 +76,11 @@ def compare(a, b, show_all):
         if not show_all:
             break
     if found:
+        env = environment_differences(a, b)
+        if env:
+            click.echo("note: the runs' environments differ too (other libraries or CPU "
+                       "round the last bits otherwise; see docs/OPERATIONS.md):")
+            for line in env:
+                click.echo(f"  {line}")
         sys.exit(EXIT_DIFFERENT)   # SystemExit passes through cli.main: 5 = "they differ"
     click.echo(f"same: {a} and {b} hold the same outputs")

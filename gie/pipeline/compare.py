@@ -10,12 +10,15 @@ whole work folders. Folders are walked in sorted path order and compared entry b
   by all their non-nested columns. Values must be equal bit for bit (NaN equals NaN).
 * JSON and checkpoints/models (`*.pt`, loaded with torch): the same structure and values,
   tensors and arrays equal bit for bit, except keys that only record how a run went
-  (IGNORED_KEYS: timings, host names, creation times, the run id) and strings that are
-  absolute paths (two work folders differ there by construction).
+  (IGNORED_KEYS: timings, host names, creation times, the run id, the environment) and
+  strings that are absolute paths (two work folders differ there by construction).
 * Markdown (`report.md`): the same text once durations (`41.2s`) are masked.
 * Symlinks (`latest`): the same target text. Everything else: the same bytes.
 * Skipped: hidden entries (`.staging-*`, `.lock`, temp files), the nightly's bookkeeping
   (`runs/` summaries and `_STAGE.json`, whose fingerprints hold input mtimes).
+
+When outputs differ, `environment_differences` tells whether the runs' libraries or CPU did
+too (gie/environment.py): the usual reason for last-bit differences between hosts.
 
 Exit code 0 when everything matches, EXIT_DIFFERENT (5) at the first difference, 2 when A or
 B does not exist. docs/OPERATIONS.md ("Comparing two runs") says what "same" covers.
@@ -34,12 +37,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from gie import environment
 from gie.errors import BadInputError
 
 EXIT_DIFFERENT = 5
 IGNORED_KEYS = frozenset({
     "seconds", "timings_s", "edges_per_s", "build_s", "exact_search_s", "index_search_s",
-    "speedup_vs_exact", "created_at", "host", "hostname", "run_id",
+    "speedup_vs_exact", "created_at", "host", "hostname", "run_id", "environment",
 })
 # A duration in a Markdown report ("Code 0.1.0, seed 7, 41.2s."): masked before comparing.
 DURATION = re.compile(r"\b\d+(?:\.\d+)?s\b")
@@ -80,6 +84,29 @@ def differences(a: str | os.PathLike, b: str | os.PathLike) -> Iterator[Differen
             yield Difference(rel, "only in B")
         else:
             yield from _compare_entry(ea[rel], eb[rel], rel)
+
+
+def environment_differences(a: str | os.PathLike, b: str | os.PathLike) -> list[str]:
+    """Where the two runs' recorded environments differ (library versions, CPU: the
+    `environment` of every JSON file present in both), each difference once, with the first
+    file that shows it. Not a difference of outputs: a likely reason for one."""
+    a, b = Path(a), Path(b)
+    if a.is_dir() and b.is_dir():
+        ea, eb = _entries(a), _entries(b)
+        pairs = [(rel, ea[rel].paths[0], eb[rel].paths[0]) for rel in sorted(set(ea) & set(eb))
+                 if ea[rel].kind == eb[rel].kind == "json"]
+    else:
+        pairs = [(a.name, a, b)] if a.suffix == b.suffix == ".json" else []
+    found: dict[str, str] = {}
+    for rel, pa_, pb in pairs:
+        try:
+            va, vb = (json.loads(p.read_text()).get("environment") for p in (pa_, pb))
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(va, dict) and isinstance(vb, dict):
+            for line in environment.differences(va, vb):
+                found.setdefault(line, rel)
+    return [f"{line} (first in {rel})" for line, rel in found.items()]
 
 
 # ------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import gie
+from gie import environment
 from gie.publish import write_json_atomic
 
 STATUSES = ("not-run", "running", "done", "skipped", "failed")
@@ -48,7 +49,8 @@ class RunSummary:
         self.data: dict[str, Any] = {
             "run_id": run_id, "date": date, "args": args, "status": "running",
             "exit_code": None, "error": None, "pid": os.getpid(), "host": socket.gethostname(),
-            "code_version": gie.__version__, "started": _now(), "finished": None,
+            "code_version": gie.__version__, "environment": environment.describe(),
+            "started": _now(), "finished": None,
             "seconds": None, "latest_before": None, "latest_after": None,
             "stages": {s: {"status": "not-run"} for s in stages},
         }

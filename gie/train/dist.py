@@ -23,6 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import gie
+from gie import environment
 from gie.config import dump_config
 from gie.embeddings import write_embeddings
 from gie.errors import BadInputError
@@ -150,7 +151,7 @@ def _train(part_config: Path, meta: dict, out: Path, cfg: TrainConfig, seed: int
             "schema_version": EMBEDDINGS_SCHEMA_VERSION, "version": gie.__version__,
             "partition": meta, "seed": seed, "config": dump_config(cfg),
             "id_map": meta["id_map"], "counts": meta["counts"]["nodes"], "model": spec.to_dict(),
-            "seconds": metrics["seconds"]})
+            "seconds": metrics["seconds"], "environment": environment.describe()})
         (out / SUCCESS).write_text("")
         log.info("published %s: embeddings of %s written by %d trainers", out, counts, ctx.world)
     return metrics

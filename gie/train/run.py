@@ -22,7 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import gie
-from gie import failpoints
+from gie import environment, failpoints
 from gie.config import dump_config
 from gie.embeddings import write_embeddings
 from gie.errors import BadInputError, QualityFloorError
@@ -278,7 +278,7 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
     meta = {"schema_version": EMBEDDINGS_SCHEMA_VERSION, "version": gie.__version__,
             "graph": str(graph), "seed": seed, "config": dump_config(cfg), "id_map": idmap,
             "counts": {t: data.num_nodes(t) for t in NODE_TYPES}, "model": spec.to_dict(),
-            "seconds": metrics["seconds"], "valid": best}
+            "seconds": metrics["seconds"], "valid": best, "environment": environment.describe()}
     publish(out, model, data, emb, metrics, meta)
     log.info("published %s: %d user and %d streamer embeddings (dim %d) in %.1fs", out,
              data.num_nodes("user"), data.num_nodes("streamer"), spec.embed_dim, metrics["seconds"])
