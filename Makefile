@@ -21,11 +21,13 @@ $(STAMP): requirements.txt
 demo: setup
 	$(PY) bench/demo.py --out $(DEMO_DIR)
 
+# Two workers, a module each at a time (tests/conftest.py); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope tests
 
 test-fast: setup
-	$(PY) -m pytest tests -m "not slow"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope tests -m "not slow"
 
 bench: setup
 	$(PY) bench/run_all.py

@@ -31,6 +31,16 @@ def describe() -> dict[str, Any]:
     }
 
 
+def one_line(env: dict[str, Any]) -> str:
+    """A `describe()` record for a log line: "Python 3.11.7, numpy 1.26.4, ...; CPU AMD EPYC
+    (up to AVX2)"."""
+    cpu = env["cpu"]
+    simd = cpu["vector_extensions"][-1] if cpu["vector_extensions"] else "no vector extensions"
+    return (f"Python {env['python']}, "
+            + ", ".join(f"{name} {v}" for name, v in env["packages"].items())
+            + f"; CPU {cpu['model'] or cpu['machine']} (up to {simd})")
+
+
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)

@@ -102,6 +102,7 @@ def test_nightly_log_in_a_file_has_no_bars_and_no_noise(tmp_path):
     text = log.read_text()
     assert run.returncode == 0, text[-4000:]
     assert "\r" not in text
+    assert re.search(r"nightly 2025-05-02: Python [\d.]+, numpy [\d.]+, .*; CPU .+", text)
     for noise in ("[Stage ", "ModuleNotFoundError", "faiss.loader", "DGLWarning",
                   "CPU affinity"):
         assert noise not in text, noise

@@ -18,6 +18,7 @@ from typing import Iterator
 
 import yaml
 
+from gie import environment
 from gie.config import PipelineConfig, dump_config
 from gie.errors import EXIT_INTERNAL, BadInputError, GieError
 from gie.layout import WorkLayout, parse_date
@@ -167,6 +168,7 @@ def run_nightly(raw: str | Path, work: str | Path, date: str, cfg: PipelineConfi
         summary.set(config=dump_config(cfg), config_file=str(config_file),
                     latest_before=latest_date(layout), lock_taken_over=lock.took_over)
         log.info("nightly %s: run %s on %s (summary %s)", date, run_id, layout.work, summary.path)
+        log.info("nightly %s: %s", date, environment.one_line(summary.data["environment"]))
         ctx = RunContext(raw, layout, date, cfg, config_file, run_id)
         try:
             for day in backfill_dates(ctx):     # a first night: the nights it learns from
