@@ -83,6 +83,9 @@ def cluster_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK_", "PYSPARK_"))}
     env.update(SPARK_HOME=str(SPARK_HOME), SPARK_LOCAL_IP=LOCAL, SPARK_DAEMON_MEMORY="256m",
                SPARK_NO_DAEMONIZE="1")
+    # the tests' JIT setting (tests/conftest.py) for the daemons and spark-submit's driver too
+    jvm = os.environ.get("SPARK_SUBMIT_OPTS", "")
+    env.update(SPARK_SUBMIT_OPTS=jvm, SPARK_DAEMON_JAVA_OPTS=jvm)
     return env
 
 

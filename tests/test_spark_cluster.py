@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GEN = GenConfig(users=400, streamers=40, days=4, format="csv", seed=3)
 DATE = "2025-05-04"                       # the generator's last day
 CFG = BuildConfig(window_days=4, shuffle_partitions=2, vocab_slots=4, s2s_topk=5, u2u_topk=5)
+JVM_OPTS = os.environ.get("SPARK_SUBMIT_OPTS", "")   # the tests' JIT setting (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def readme_local_build(raw: Path, out: Path, config: Path) -> subprocess.Complet
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")
            and not k.startswith(("PYSPARK_", "SPARK_"))}
     env.update(PATH=os.pathsep.join(path + ["/usr/bin", "/bin"]), SPARK_HOME="/nonexistent",
-               GIE_SPARK_DRIVER_MEMORY="1g")
+               GIE_SPARK_DRIVER_MEMORY="1g", SPARK_SUBMIT_OPTS=JVM_OPTS)
     return subprocess.run(
         ["bin/spark-submit", "--master", "local[2]", "--conf", "spark.ui.enabled=false",
          "spark_jobs/build_graph.py", "--raw", str(raw), "--out", str(out), "--date", DATE,
@@ -96,6 +97,7 @@ def test_build_on_standalone_cluster_equals_local(dist, tmp_path):
                "--conf", "spark.driver.host=127.0.0.1",
                "--conf", "spark.driver.bindAddress=127.0.0.1",
                "--conf", "spark.ui.enabled=false", "--conf", "spark.executor.memory=640m",
+               "--conf", f"spark.executor.extraJavaOptions={JVM_OPTS}",
                "--driver-memory", "1g",
                "build_graph.py", "--raw", "raw", "--out", "graph", "--date", DATE,
                "--config", "build.yaml"]
