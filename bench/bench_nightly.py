@@ -46,8 +46,9 @@ def main() -> int:
     ap.add_argument("--sizes", default="100k,1M")
     ap.add_argument("--out", default=str(OUT), help="work folders and nightly.json; "
                     "docs/benchmarks/nightly.md is written from the default folder's only, "
-                    "and only when its nightly.json holds the earlier runs (a run elsewhere, "
-                    "a probe, or a fresh bench/out writes OUT/nightly.md instead)")
+                    "and only when its nightly.json holds every run the page shows (a run "
+                    "elsewhere, a probe, a fresh bench/out or a page with rows merged by hand "
+                    "writes OUT/nightly.md instead)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--nights", type=int, default=3,
                     help="nights in the work folder at the measured one (1 = a first night)")
@@ -132,8 +133,8 @@ def main() -> int:
         results.append(row)
 
     out.mkdir(parents=True, exist_ok=True)
-    earlier = (out / "nightly.json").exists()
-    kept = json.loads((out / "nightly.json").read_text()) if earlier else []
+    kept = json.loads((out / "nightly.json").read_text()) if (out / "nightly.json").exists() \
+        else []
     for r in results:
         r.update(epochs=args.epochs, overrides=args.overrides, commit=git_commit(),
                  measured=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
@@ -143,9 +144,9 @@ def main() -> int:
     kept.sort(key=lambda r: (SIZES[r["size"]], r.get("nights", 1)))
     (out / "nightly.json").write_text(json.dumps(kept, indent=2))
     page = ROOT / "docs" / "benchmarks" / "nightly.md"
-    if out.resolve() == OUT.resolve() and (earlier or not page.exists()):
+    if out.resolve() == OUT.resolve() and page_runs(page) <= {_run_name(r) for r in kept}:
         write_markdown(kept, page)
-    else:   # a probe, or a fresh bench/out: the page's earlier rows are not in nightly.json
+    else:   # a probe, a fresh bench/out, rows merged by hand: not every row is in nightly.json
         write_markdown(kept, out / "nightly.md")
         print(f"results in {out / 'nightly.md'}; {page} left as it is (merge the rows by hand)")
     return 0
@@ -177,6 +178,14 @@ def _run_name(r: dict) -> str:
     night = "first night" if r.get("nights", 1) == 1 else f"night {r['nights']}"
     sets = ", ".join(r.get("overrides", []))
     return f"{r['size']}, {night}" + (f", {sets}" if sets else "")
+
+
+def page_runs(page: Path) -> set[str]:
+    """The runs a page's tables show (their rows' first cells); none when there is no page."""
+    if not page.exists():
+        return set()
+    return {line[2:].split(" | ")[0] for line in page.read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| run |")}
 
 
 def write_markdown(results: list[dict], page: Path) -> None:

@@ -3,6 +3,7 @@ stable ids across two dates, atomic publish on failure, bad input named."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -196,3 +197,23 @@ def test_spark_submit_entry_point_fails_on_missing_table(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == EXIT_BAD_INPUT
     assert "required table 'gift' is missing" in proc.stderr
+
+
+def collectors(spark) -> list[str]:
+    """The garbage collectors of the session's JVM."""
+    beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory \
+        .getGarbageCollectorMXBeans()
+    return sorted(b.getName() for b in beans)
+
+
+def test_session_jvm_runs_the_throughput_collector_unless_told_otherwise(spark):
+    """get_spark starts its JVM with -XX:+UseParallelGC (docs/OPERATIONS.md, "The build's JVM");
+    GIE_SPARK_DRIVER_JAVA_OPTIONS replaces the options."""
+    assert collectors(spark) == ["PS MarkSweep", "PS Scavenge"]
+    code = ("from graphbuild.spark import get_spark; from tests.test_build_job import collectors; "
+            "print(collectors(get_spark('local[1]')))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=180, env={**os.environ,
+                                           "GIE_SPARK_DRIVER_JAVA_OPTIONS": "-XX:+UseSerialGC"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "['Copy', 'MarkSweepCompact']"
