@@ -38,7 +38,12 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "night with the same settings; explore 1.53x "
     "emb_knn at 1M; two 2-thread trainings byte-identical | 1M night in 20 min on 2 cores, "
     "growth no worse than linear | 1M met (19.5 min; by less than the machine's swing "
-    "between hours, about 1,230 s at the slower morning's pace); growth not met: the night "
+    "between hours, about 1,230 s at the slower morning's pace); on a third host (AVX-512) "
+    "at HEAD 1229 s, then 1211 s with the build's JVM on the throughput collector (build 222 "
+    "s, train 205 s, expand 681 s, evaluate 103 s): 11 s over, the unchanged build and "
+    "training at 1.10-1.18x their a39683a times; growth from 100k to 1M on that host below "
+    "linear in every stage (night 188 -> 1211 s, expand 9.0x, training 8.6x for 9.7x the "
+    "users); earlier, growth not met: the night "
     "7.8x from 100k to 1M, but training 12.4x and the expand 10.7x; from 1M to 3M (first "
     "nights, one expand process): build 2.4x, training 3.1x, expand 3.3x (the users' IVF "
     "kNN grows as n^1.5: 5.3x; lists of a fixed size needed twice the probes at 3M, 4.8x "
@@ -91,8 +96,8 @@ def assemble() -> None:
              "`make bench`, or one section with the command given in it. Sections are written "
              "by the scripts to docs/benchmarks/*.md and concatenated here. The host has changed "
              "under us: the nightly b11b4df row ran 2.2-3.1x slower than the rows before it on "
-             "the same code; `bench/pace.py` now records the host's speed beside each nightly "
-             "stage.", "",
+             "the same code, the be6c2a0 rows on a third host (AVX-512) about 1.1-1.2x; "
+             "`bench/pace.py` now records the host's speed beside each nightly stage.", "",
              "| stage | headline | target | status |", "|---|---|---|---|",
              *SUMMARY, ""]
     for name in ORDER:
