@@ -26,7 +26,7 @@ def get_spark(master: str | None = None, app_name: str = "gie-build-graph",
         "spark.sql.ansi.enabled": "false",       # malformed values become null, then rejected
         "spark.driver.memory": os.environ.get("GIE_SPARK_DRIVER_MEMORY", "4g"),
         # The throughput collector for the JVM we start (in local mode it runs every task):
-        # the 1M build took 197 s instead of 231-253 s with the default G1, whose concurrent
+        # the 1M build took 197-225 s instead of 231-253 s with the default G1, whose concurrent
         # marking competes with the tasks for the cores (docs/OPERATIONS.md). "" = JVM default.
         "spark.driver.extraJavaOptions": os.environ.get("GIE_SPARK_DRIVER_JAVA_OPTIONS",
                                                         "-XX:+UseParallelGC"),
