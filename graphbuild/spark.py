@@ -14,26 +14,27 @@ def get_spark(master: str | None = None, app_name: str = "gie-build-graph",
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ    # spark-submit started the JVM
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
     elif ("SPARK_MASTER" not in os.environ and "spark.master" not in os.environ.get(
-            "SPARK_SUBMIT_OPTS", "") and "PYSPARK_GATEWAY_PORT" not in os.environ):
-        # PYSPARK_GATEWAY_PORT: launched by spark-submit, whose --master must win
+            "SPARK_SUBMIT_OPTS", "") and not submitted):   # spark-submit's --master must win
         builder = builder.master("local[*]")
     conf = {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.ansi.enabled": "false",       # malformed values become null, then rejected
         "spark.driver.memory": os.environ.get("GIE_SPARK_DRIVER_MEMORY", "4g"),
-        # The throughput collector for the JVM we start (in local mode it runs every task):
-        # the 1M build took 197-225 s instead of 231-253 s with the default G1, whose concurrent
-        # marking competes with the tasks for the cores (docs/OPERATIONS.md). "" = JVM default.
-        "spark.driver.extraJavaOptions": os.environ.get("GIE_SPARK_DRIVER_JAVA_OPTIONS",
-                                                        "-XX:+UseParallelGC"),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # the stage bar redraws with carriage returns: fine on a terminal, noise in a log file
         "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
     }
+    if not submitted:    # under spark-submit the JVM runs already, with the user's options
+        # The throughput collector for the JVM we start (in local mode it runs every task):
+        # the 1M build took 197-225 s instead of 231-253 s with the default G1, whose concurrent
+        # marking competes with the tasks for the cores (docs/OPERATIONS.md). "" = JVM default.
+        conf["spark.driver.extraJavaOptions"] = os.environ.get("GIE_SPARK_DRIVER_JAVA_OPTIONS",
+                                                               "-XX:+UseParallelGC")
     conf.update(extra_conf or {})
     for k, v in conf.items():
         builder = builder.config(k, v)

@@ -206,9 +206,9 @@ def collectors(spark) -> list[str]:
     return sorted(b.getName() for b in beans)
 
 
-def test_session_jvm_runs_the_throughput_collector_unless_told_otherwise(spark):
+def test_session_jvm_runs_the_throughput_collector_unless_told_otherwise(spark, tmp_path):
     """get_spark starts its JVM with -XX:+UseParallelGC (docs/OPERATIONS.md, "The build's JVM");
-    GIE_SPARK_DRIVER_JAVA_OPTIONS replaces the options."""
+    GIE_SPARK_DRIVER_JAVA_OPTIONS replaces the options; under spark-submit the user's stay."""
     assert collectors(spark) == ["PS MarkSweep", "PS Scavenge"]
     code = ("from graphbuild.spark import get_spark; from tests.test_build_job import collectors; "
             "print(collectors(get_spark('local[1]')))")
@@ -217,3 +217,15 @@ def test_session_jvm_runs_the_throughput_collector_unless_told_otherwise(spark):
                                            "GIE_SPARK_DRIVER_JAVA_OPTIONS": "-XX:+UseSerialGC"})
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().splitlines()[-1] == "['Copy', 'MarkSweepCompact']"
+    job = tmp_path / "job.py"
+    job.write_text(f"import sys; sys.path.insert(0, {str(ROOT)!r})\n{code}\n"
+                   "from pyspark.sql import SparkSession\n"
+                   "print(SparkSession.getActiveSession().conf"
+                   ".get('spark.driver.extraJavaOptions'))\n")
+    run = subprocess.run(["bin/spark-submit", "--master", "local[1]", "--conf",
+                          "spark.driver.extraJavaOptions=-XX:+UseSerialGC", str(job)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    jvm, options = run.stdout.strip().splitlines()[-2:]   # Spark adds its own options first
+    assert jvm == "['Copy', 'MarkSweepCompact']"
+    assert options.endswith(" -XX:+UseSerialGC") and "UseParallelGC" not in options
