@@ -49,8 +49,7 @@ def _parts() -> dict[str, float]:
 
 def pace() -> dict[str, float]:
     """The parts' seconds and their sum (`pace_s`), run in a fresh one-thread process."""
-    out = subprocess.run([sys.executable, __file__], capture_output=True, text=True, check=True,
-                         env={**os.environ, **ONE_THREAD})
+    out = subprocess.run([sys.executable, __file__], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
