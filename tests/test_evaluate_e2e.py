@@ -178,25 +178,41 @@ def test_older_nights_are_learned_from_while_label_nodes_are_few(chain, tmp_path
 @pytest.mark.slow
 def test_learned_nights_come_from_the_cache_with_the_same_bundle(chain, tmp_path, caplog):
     """The chain ran its nights in order, so night D read the training sets that night D-1
-    had built for D-2, and built only D-1's; without the cache (and with compiled models,
+    had built for D-2, and built only D-1's, from the relations and streamer vectors that
+    D-1's own run kept in `_views/`; without either cache (and with compiled models,
     which these sizes do not compile by default, and learned before the kNN search instead
     of beside it) the bundle is the same. A changed input of a night is a miss: built again,
     and its older file removed."""
     from gie.expand.run import SETS_CACHE, expand
+    from gie.expand.viewcache import VIEWS_CACHE
 
     _, work, cfg, metas = chain
     cache = work.work / "bundle" / SETS_CACHE
     assert sorted(p.name[3:13] for p in cache.glob("*.npz")) == [NIGHTS[0], NIGHTS[1]]
+    views = work.work / "bundle" / VIEWS_CACHE
+    assert sorted(p.name[3:13] for p in views.glob("*.npz")) == [NIGHTS[1], D]
     assert [n["date"] for n in metas[D]["fusion"]["learned_from"]] == [NIGHTS[1], NIGHTS[0]]
     previous = [(work.graph(d), work.model(d) / "embeddings") for d in (NIGHTS[1], NIGHTS[0])]
     off = cfg.expand.model_copy(deep=True)
-    off.fusion.learn.cache = False
+    off.fusion.learn.cache = off.fusion.learn.cache_views = False
     off.fusion.compile_above = 0
     off.fusion.learn.beside_knn = False                 # learned before the kNN: the same
     expand(work.graph(D), work.model(D) / "embeddings", tmp_path / "off" / "b", off,
            learn_from=previous)
     _same_bundle(work.bundle(D), tmp_path / "off" / "b")
     assert not (tmp_path / "off" / SETS_CACHE).exists()
+    assert not (tmp_path / "off" / VIEWS_CACHE).exists()
+
+    # Night D-1's sets built again, from the view its own run kept: the same bundle.
+    shutil.copytree(views, tmp_path / "views" / VIEWS_CACHE)
+    sets_off = cfg.expand.model_copy(deep=True)
+    sets_off.fusion.learn.cache = False
+    with caplog.at_level(logging.INFO, logger="gie.expand.viewcache"):
+        expand(work.graph(D), work.model(D) / "embeddings", tmp_path / "views" / "b",
+               sets_off, learn_from=previous)
+    assert f"night {NIGHTS[1]}'s relations and streamer vectors read" in caplog.text
+    _same_bundle(work.bundle(D), tmp_path / "views" / "b")
+    caplog.clear()
 
     mine = tmp_path / "on" / SETS_CACHE
     shutil.copytree(cache, mine)                        # (copy2 keeps the mtimes: still hits)

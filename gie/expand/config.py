@@ -121,6 +121,11 @@ class LearnConfig(BaseModel):
                         "`_fusion_sets/` beside the bundle folder (keyed by its inputs and "
                         "settings) so the next nights read them instead of building them again: "
                         "a steady-state night builds one night's sets, not every night's")
+    cache_views: bool = Field(True, description="keep this night's gift and watch relations "
+                              "and streamer content and topic vectors in `_views/` beside the "
+                              "bundle folder, so the next night's learning reads them instead "
+                              "of building them again from this night's graph (about 30 s and "
+                              "0.6 GB at 1.3M users; only the newest night is kept)")
 
 
 class FusionConfig(BaseModel):

@@ -358,7 +358,10 @@ class GraphFeatures:
     @classmethod
     def of(cls, graph: GraphData, emb: dict[str, np.ndarray], smooth_k: int,
            reference: int, clusters: int, temperature: float, topic_basis: str,
-           audience_dim: int) -> "GraphFeatures":
+           audience_dim: int, streamer_vectors: tuple[np.ndarray, np.ndarray] | None = None
+           ) -> "GraphFeatures":
+        """`streamer_vectors`: (content, topic memberships) of this graph with these settings,
+        when an earlier run computed them (gie/expand/viewcache.py); otherwise computed."""
         end = int(graph.metadata["window"]["end_ms"])
         nu, ns = graph.num_nodes("user"), graph.num_nodes("streamer")
         gift, watch = graph.edges["gift"], graph.edges.get("watch")
@@ -393,13 +396,16 @@ class GraphFeatures:
         for t, v in emb.items():
             v = np.asarray(v, np.float32)
             unit[t] = v / _norms(v)
-        content = streamer_content(graph, smooth_k, reference)
+        if streamer_vectors is None:
+            content = streamer_content(graph, smooth_k, reference)
+            basis = topic_vectors(graph, content, topic_basis, audience_dim) \
+                if clusters else content
+            member = topic_clusters(basis, clusters, temperature, TOPIC_SEED)
+        else:
+            content, member = streamer_vectors
         window_days = (end - int(graph.metadata["window"]["start_ms"])) / DAY_MS
         days_seen = np.clip(streamer["streamer_age_days"], 1.0, max(window_days, 1.0))
-        basis = topic_vectors(graph, content, topic_basis, audience_dim) \
-            if clusters else content
-        topics = Topics(topic_clusters(basis, clusters, temperature, TOPIC_SEED), gift,
-                        watch, nu,
+        topics = Topics(member, gift, watch, nu,
                         (np.asarray(sc["n_clicks"], np.float64) + sc["n_gifts"]) / days_seen,
                         np.asarray(uc["n_gifts"], np.float64))
         return cls(end, gift, watch, PairIndex(gift, ns), PairIndex(watch, ns),
@@ -407,6 +413,10 @@ class GraphFeatures:
                    {k: np.asarray(v, np.float32) for k, v in streamer.items()}, unit,
                    dict(zip(CONTENT_COLUMNS, (Taste(gift, nu, content),
                                               Taste(watch, nu, content)))), topics)
+
+    def streamer_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(content, topic memberships): the costly part of `of`, what a cache keeps."""
+        return self.taste[CONTENT_COLUMNS[0]].content, self.topics.member
 
     def pair_features(self, users: np.ndarray, streamers: np.ndarray,
                       gift_rows: np.ndarray | None = None) -> dict[str, np.ndarray]:

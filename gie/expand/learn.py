@@ -182,7 +182,7 @@ class CachedSets:
         return load_sets(self.path)
 
 
-def _code() -> str:
+def source_code() -> str:
     """Fingerprint of this package's source: sets built by other code are a miss."""
     return fingerprint([(f.name, f.read_bytes().decode()) for f in
                         sorted(Path(__file__).parent.glob("*.py"))])
@@ -199,7 +199,7 @@ class SetCache:
 
     # Settings that do not change a night's sets (fit, night choice, execution).
     IGNORED = {"workers", "fit_processes", "beside_knn", "shard_wait_s", "predict_threads",
-               "compile_above", "threads", "cache", "nights", "max_nights", "min_label_nodes",
+               "compile_above", "threads", "cache", "cache_views", "nights", "max_nights", "min_label_nodes",
                "max_gap_days", "valid_share", "negative_share", "objective", "rounds",
                "early_stopping", "learning_rate", "num_leaves", "min_data_in_leaf",
                "feature_fraction"}
@@ -217,7 +217,7 @@ class SetCache:
 
     def key(self, graph: Path, embeddings: Path, later: Path, gap: float) -> str:
         return fingerprint([file_signature(p) for p in (graph, embeddings, later)], gap,
-                           self.settings, self.seed, gie.__version__, _code())
+                           self.settings, self.seed, gie.__version__, source_code())
 
     def _path(self, date: str, key: str) -> Path:
         return self.folder / f"dt={date}_{key}.npz"

@@ -41,6 +41,7 @@ from gie.expand.sources import (
     OTHER, Relations, enabled_sources, knn_relation, published_sequences,
     similar_rows_read, source_candidates,
 )
+from gie.expand.viewcache import VIEWS_CACHE, ViewCache
 from gie.progress import progress
 from gie.publish import write_json_atomic
 from graphbuild.dataset import GraphData, add_edges, graph_metadata, load_graph
@@ -101,10 +102,12 @@ def _neighbours(data: GraphData, emb: dict, cfg: ExpandConfig, seed: int, timing
 
 
 def _view(data: GraphData, emb: dict, indexes: dict, index_info: dict, knn: dict,
-          cfg: ExpandConfig, bare: Relations | None = None) -> View:
+          cfg: ExpandConfig, bare: Relations | None = None,
+          streamer_vectors: tuple[np.ndarray, np.ndarray] | None = None) -> View:
     """Relations, cross-type searches and features of one graph; `index_info`: each index's
     build info (its effort for the other type's queries); `bare`: its relations built
-    already without kNN and cross searches (they are added to it)."""
+    already without kNN and cross searches (they are added to it); `streamer_vectors`: its
+    streamers' content and topic memberships, kept by an earlier run (gie.expand.viewcache)."""
     vectors = {t: ix.normalise(emb[t]) for t in NODE_TYPES}
 
     def cross(ntype: str):
@@ -119,7 +122,7 @@ def _view(data: GraphData, emb: dict, indexes: dict, index_info: dict, knn: dict
     return View(rels, GraphFeatures.of(data, emb, cfg.fusion.content_smooth_k,
                                        cfg.fusion.content_reference, cfg.fusion.topic_clusters,
                                        cfg.fusion.topic_temperature, cfg.fusion.topic_basis,
-                                       cfg.fusion.topic_audience_dim))
+                                       cfg.fusion.topic_audience_dim, streamer_vectors))
 
 
 def load_view(graph: Path, embeddings: Path, indexes_from: Path, cfg: ExpandConfig,
@@ -137,14 +140,15 @@ def load_fusion(bundle: Path, cfg: ExpandConfig) -> Fusion | None:
 
 
 def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, timings: dict,
-            work: Path, cache: SetCache | None) -> Fusion | None:
+            work: Path, cache: SetCache | None, views: ViewCache | None) -> Fusion | None:
     """Learn the fused ranking from previous nights, or say why fixed weights are used.
 
     The newest `learn.nights` nights are read, then older ones while their label nodes are
     fewer than `learn.min_label_nodes`. A night's training sets come from the cache when an
     earlier run built them from the same inputs; otherwise they are built here, or, with
     `learn.workers` > 1, the missing ones among the first `learn.nights` side by side in
-    local processes (gie.expand.workers), each holding one previous graph."""
+    local processes (gie.expand.workers), each holding one previous graph. A night's view
+    comes from `views` when its own run kept it there."""
     if not cfg.fusion.enabled:
         return None
     if not learn_from:
@@ -188,7 +192,7 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
         graph, embeddings, after, gap = plan[i]
         if later is None:
             later = load_graph(after, edge_types=("gift",), node_features=False)
-        sets, info, prev = night_sets(graph, embeddings, later, gap, cfg, seed)
+        sets, info, prev = night_sets(graph, embeddings, later, gap, cfg, seed, views)
         found[i] = (sets, info)
         if cache:
             cache.put(dates[i], keys[i], sets, info)
@@ -200,7 +204,7 @@ def _fusion(data: GraphData, cfg: ExpandConfig, seed: int, learn_from: list, tim
     todo = [i for i in range(min(learn.nights, len(plan))) if not from_cache(i)]
     if learn.workers > 1 and len(todo) > 1:
         files = workers.nights([plan[i] for i in todo], dump_config(cfg), seed, work,
-                               learn.workers)
+                               learn.workers, views.folder if views else None)
         for i, f in zip(todo, files):
             found[i] = (load_sets(f), json.loads(f.with_suffix(".json").read_text()))
             if cache:
@@ -247,7 +251,7 @@ def _label_nodes(nights: list[dict | CachedSets]) -> dict[str, int]:
 
 
 def night_sets(graph: Path, embeddings: Path, later: GraphData, gap: float, cfg: ExpandConfig,
-               seed: int) -> tuple[dict, dict, GraphData]:
+               seed: int, views: ViewCache | None = None) -> tuple[dict, dict, GraphData]:
     """The fused ranking's training sets of a previous night: its candidates against the
     gifts of the night after it (`later`, `gap` days later). The label nodes' sample is
     seeded by the night's own day, so every later run that reads this night builds the same
@@ -257,18 +261,28 @@ def night_sets(graph: Path, embeddings: Path, later: GraphData, gap: float, cfg:
     prev, prev_emb = _load_inputs(graph, embeddings)
     night_seed = seed + int(prev.metadata["window"]["end_ms"]) // DAY_MS
     users, streamers = label_pairs(prev, later)
+    date = prev.metadata.get("date")
+    kept = views.get(str(date), graph, embeddings) if views and date else None
     # Only the kNN rows the label nodes' walks read (tested equal to the full table).
-    bare = Relations(prev, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days)
+    bare = Relations(prev, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days,
+                     base=kept[0] if kept else None)
     read = similar_rows_read(bare, cfg, label_groups(users, streamers, cfg, night_seed))
     built, knn = _neighbours(prev, prev_emb, cfg, seed, {},
                              only={t: read[KNN_STEP[t]] for t in NODE_TYPES})
     view = _view(prev, prev_emb, {t: b.index for t, b in built.items()},
-                 {t: b.info for t, b in built.items()}, knn, cfg, bare)
+                 {t: b.info for t, b in built.items()}, knn, cfg, bare,
+                 kept[1] if kept else None)
     info = {"graph": str(graph), "date": prev.metadata.get("date"),
             "labels_from_ms": int(prev.metadata["window"]["end_ms"]),
             "labels_to_ms": int(later.metadata["window"]["end_ms"]),
             "label_pairs": int(len(users))}
     return training_sets(view, cfg, users, streamers, night_seed), info, prev
+
+
+def _view_cache(stage: ShardedStage, cfg: ExpandConfig) -> ViewCache | None:
+    learn = cfg.fusion.learn
+    return ViewCache(stage.final.parent / VIEWS_CACHE, cfg) \
+        if cfg.fusion.enabled and learn.enabled and learn.cache_views else None
 
 
 def _save_fusion(fusion: Fusion | None, folder: Path) -> dict | None:
@@ -313,6 +327,7 @@ def _prepare(stage: ShardedStage, data: GraphData, emb: dict, cfg: ExpandConfig,
     work.mkdir(exist_ok=True)
     cache = SetCache(stage.final.parent / SETS_CACHE, cfg, seed) \
         if cfg.fusion.learn.cache else None
+    views = _view_cache(stage, cfg)
     # The fused ranking reads none of this night's indexes: by default it is learned in a
     # thread beside this night's kNN search (Faiss leaves the interpreter while it searches),
     # because building a previous night's training sets keeps one core of two busy. At 1.3M
@@ -321,7 +336,8 @@ def _prepare(stage: ShardedStage, data: GraphData, emb: dict, cfg: ExpandConfig,
     beside = cfg.fusion.learn.beside_knn
     with ThreadPoolExecutor(1, thread_name_prefix="fusion") as pool:
         fusion_timings: dict = {}
-        fusion = pool.submit(_fusion, data, cfg, seed, learn_from, fusion_timings, work, cache)
+        fusion = pool.submit(_fusion, data, cfg, seed, learn_from, fusion_timings, work, cache,
+                             views)
         if not beside:
             fusion.result()
             workers.release_memory()           # the previous night's graph and view
@@ -472,6 +488,10 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
                        for t in NODE_TYPES}
         add_edges(data, tuple(e for e in EDGES if e not in data.edges))
         view = _view(data, emb, indexes, prepared["index"], knn, cfg)
+        views = _view_cache(stage, cfg) if i == 0 else None
+        if views and data.metadata.get("date"):     # for the next night's learning
+            views.put(str(data.metadata["date"]), graph, embeddings,
+                      view.rels.base_relations(), view.features.streamer_vectors())
         threads = workers.threads_per_worker(n) if local or local_worker else None
         fusion = _load_fusion(stage.path / "ranker", cfg, threads,
                               {t: data.num_nodes(t) for t in NODE_TYPES})

@@ -40,6 +40,7 @@ NEVER_GIFTED = {"U-W-S", "S-W-U"}            # watched but never gifted: history
 GRAPH_HOP_ONLY = {"U-s2s-S", "S-u2u-U"}      # the similar hop over the build's edges alone
 SIMILAR_EDGES = {"UU": "u2u", "SS": "s2s"}
 OTHER = {"user": "streamer", "streamer": "user"}
+BASE_STEPS = ("US", "SU", "UW", "WU")          # the relations read from the graph's edges
 
 # (similarities, node ids) [n, k] of the other type's k nearest vectors for source node ids.
 CrossSearch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
@@ -82,9 +83,13 @@ class Relations:
     graph_weight: float
     cross: dict[str, CrossSearch] = field(default_factory=dict)   # source node type -> search
     fresh_days: int = 3
+    base: dict[str, R.Rel] | None = None    # BASE_STEPS' relations, when computed earlier
     _cache: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.base is not None:
+            self._cache.update({(step, "graph"): self.base[step] for step in BASE_STEPS})
+            return
         nu, ns = self.graph.num_nodes("user"), self.graph.num_nodes("streamer")
         for fwd, back, etype in (("US", "SU", "gift"), ("UW", "WU", "watch")):
             edges = self.graph.edges.get(etype)
@@ -95,6 +100,11 @@ class Relations:
                                    nu, ns)
             self._cache[fwd, "graph"] = R.normalise_rows(raw)
             self._cache[back, "graph"] = R.normalise_rows(R.transpose(raw))
+
+    def base_relations(self) -> dict[str, R.Rel]:
+        """The gift and watch relations read from the graph: the costly part of building
+        this object (sorts of every edge), what a cache keeps."""
+        return {step: self._cache[step, "graph"] for step in BASE_STEPS}
 
     def get(self, step: str, hop: str = "graph") -> R.Rel:
         if step not in SIMILAR_EDGES:

@@ -59,17 +59,18 @@ def start(graph: Path, embeddings: Path, out: Path, cfg_dump: dict, seed: int, n
 
 
 def nights(plan: list[tuple[Path, Path, Path, float]], cfg_dump: dict, seed: int,
-           work: Path, parallel: int) -> list[Path]:
+           work: Path, parallel: int, views: Path | None = None) -> list[Path]:
     """The training sets of every night of `plan` ((graph, embeddings, later graph, gap),
-    newest first), one process per night, `parallel` at a time; returns their files, in
-    `plan` order."""
+    newest first), one process per night, `parallel` at a time (each reading the nights'
+    kept views in `views`, gie.expand.viewcache); returns their files, in `plan` order."""
     files = [work / f"night-{i}.npz" for i in range(len(plan))]
     log.info("building the training sets of %d previous nights, %d local workers at a time",
              len(plan), parallel)
     for lo in range(0, len(plan), parallel):
         procs = [_spawn({"night": i, "nights": min(parallel, len(plan)), "graph": str(g),
                          "embeddings": str(e), "later": str(later), "gap": gap,
-                         "cfg": cfg_dump, "seed": seed, "out": str(files[i])})
+                         "cfg": cfg_dump, "seed": seed, "out": str(files[i]),
+                         "views": str(views) if views else None})
                  for i, (g, e, later, gap) in enumerate(plan) if lo <= i < lo + parallel]
         try:
             wait(procs, "night", first=lo)
@@ -136,13 +137,15 @@ def _night(spec: dict, cfg) -> None:
     from gie.expand import index as ix
     from gie.expand.learn import save_sets
     from gie.expand.run import night_sets
+    from gie.expand.viewcache import ViewCache
     from gie.publish import write_json_atomic
     from graphbuild.dataset import load_graph
 
     later = load_graph(spec["later"], edge_types=("gift",), node_features=False)  # its labels
     with ix.omp_threads(threads_per_worker(spec["nights"])):
         sets, info, _ = night_sets(Path(spec["graph"]), Path(spec["embeddings"]), later,
-                                   spec["gap"], cfg, spec["seed"])
+                                   spec["gap"], cfg, spec["seed"],
+                                   ViewCache(Path(spec["views"]), cfg) if spec["views"] else None)
     out = Path(spec["out"])
     save_sets(sets, out)
     write_json_atomic(out.with_suffix(".json"), info)
