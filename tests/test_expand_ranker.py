@@ -38,11 +38,22 @@ def _training_set(n_groups: int, per_group: int = 40, seed: int = 0,
     return TrainingSet(X, y, group, n_labels, list(NAMES), hist)
 
 
+def _with_history(data: TrainingSet, n: int = 5) -> TrainingSet:
+    """A merged set whose explore set is `data`: each node's rows after n history rows (the
+    node's first n candidates again, not gifted next)."""
+    sizes = np.bincount(data.group)
+    first = (np.r_[0, np.cumsum(sizes)[:-1]][:, None] + np.arange(n)).ravel()
+    order = np.argsort(np.r_[data.group[first], data.group], kind="stable")
+    rows = np.r_[first, np.arange(len(data.y))][order]
+    history = np.r_[np.ones(len(first), bool), np.zeros(len(data.y), bool)][order]
+    return TrainingSet(data.X[rows], np.where(history, 0, data.y[rows]).astype(np.float32),
+                       data.group[rows], data.n_labels, data.names, history,
+                       explore_labels=data.n_labels)
+
+
 def _fit(data: TrainingSet, cfg: FusionConfig, seed: int = 0) -> dict:
-    """Both fused rankings of a node type; `merged` sees the same rows with a history."""
-    merged = TrainingSet(data.X, data.y, data.group, data.n_labels, data.names,
-                         np.arange(len(data.y)) % 40 < 5)
-    return fit_fused(merged, data, SOURCES, {"A": 1.0, "B": 1.0}, cfg, 10, seed=seed,
+    """Both fused rankings of a node type, the explore one learned from `data`."""
+    return fit_fused(_with_history(data), SOURCES, {"A": 1.0, "B": 1.0}, cfg, 10, seed=seed,
                      what="test")
 
 
@@ -137,3 +148,54 @@ def test_compiled_models_score_the_same_bits_with_missing_values():
     everything = np.ones(len(X), bool)
     got = ranker._predict(booster, None, X, np.zeros(len(X), bool), everything, threads=2)
     assert got.tobytes() == want.tobytes()
+
+
+def _recall_by_sorting(data: TrainingSet, groups: np.ndarray, scores: np.ndarray,
+                       k: int) -> float:
+    """recall_at_k the obvious way: every group's rows sorted by score, ties by row order."""
+    hits = []
+    for g in groups:
+        rows = np.flatnonzero(data.group == g)
+        order = rows[np.lexsort((rows, -scores[rows]))][:k]
+        hits.append(((data.y[order] > 0) & np.isfinite(scores[order])).sum() / data.n_labels[g])
+    return float(np.mean(hits)) if len(groups) else 0.0
+
+
+@pytest.mark.parametrize("chunk", [1, 50, 1 << 24])
+def test_recall_at_k_equals_sorting_every_group(monkeypatch, chunk):
+    """Ties (many equal scores, each broken by row order) and unranked rows (-inf), groups
+    of different sizes, any number of pairs compared at a time."""
+    monkeypatch.setattr(ranker, "RECALL_CHUNK", chunk)
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 60, 80)
+    group = np.repeat(np.arange(80), sizes)
+    y = (rng.random(len(group)) < 0.2).astype(np.float32)
+    scores = rng.integers(0, 6, len(group)).astype(np.float64)
+    scores[rng.random(len(group)) < 0.2] = -np.inf
+    n_labels = np.bincount(group, weights=y, minlength=80) + 1
+    data = TrainingSet(np.zeros((len(group), 1), np.float32), y, group, n_labels, ["x"],
+                       np.zeros(len(group), bool))
+    for groups in (np.arange(80), np.sort(rng.choice(80, 30, replace=False)), np.arange(0)):
+        for k in (1, 3, 10):
+            assert recall_at_k(data, groups, scores, k) == \
+                pytest.approx(_recall_by_sorting(data, groups, scores, k), abs=1e-15)
+
+
+def test_the_merged_judgement_reads_the_explore_models_judged_scores():
+    """Outside the history, the merged ranking is judged with the explore model's scores of
+    those rows (its own judgement's): the same bits as predicting them again."""
+    data = _training_set(150, signal_noise=0.5)
+    merged = _with_history(data)
+    explore, cfg = merged.explore(), _cfg()
+    assert explore.X.tobytes() == data.X.tobytes()
+    held_out = np.random.default_rng(2).random(150) < 0.3
+    first = ranker._fit(explore, held_out, cfg.learn, 10, 0)
+    ranker._choose(explore, first, None, held_out, SOURCES, {"A": 1.0}, cfg, 10, 0, "e")
+    second = ranker._fit(merged, held_out, cfg.learn, 10, 0)
+    ranker._choose(merged, second, first, held_out, SOURCES, {"A": 1.0}, cfg, 10, 0, "m")
+    judged = np.isin(merged.group, np.flatnonzero(held_out))
+    want = np.full(len(merged.y), -np.inf)
+    want[judged] = ranker._predict(second.booster, first.booster, merged.X, merged.history,
+                                   judged, 2, (second.rounds, first.rounds))
+    assert np.isfinite(second.judged).sum() == judged.sum() > 0
+    assert second.judged.tobytes() == want.tobytes()

@@ -267,8 +267,8 @@ def fit_fusion(nights: list[dict[str, TrainingSet]], cfg: ExpandConfig, seed: in
         del per_night
 
     def fit(t: str) -> dict[str, Scorer]:
-        return fit_fused(sets[t], sets[t].explore(), fusion_sources(cfg, t),
-                         fixed_weights(cfg, t), cfg.fusion, cfg.topk, seed, t)
+        return fit_fused(sets[t], fusion_sources(cfg, t), fixed_weights(cfg, t), cfg.fusion,
+                         cfg.topk, seed, t)
 
     scorers: dict[str, dict[str, Scorer]] = {}
     if cfg.fusion.learn.fit_processes > 1 and work is not None:
@@ -288,8 +288,8 @@ def fit_fusion(nights: list[dict[str, TrainingSet]], cfg: ExpandConfig, seed: in
 def fit_node_type(ntype: str, path: Path, cfg: ExpandConfig, seed: int, out: Path) -> None:
     """A local fit process: one node type's fused rankings from `path`, saved in `out`."""
     merged = load_fit_input(path)
-    scorers = fit_fused(merged, merged.explore(), fusion_sources(cfg, ntype),
-                        fixed_weights(cfg, ntype), cfg.fusion, cfg.topk, seed, ntype)
+    scorers = fit_fused(merged, fusion_sources(cfg, ntype), fixed_weights(cfg, ntype),
+                        cfg.fusion, cfg.topk, seed, ntype)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "scorers.json",
                       {k: ranker.save(s, out, f"{ntype}-{k}") for k, s in scorers.items()})

@@ -194,16 +194,39 @@ def _dataset(data: TrainingSet, groups: np.ndarray, fit_rows: np.ndarray,
                        feature_name=data.names, reference=reference, free_raw_data=False)
 
 
+RECALL_CHUNK = 1 << 24       # pairs compared at a time by recall_at_k
+
+
 def recall_at_k(data: TrainingSet, groups: np.ndarray, scores: np.ndarray, k: int) -> float:
-    """Mean over `groups` of |top-k by score ∩ labels| / |labels| (-inf = not ranked)."""
-    rows = np.flatnonzero(np.isin(data.group, groups))
-    g, s, y = data.group[rows], scores[rows], data.y[rows]
-    order = np.lexsort((np.arange(len(rows)), -s, g))
-    g, s, y = g[order], s[order], y[order]
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.zeros(0, int)
-    rank = np.arange(len(g)) - np.repeat(starts, np.diff(np.r_[starts, len(g)]))
-    hits = np.bincount(g[(rank < k) & np.isfinite(s) & (y > 0)], minlength=data.n_groups)
-    return float(np.mean(hits[groups] / data.n_labels[groups])) if len(groups) else 0.0
+    """Mean over `groups` of |top-k by score ∩ labels| / |labels| (-inf = not ranked).
+
+    A group ranks its rows by score, higher first, ties by row order; only the positives'
+    ranks matter, so each finite positive is compared with the rows of its own group (about
+    a hundred thousand positives against a few hundred rows each) instead of sorting every
+    row of every group: the same hits, several times faster on a judgement's 5M rows."""
+    if not len(groups):
+        return 0.0
+    chosen = np.zeros(data.n_groups, bool)
+    chosen[groups] = True
+    pos = np.flatnonzero(chosen[data.group] & (data.y > 0) & np.isfinite(scores))
+    g = data.group[pos]
+    lo = np.searchsorted(data.group, g, side="left")
+    size = np.searchsorted(data.group, g, side="right") - lo
+    hits = np.zeros(data.n_groups, np.int64)
+    ends = np.cumsum(size)
+    a = 0
+    while a < len(pos):
+        b = max(a + 1, int(np.searchsorted(ends, ends[a] - size[a] + RECALL_CHUNK, "right")))
+        n = size[a:b]
+        owner = np.repeat(np.arange(b - a), n)
+        other = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo[a:b], n)
+        mine = pos[a:b][owner]
+        better = (scores[other] > scores[mine]) | ((scores[other] == scores[mine])
+                                                   & (other < mine))
+        rank = np.bincount(owner, weights=better, minlength=b - a)
+        hits += np.bincount(g[a:b][rank < k], minlength=data.n_groups)
+        a = b
+    return float(np.mean(hits[groups] / data.n_labels[groups]))
 
 
 @dataclass
@@ -214,6 +237,7 @@ class _Fit:
     rounds: int
     sizes: dict
     reason: str | None = None
+    judged: np.ndarray | None = None  # its scores of the held-out rows (others -inf), once judged
 
 
 def _fit_rows(data: TrainingSet, cfg: LearnConfig, seed: int) -> np.ndarray:
@@ -264,13 +288,13 @@ def _judge(data: TrainingSet, held_out: np.ndarray, fused: np.ndarray, sources: 
     return held
 
 
-def fit_fused(merged: TrainingSet, explore: TrainingSet, sources: list[str],
-              fixed: dict[str, float], cfg: FusionConfig, k: int, seed: int,
-              what: str) -> dict[str, Scorer]:
+def fit_fused(merged: TrainingSet, sources: list[str], fixed: dict[str, float],
+              cfg: FusionConfig, k: int, seed: int, what: str) -> dict[str, Scorer]:
     """Learn both fused rankings of one node type (see the module docstring). The explore
-    side is fitted and judged first and its set released (when the caller holds no other
-    reference to it) before the merged side's fit: each fit is the same either way."""
+    set (the merged rows without a gift edge) is made, fitted and judged first and released
+    before the merged side's fit: each fit is the same either way."""
     lcfg = cfg.learn
+    explore = merged.explore()
     held_out = explore.held_out
     has_pos = np.bincount(explore.group, weights=explore.y, minlength=explore.n_groups) > 0
     if held_out is None or int((held_out & has_pos).sum()) < MIN_VALID_GROUPS:
@@ -297,12 +321,22 @@ def _choose(data: TrainingSet, fit: _Fit, companion: _Fit | None, held_out: np.n
     if fit.booster is None:
         log.warning("%s: %s; fixed weights", label, fit.reason)
         return fixed_scorer(data.names, fixed, cfg, {"reason": fit.reason, **fit.sizes})
-    # Only the held-out rows are judged; scores do not depend on the thread count.
+    # Only the held-out rows are judged; scores do not depend on the thread count, nor on
+    # which other rows are predicted with them: outside the history, the companion's scores
+    # are those it was judged with (the explore rows are these rows, in the same order).
     judged = np.isin(data.group, np.flatnonzero(held_out))
+    threads = cfg.predict_threads or os.cpu_count() or 1
     fused = np.full(len(data.y), -np.inf)
-    fused[judged] = _predict(fit.booster, companion.booster if companion else None, data.X,
-                             data.history, judged, cfg.predict_threads or os.cpu_count() or 1,
-                             (fit.rounds, companion.rounds if companion else None))
+    if companion is None:
+        fused[judged] = _predict(fit.booster, None, data.X, data.history, judged, threads,
+                                 (fit.rounds, None))
+    else:
+        own = judged & data.history
+        fused[own] = _predict(fit.booster, None, data.X, data.history, own, threads,
+                              (fit.rounds, None))
+        fused[~data.history] = companion.judged
+        fused[~judged] = -np.inf
+    fit.judged = fused
     held = _judge(data, held_out, fused, sources, fixed, cfg, k)
     best = max(sources, key=lambda s: (held[s], -sources.index(s)))
     info = {"held_out": {f"recall@{k}": {m: round(v, 6) for m, v in held.items()}},

@@ -15,7 +15,8 @@ whole work folders. Folders are walked in sorted path order and compared entry b
 * Markdown (`report.md`): the same text once durations (`41.2s`) are masked.
 * Symlinks (`latest`): the same target text. Everything else: the same bytes.
 * Skipped: hidden entries (`.staging-*`, `.lock`, temp files), the nightly's bookkeeping
-  (`runs/` summaries and `_STAGE.json`, whose fingerprints hold input mtimes).
+  (`runs/` summaries and `_STAGE.json`, whose fingerprints hold input mtimes) and the
+  expand's caches (`bundle/_fusion_sets/`, `bundle/_views/`: their file names hold them too).
 
 When outputs differ, `environment_differences` tells whether the runs' libraries or CPU did
 too (gie/environment.py): the usual reason for last-bit differences between hosts.
@@ -47,7 +48,7 @@ IGNORED_KEYS = frozenset({
 })
 # A duration in a Markdown report ("Code 0.1.0, seed 7, 41.2s."): masked before comparing.
 DURATION = re.compile(r"\b\d+(?:\.\d+)?s\b")
-SKIPPED_NAMES = frozenset({"runs", "_STAGE.json"})
+SKIPPED_NAMES = frozenset({"runs", "_STAGE.json", "_fusion_sets", "_views"})
 PART_PREFIX = "part-"
 
 
