@@ -125,7 +125,7 @@ class LearnConfig(BaseModel):
                               "and streamer content and topic vectors in `_views/` beside the "
                               "bundle folder, so the next night's learning reads them instead "
                               "of building them again from this night's graph (about 30 s and "
-                              "0.6 GB at 1.3M users; only the newest night is kept)")
+                              "0.6 GB a night at 1.3M users; the newest two nights are kept)")
 
 
 class FusionConfig(BaseModel):

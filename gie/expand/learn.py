@@ -199,9 +199,9 @@ class SetCache:
 
     # Settings that do not change a night's sets (fit, night choice, execution).
     IGNORED = {"workers", "fit_processes", "beside_knn", "shard_wait_s", "predict_threads",
-               "compile_above", "threads", "cache", "cache_views", "nights", "max_nights", "min_label_nodes",
-               "max_gap_days", "valid_share", "negative_share", "objective", "rounds",
-               "early_stopping", "learning_rate", "num_leaves", "min_data_in_leaf",
+               "compile_above", "threads", "cache", "cache_views", "nights", "max_nights",
+               "min_label_nodes", "max_gap_days", "valid_share", "negative_share", "objective",
+               "rounds", "early_stopping", "learning_rate", "num_leaves", "min_data_in_leaf",
                "feature_fraction"}
 
     def __init__(self, folder: Path, cfg: ExpandConfig, seed: int):

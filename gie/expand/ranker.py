@@ -334,8 +334,7 @@ def _choose(data: TrainingSet, fit: _Fit, companion: _Fit | None, held_out: np.n
         own = judged & data.history
         fused[own] = _predict(fit.booster, None, data.X, data.history, own, threads,
                               (fit.rounds, None))
-        fused[~data.history] = companion.judged
-        fused[~judged] = -np.inf
+        fused[~data.history] = companion.judged      # -inf outside the held-out nodes
     fit.judged = fused
     held = _judge(data, held_out, fused, sources, fixed, cfg, k)
     best = max(sources, key=lambda s: (held[s], -sources.index(s)))
