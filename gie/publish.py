@@ -84,3 +84,17 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
+
+
+def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
+    """Arrays as one uncompressed .npz, written whole, then renamed into place (a reader
+    never sees half a file; a failed write leaves none)."""
+    import numpy as np
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,7 +29,7 @@ from gie.expand import ranker
 from gie.expand.ranker import Scorer, TrainingSet, concat, fit_fused
 from gie.expand.sources import OTHER, source_candidates
 from gie.procs import trim_heap
-from gie.publish import write_json_atomic
+from gie.publish import write_json_atomic, write_npz_atomic
 from graphbuild.dataset import GraphData, to_node_ids
 from graphbuild.schema import EXPLORE, MERGED, NODE_TYPES
 
@@ -143,10 +142,7 @@ def save_sets(sets: dict[str, TrainingSet], path: Path) -> None:
     arrays = {f"{t}.{MERGED}.{f}": getattr(ts, f) for t, ts in sets.items() for f in SET_FIELDS}
     arrays.update({f"{t}.{EXPLORE}.n_labels": ts.explore_labels for t, ts in sets.items()})
     arrays.update({f"{t}.names": np.array(ts.names) for t, ts in sets.items()})
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    write_npz_atomic(path, arrays)
 
 
 def load_sets(path: Path) -> dict[str, TrainingSet]:

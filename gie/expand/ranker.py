@@ -327,13 +327,10 @@ def _choose(data: TrainingSet, fit: _Fit, companion: _Fit | None, held_out: np.n
     judged = np.isin(data.group, np.flatnonzero(held_out))
     threads = cfg.predict_threads or os.cpu_count() or 1
     fused = np.full(len(data.y), -np.inf)
-    if companion is None:
-        fused[judged] = _predict(fit.booster, None, data.X, data.history, judged, threads,
-                                 (fit.rounds, None))
-    else:
-        own = judged & data.history
-        fused[own] = _predict(fit.booster, None, data.X, data.history, own, threads,
-                              (fit.rounds, None))
+    own = judged & data.history if companion else judged
+    fused[own] = _predict(fit.booster, None, data.X, data.history, own, threads,
+                          (fit.rounds, None))
+    if companion:
         fused[~data.history] = companion.judged      # -inf outside the held-out nodes
     fit.judged = fused
     held = _judge(data, held_out, fused, sources, fixed, cfg, k)

@@ -272,7 +272,7 @@ def night_sets(graph: Path, embeddings: Path, later: GraphData, gap: float, cfg:
     view = _view(prev, prev_emb, {t: b.index for t, b in built.items()},
                  {t: b.info for t, b in built.items()}, knn, cfg, bare,
                  kept[1] if kept else None)
-    info = {"graph": str(graph), "date": prev.metadata.get("date"),
+    info = {"graph": str(graph), "date": date,
             "labels_from_ms": int(prev.metadata["window"]["end_ms"]),
             "labels_to_ms": int(later.metadata["window"]["end_ms"]),
             "label_pairs": int(len(users))}

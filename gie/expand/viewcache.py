@@ -13,7 +13,6 @@ never a stale hit. Two nights are kept: this one, and the night before for a rer
 from __future__ import annotations
 
 import logging
-import os
 import zipfile
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from gie.expand.bundle import file_signature, fingerprint
 from gie.expand.config import ExpandConfig
 from gie.expand.learn import source_code
 from gie.expand.sources import BASE_STEPS
+from gie.publish import write_npz_atomic
 
 log = logging.getLogger(__name__)
 VIEWS_CACHE = "_views"        # beside the bundle folders
@@ -63,21 +63,17 @@ class ViewCache:
 
     def put(self, date: str, graph: Path, embeddings: Path, base: dict[str, R.Rel],
             vectors: tuple[np.ndarray, np.ndarray]) -> None:
-        """Keep this night's view (written whole, then renamed into place); remove this
+        """Keep this night's view (written whole, renamed into place); remove this
         night's other keys and the nights before the one before it (a rerun of this night
         reads that one). A failed write only costs the next night the view's time."""
         path = self._path(date, graph, embeddings)
         arrays = {f"{s}.{f}": getattr(base[s], f) for s in BASE_STEPS for f in REL_FIELDS}
         arrays.update({f"{s}.n_cols": np.int64(base[s].n_cols) for s in BASE_STEPS})
         arrays.update(content=vectors[0], member=vectors[1])
-        tmp = path.with_name(path.name + ".tmp")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
+            write_npz_atomic(path, arrays)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             log.warning("night %s's view not kept in %s: %s", date, self.folder, e)
             return
         older = sorted({_date(p) for p in self.folder.glob("dt=*.npz") if _date(p) < date})
