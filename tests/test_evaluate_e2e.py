@@ -109,9 +109,13 @@ def test_explore_holds_no_history_and_merged_caps_it(chain):
 
 
 @pytest.mark.slow
-def test_local_workers_learn_and_publish_the_same_bundle(chain, tmp_path, monkeypatch):
+def test_local_workers_learn_and_publish_the_same_bundle(chain, tmp_path, monkeypatch, capfd,
+                                                       caplog):
     """The nights' training sets in two processes, two shards, the fits one after the other:
-    the same bundle; a worker or fit process that dies fails the run."""
+    the same bundle. The two shards build today's view parts and compile the models once
+    between them. A worker or fit process that dies fails the run."""
+    import re
+
     from gie.errors import GieError
     from gie.expand.run import expand
 
@@ -120,8 +124,19 @@ def test_local_workers_learn_and_publish_the_same_bundle(chain, tmp_path, monkey
     two = cfg.expand.model_copy(deep=True, update={"workers": 2})
     two.fusion.learn.workers = 2
     two.fusion.learn.fit_processes = 1         # the chain's bundle fitted in two processes
-    expand(work.graph(D), work.model(D) / "embeddings", tmp_path / "w2", two,
-           learn_from=previous)
+    two.fusion.compile_above = 0               # (compiled code: the same scores)
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="gie.expand.once"):
+        expand(work.graph(D), work.model(D) / "embeddings", tmp_path / "w2", two,
+               learn_from=previous)
+    logs = {"shard 0": caplog.text, "shard 1": capfd.readouterr().err}
+    piece = r"(night \S+'s \w+|model \S+)"
+    built = [x for text in logs.values() for x in re.findall(piece + " built in", text)]
+    pieces = {f"night {D}'s relations", f"night {D}'s vectors"} | {
+        f"model {t}-{k}" for t in ("user", "streamer") for k in ("merged", "explore")}
+    assert sorted(built) == sorted(pieces)     # each once, by one shard or the other
+    for text in logs.values():                 # and every shard has every piece
+        assert len(re.findall(piece + " (built in|read, built by another)", text)) == 6
     a, b = work.bundle(D), tmp_path / "w2"
     for f in sorted(p.name for p in (a / "ranker").iterdir()):
         assert (a / "ranker" / f).read_bytes() == (b / "ranker" / f).read_bytes(), f
@@ -190,7 +205,7 @@ def test_learned_nights_come_from_the_cache_with_the_same_bundle(chain, tmp_path
     cache = work.work / "bundle" / SETS_CACHE
     assert sorted(p.name[3:13] for p in cache.glob("*.npz")) == [NIGHTS[0], NIGHTS[1]]
     views = work.work / "bundle" / VIEWS_CACHE
-    assert sorted(p.name[3:13] for p in views.glob("*.npz")) == [NIGHTS[1], D]
+    assert sorted(p.name[3:13] for p in views.glob("*.npz")) == [NIGHTS[1]] * 2 + [D] * 2
     assert [n["date"] for n in metas[D]["fusion"]["learned_from"]] == [NIGHTS[1], NIGHTS[0]]
     previous = [(work.graph(d), work.model(d) / "embeddings") for d in (NIGHTS[1], NIGHTS[0])]
     off = cfg.expand.model_copy(deep=True)
@@ -210,7 +225,7 @@ def test_learned_nights_come_from_the_cache_with_the_same_bundle(chain, tmp_path
     with caplog.at_level(logging.INFO, logger="gie.expand.viewcache"):
         expand(work.graph(D), work.model(D) / "embeddings", tmp_path / "views" / "b",
                sets_off, learn_from=previous)
-    assert f"night {NIGHTS[1]}'s relations and streamer vectors read" in caplog.text
+    assert f"night {NIGHTS[1]}'s relations and vectors read" in caplog.text
     _same_bundle(work.bundle(D), tmp_path / "views" / "b")
     caplog.clear()
 

@@ -125,11 +125,13 @@ def test_the_set_cache_key_follows_the_inputs_and_the_code(inputs, tmp_path, mon
 def test_a_kept_view_gives_the_same_training_sets(inputs, tmp_path, monkeypatch, caplog):
     """What the next night's learning reads from `_views/` is what it would build: the same
     training sets, bit for bit. The key follows the inputs, the settings and the code; an
-    unreadable file is a miss; keeping a night removes older nights' files."""
+    unreadable part is a miss; keeping a night removes older nights' files."""
     import logging
 
     from gie.expand import viewcache
+    from gie.expand.features import streamer_vectors_of
     from gie.expand.run import night_sets
+    from gie.expand.sources import base_relations
     from gie.expand.viewcache import ViewCache
     from graphbuild.dataset import load_graph
 
@@ -138,44 +140,51 @@ def test_a_kept_view_gives_the_same_training_sets(inputs, tmp_path, monkeypatch,
     cfg = ExpandConfig(batch_size=16)
     date = data.metadata["date"]
     cache = ViewCache(tmp_path / "views", cfg)
-    assert cache.get(date, graph, emb_dir) is None
-    rels = Relations(data, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days)
-    built, knn = _neighbours(data, emb, cfg, 0, {})
-    view = _view(data, emb, {t: b.index for t, b in built.items()},
-                 {t: b.info for t, b in built.items()}, knn, cfg, rels)
-    cache.put(date, graph, emb_dir, rels.base_relations(), view.features.streamer_vectors())
-    base, vectors = cache.get(date, graph, emb_dir)
-    for step, rel in rels.base_relations().items():
-        for f in ("indptr", "indices", "data"):
-            np.testing.assert_array_equal(getattr(base[step], f), getattr(rel, f))
-            assert getattr(base[step], f).dtype == getattr(rel, f).dtype
-    for mine, kept in zip(view.features.streamer_vectors(), vectors):
-        np.testing.assert_array_equal(mine, kept)
+    assert cache.get(date, graph, emb_dir) == (None, None)
+    fu = cfg.fusion
+    rels = base_relations(data)
+    vecs = streamer_vectors_of(data, fu.content_smooth_k, fu.content_reference,
+                               fu.topic_clusters, fu.topic_temperature, fu.topic_basis,
+                               fu.topic_audience_dim)
+
+    def share() -> tuple:
+        return cache.shared(date, data, graph, emb_dir, cfg, tmp_path / "claims", 0, 1, 60)
+
+    for base, vectors in (share(), cache.get(date, graph, emb_dir)):   # built, then read
+        for step, rel in rels.items():
+            for f in ("indptr", "indices", "data"):
+                np.testing.assert_array_equal(getattr(base[step], f), getattr(rel, f))
+                assert getattr(base[step], f).dtype == getattr(rel, f).dtype
+        for built, kept in zip(vecs, vectors):
+            np.testing.assert_array_equal(built, kept)
+            assert built.dtype == kept.dtype
 
     later = load_graph(graph, edge_types=("gift",), node_features=False)
     fresh = night_sets(graph, emb_dir, later, 1.0, cfg, 0)[0]
     with caplog.at_level(logging.INFO, logger="gie.expand.viewcache"):
         read = night_sets(graph, emb_dir, later, 1.0, cfg, 0, cache)[0]
-    assert "read from" in caplog.text
+    assert "relations and vectors read from" in caplog.text
     for t in NODE_TYPES:
         _assert_same_bytes(fresh[t], read[t], t)
 
     other = cfg.model_copy(deep=True)
     other.fusion.topic_clusters += 1
-    assert ViewCache(tmp_path / "views", other).get(date, graph, emb_dir) is None
+    assert ViewCache(tmp_path / "views", other).get(date, graph, emb_dir) == (None, None)
     monkeypatch.setattr(viewcache, "source_code", lambda: "other source")
-    assert cache.get(date, graph, emb_dir) is None
+    assert cache.get(date, graph, emb_dir) == (None, None)
     monkeypatch.undo()
-    (kept_file,) = (tmp_path / "views").glob("*.npz")
-    kept_file.write_bytes(kept_file.read_bytes()[:1000])
-    assert cache.get(date, graph, emb_dir) is None            # unreadable: built again
+    (part,) = (tmp_path / "views").glob("*.vectors.npz")
+    part.write_bytes(part.read_bytes()[:1000])
+    base, vectors = cache.get(date, graph, emb_dir)        # unreadable: built again
+    assert base is not None and vectors is None
 
-    kept_file.unlink()
+    for p in (tmp_path / "views").glob("*.npz"):
+        p.unlink()
     for d in ("2025-05-08", "2025-05-09", "2025-05-10", "2025-05-11"):
-        (tmp_path / "views" / f"dt={d}_0123.npz").write_bytes(b"")
-    cache.put("2025-05-10", graph, emb_dir, rels.base_relations(),
-              view.features.streamer_vectors())
+        (tmp_path / "views" / f"dt={d}_0123.relations.npz").write_bytes(b"")
+    date = "2025-05-10"
+    share()
     # This night (its other key removed), the night before it (a rerun reads it), and newer.
     assert sorted(p.name[3:].partition("_")[0] for p in (tmp_path / "views").glob("*.npz")) \
-        == ["2025-05-09", "2025-05-10", "2025-05-11"]
-    assert cache.get("2025-05-10", graph, emb_dir) is not None
+        == ["2025-05-09", "2025-05-10", "2025-05-10", "2025-05-11"]
+    assert all(x is not None for x in cache.get("2025-05-10", graph, emb_dir))

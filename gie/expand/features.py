@@ -220,6 +220,16 @@ def topic_clusters(vectors: np.ndarray, clusters: int, temperature: float, seed:
     return out
 
 
+def streamer_vectors_of(graph: GraphData, smooth_k: int, reference: int, clusters: int,
+                        temperature: float, basis: str, audience_dim: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(content, topic memberships) of every streamer: the costly part of
+    `GraphFeatures.of` (the smoothing search, the audience's subspace iteration, k-means)."""
+    content = streamer_content(graph, smooth_k, reference)
+    vectors = topic_vectors(graph, content, basis, audience_dim) if clusters else content
+    return content, topic_clusters(vectors, clusters, temperature, TOPIC_SEED)
+
+
 class Topics:
     """What the topic features and the TOPIC source read: each user's distinct gifted and
     watched streamers summed per cluster (soft), each user's gifts, and each streamer's share
@@ -396,13 +406,8 @@ class GraphFeatures:
         for t, v in emb.items():
             v = np.asarray(v, np.float32)
             unit[t] = v / _norms(v)
-        if streamer_vectors is None:
-            content = streamer_content(graph, smooth_k, reference)
-            basis = topic_vectors(graph, content, topic_basis, audience_dim) \
-                if clusters else content
-            member = topic_clusters(basis, clusters, temperature, TOPIC_SEED)
-        else:
-            content, member = streamer_vectors
+        content, member = streamer_vectors or streamer_vectors_of(
+            graph, smooth_k, reference, clusters, temperature, topic_basis, audience_dim)
         window_days = (end - int(graph.metadata["window"]["start_ms"])) / DAY_MS
         days_seen = np.clip(streamer["streamer_age_days"], 1.0, max(window_days, 1.0))
         topics = Topics(member, gift, watch, nu,
@@ -413,10 +418,6 @@ class GraphFeatures:
                    {k: np.asarray(v, np.float32) for k, v in streamer.items()}, unit,
                    dict(zip(CONTENT_COLUMNS, (Taste(gift, nu, content),
                                               Taste(watch, nu, content)))), topics)
-
-    def streamer_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(content, topic memberships): the costly part of `of`, what a cache keeps."""
-        return self.taste[CONTENT_COLUMNS[0]].content, self.topics.member
 
     def pair_features(self, users: np.ndarray, streamers: np.ndarray,
                       gift_rows: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -97,11 +97,24 @@ def _predict(booster: lgb.Booster, companion: lgb.Booster | None, X: np.ndarray,
 COMPILED = "gie_compiled"     # attribute of a booster that compile_booster compiled
 
 
-def compile_booster(booster: lgb.Booster) -> bool:
+def compile_target() -> str | None:
+    """The CPU that lleaves compiles for on this host (name and features), or None when
+    lleaves is not installed: compiled code is only shared between hosts of one target."""
+    try:
+        import lleaves  # noqa: F401
+        from llvmlite import binding
+    except ImportError:
+        return None
+    return f"{binding.get_host_cpu_name()} {binding.get_host_cpu_features().flatten()}"
+
+
+def compile_booster(booster: lgb.Booster, cache: Path | None = None) -> bool:
     """Compile the model to native code with lleaves (LLVM), kept on the booster. All trees
     form one block, so they are summed one after the other as LightGBM does: the raw scores
-    are the same bits (tested), 4-6x faster on one core at 400 trees. False when lleaves is
-    not installed (LightGBM then predicts)."""
+    are the same bits (tested), 4-6x faster on one core at 400 trees. With `cache`, the
+    code is written to that file, or read from it when it exists (lleaves' cache: the file
+    must be this model's, compiled for this host). False when lleaves is not installed
+    (LightGBM then predicts)."""
     try:
         import lleaves
     except ImportError:
@@ -110,7 +123,8 @@ def compile_booster(booster: lgb.Booster) -> bool:
         path = Path(tmp) / "model.txt"
         booster.save_model(str(path))
         model = lleaves.Model(model_file=str(path))
-        model.compile(raw_score=True, fblocksize=max(1, booster.num_trees()))
+        model.compile(None if cache is None else str(cache), raw_score=True,
+                      fblocksize=max(1, booster.num_trees()))
     setattr(booster, COMPILED, model)
     return True
 

@@ -12,11 +12,13 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import pyarrow.parquet as pq
 
@@ -26,7 +28,7 @@ from gie.config import dump_config
 from gie.embeddings import read_embeddings, write_embeddings
 from gie.errors import BadInputError
 from gie.expand import index as ix
-from gie.expand import ranker, workers
+from gie.expand import once, ranker, workers
 from gie.expand.bundle import (
     FAILED, PREPARED, ShardedStage, batch_table, file_signature, fingerprint, parse_shard,
     part_path, shard_from_env,
@@ -52,6 +54,7 @@ KNN_STEP = {"user": "UU", "streamer": "SS"}
 DAY_MS = 86_400_000
 FUSION_FILE = "fusion.json"
 SETS_CACHE = "_fusion_sets"       # beside the bundle folders: previous nights' training sets
+CLAIMS = "claims"                 # in the run's work folder: who builds what (once.py)
 
 
 EDGES = ("gift", "watch", "s2s", "u2u")     # the edge types an expansion reads
@@ -262,16 +265,14 @@ def night_sets(graph: Path, embeddings: Path, later: GraphData, gap: float, cfg:
     night_seed = seed + int(prev.metadata["window"]["end_ms"]) // DAY_MS
     users, streamers = label_pairs(prev, later)
     date = prev.metadata.get("date")
-    kept = views.get(str(date), graph, embeddings) if views and date else None
+    base, vectors = views.get(str(date), graph, embeddings) if views and date else (None, None)
     # Only the kNN rows the label nodes' walks read (tested equal to the full table).
-    bare = Relations(prev, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days,
-                     base=kept[0] if kept else None)
+    bare = Relations(prev, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days, base=base)
     read = similar_rows_read(bare, cfg, label_groups(users, streamers, cfg, night_seed))
     built, knn = _neighbours(prev, prev_emb, cfg, seed, {},
                              only={t: read[KNN_STEP[t]] for t in NODE_TYPES})
     view = _view(prev, prev_emb, {t: b.index for t, b in built.items()},
-                 {t: b.info for t, b in built.items()}, knn, cfg, bare,
-                 kept[1] if kept else None)
+                 {t: b.info for t, b in built.items()}, knn, cfg, bare, vectors)
     info = {"graph": str(graph), "date": date,
             "labels_from_ms": int(prev.metadata["window"]["end_ms"]),
             "labels_to_ms": int(later.metadata["window"]["end_ms"]),
@@ -296,9 +297,11 @@ def _save_fusion(fusion: Fusion | None, folder: Path) -> dict | None:
 
 
 def _load_fusion(folder: Path, cfg: ExpandConfig, threads: int | None = None,
-                 num_nodes: dict[str, int] | None = None) -> Fusion | None:
+                 num_nodes: dict[str, int] | None = None,
+                 shared: tuple[Path, int, int] | None = None) -> Fusion | None:
     """The saved scorers; `threads` (LightGBM's when scoring) unless the config sets them.
-    Learned models of node types with `fusion.compile_above` nodes or more are compiled."""
+    Learned models of node types with `fusion.compile_above` nodes or more are compiled;
+    `shared` = (the run's work folder, shard, shards): each once among the shards."""
     path = folder / FUSION_FILE
     if not path.is_file():
         return None
@@ -308,13 +311,33 @@ def _load_fusion(folder: Path, cfg: ExpandConfig, threads: int | None = None,
                for t in NODE_TYPES}
     for t in NODE_TYPES:
         ranker.link(scorers[t], desc[t])
-        if (num_nodes or {}).get(t, 0) >= cfg.fusion.compile_above:
-            t0 = time.perf_counter()
-            learned = [s.booster for s in scorers[t].values() if s.booster is not None]
-            if learned and all(ranker.compile_booster(b) for b in learned):
-                log.info("fused ranking (%s): %d model(s) compiled in %.1fs", t, len(learned),
-                         time.perf_counter() - t0)
+    learned = [(f"{t}-{k}", s.booster) for t in NODE_TYPES for k, s in scorers[t].items()
+               if s.booster is not None and (num_nodes or {}).get(t, 0) >= cfg.fusion.compile_above]
+    target = ranker.compile_target()
+    if learned and target is not None:
+        t0 = time.perf_counter()
+        if shared is None:
+            for _, booster in learned:
+                ranker.compile_booster(booster)
+        else:
+            _compile_once(learned, target, *shared, cfg.shard_wait_s)
+        log.info("fused ranking: %d model(s) compiled in %.1fs", len(learned),
+                 time.perf_counter() - t0)
     return Fusion(scorers, {k: v for k, v in desc.items() if k not in NODE_TYPES})
+
+
+def _compile_once(learned: list[tuple[str, lgb.Booster]], target: str, work: Path, shard: int,
+                  n: int, wait_s: float) -> None:
+    """Each model compiled by one shard into the run's work folder and loaded by the others
+    (gie/expand/once.py): the file names hold the model's and the host's fingerprints, since
+    the code is native to this host's CPU."""
+    folder = work / f"compiled-{fingerprint(target)}"
+    folder.mkdir(exist_ok=True)
+    pieces = [once.Piece(folder / f"{name}-{fingerprint(b.model_to_string())}.o",
+                         lambda p, b=b: ranker.compile_booster(b, p),
+                         lambda p, b=b: ranker.compile_booster(b, p), f"model {name}")
+              for name, b in learned]
+    once.build_once(once.in_turn(pieces, shard, n), work / CLAIMS, wait_s)
 
 
 def _prepare(stage: ShardedStage, data: GraphData, emb: dict, cfg: ExpandConfig,
@@ -325,6 +348,7 @@ def _prepare(stage: ShardedStage, data: GraphData, emb: dict, cfg: ExpandConfig,
     (stage.path / "index").mkdir(exist_ok=True)
     work = stage.path / "_work"
     work.mkdir(exist_ok=True)
+    shutil.rmtree(work / CLAIMS, ignore_errors=True)     # an earlier attempt's
     cache = SetCache(stage.final.parent / SETS_CACHE, cfg, seed) \
         if cfg.fusion.learn.cache else None
     views = _view_cache(stage, cfg)
@@ -487,14 +511,16 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
             indexes = {t: ix.load_index(stage.path / "index", t, prepared["index"][t])
                        for t in NODE_TYPES}
         add_edges(data, tuple(e for e in EDGES if e not in data.edges))
-        view = _view(data, emb, indexes, prepared["index"], knn, cfg)
-        views = _view_cache(stage, cfg) if i == 0 else None
-        if views and data.metadata.get("date"):     # for the next night's learning
-            views.put(str(data.metadata["date"]), graph, embeddings,
-                      view.rels.base_relations(), view.features.streamer_vectors())
+        work, date = stage.path / "_work", data.metadata.get("date")
+        views = _view_cache(stage, cfg)
+        # Built once among the shards, and kept for the next night's learning.
+        base, vectors = views.shared(str(date), data, graph, embeddings, cfg, work / CLAIMS,
+                                     i, n, cfg.shard_wait_s) if views and date else (None, None)
+        bare = Relations(data, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days, base=base)
+        view = _view(data, emb, indexes, prepared["index"], knn, cfg, bare, vectors)
         threads = workers.threads_per_worker(n) if local or local_worker else None
         fusion = _load_fusion(stage.path / "ranker", cfg, threads,
-                              {t: data.num_nodes(t) for t in NODE_TYPES})
+                              {t: data.num_nodes(t) for t in NODE_TYPES}, (work, i, n))
         del knn, emb                             # the view holds what it reads of them
         with ix.omp_threads(threads):
             stats = {t: _expand_type(stage, view, fusion, cfg, t) for t in NODE_TYPES}

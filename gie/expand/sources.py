@@ -73,6 +73,21 @@ def _checked_weights(graph: GraphData, etype: str) -> np.ndarray:
     return w
 
 
+def base_relations(graph: GraphData) -> dict[str, R.Rel]:
+    """The gift and watch relations read from the graph's edges, both ways (BASE_STEPS):
+    the costly part of building `Relations` (sorts of every edge)."""
+    nu, ns = graph.num_nodes("user"), graph.num_nodes("streamer")
+    rels = {}
+    for fwd, back, etype in (("US", "SU", "gift"), ("UW", "WU", "watch")):
+        edges = graph.edges.get(etype)
+        if edges is None:
+            raw = R.from_pairs(np.zeros(0), np.zeros(0), np.zeros(0), nu, ns)
+        else:
+            raw = R.from_pairs(edges.src, edges.dst, _checked_weights(graph, etype), nu, ns)
+        rels[fwd], rels[back] = R.normalise_rows(raw), R.normalise_rows(R.transpose(raw))
+    return rels
+
+
 @dataclass
 class Relations:
     """The relations of one graph, the 'similar' steps in each hop kind (built lazily and
@@ -87,24 +102,8 @@ class Relations:
     _cache: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.base is not None:
-            self._cache.update({(step, "graph"): self.base[step] for step in BASE_STEPS})
-            return
-        nu, ns = self.graph.num_nodes("user"), self.graph.num_nodes("streamer")
-        for fwd, back, etype in (("US", "SU", "gift"), ("UW", "WU", "watch")):
-            edges = self.graph.edges.get(etype)
-            if edges is None:
-                raw = R.from_pairs(np.zeros(0), np.zeros(0), np.zeros(0), nu, ns)
-            else:
-                raw = R.from_pairs(edges.src, edges.dst, _checked_weights(self.graph, etype),
-                                   nu, ns)
-            self._cache[fwd, "graph"] = R.normalise_rows(raw)
-            self._cache[back, "graph"] = R.normalise_rows(R.transpose(raw))
-
-    def base_relations(self) -> dict[str, R.Rel]:
-        """The gift and watch relations read from the graph: the costly part of building
-        this object (sorts of every edge), what a cache keeps."""
-        return {step: self._cache[step, "graph"] for step in BASE_STEPS}
+        base = self.base or base_relations(self.graph)
+        self._cache.update({(step, "graph"): base[step] for step in BASE_STEPS})
 
     def get(self, step: str, hop: str = "graph") -> R.Rel:
         if step not in SIMILAR_EDGES:
