@@ -46,17 +46,17 @@ class ViewCache:
             "content_smooth_k", "content_reference", "topic_clusters", "topic_temperature",
             "topic_basis", "topic_audience_dim")}
 
-    def _path(self, date: str, graph: Path, embeddings: Path, part: str) -> Path:
+    def _paths(self, date: str, graph: Path, embeddings: Path) -> dict[str, Path]:
+        """Each part's file (the key read from the inputs' file signatures once)."""
         key = fingerprint([file_signature(p) for p in (graph, embeddings)], self.settings,
                           gie.__version__, source_code())
-        return self.folder / f"dt={date}_{key}.{part}.npz"
+        return {part: self.folder / f"dt={date}_{key}.{part}.npz" for part in PARTS}
 
     def get(self, date: str, graph: Path, embeddings: Path) -> tuple[Base | None, Vectors | None]:
         """(base relations, streamer vectors) of this graph and embeddings, each None when
         not kept (or unreadable)."""
         found = []
-        for part in PARTS:
-            path = self._path(date, graph, embeddings, part)
+        for part, path in self._paths(date, graph, embeddings).items():
             try:
                 found.append(_LOAD[part](path) if path.is_file() else None)
             except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
@@ -79,14 +79,15 @@ class ViewCache:
                      data, f.content_smooth_k, f.content_reference, f.topic_clusters,
                      f.topic_temperature, f.topic_basis, f.topic_audience_dim)}
 
+        paths = self._paths(date, graph, embeddings)
+
         def piece(part: str) -> once.Piece:
             def make(tmp: Path):
                 value = build[part]()
                 with open(tmp, "wb") as fh:          # (once.py renames it into place)
                     np.savez(fh, **_ARRAYS[part](value))
                 return value
-            return once.Piece(self._path(date, graph, embeddings, part), make,
-                              _LOAD[part], f"night {date}'s {part}")
+            return once.Piece(paths[part], make, _LOAD[part], f"night {date}'s {part}")
 
         parts = once.in_turn(list(PARTS), shard, n)
         try:
@@ -97,7 +98,7 @@ class ViewCache:
                         self.folder, e)
             return build["relations"](), build["vectors"]()
         if shard == 0:
-            self._prune(date, [self._path(date, graph, embeddings, p) for p in PARTS])
+            self._prune(date, list(paths.values()))
         return got["relations"], got["vectors"]
 
     def _prune(self, date: str, keep: list[Path]) -> None:
