@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
+import torch
 
 from gie.errors import BadInputError
 from gie.publish import is_published
@@ -71,16 +72,25 @@ def _read_table(folder: Path, schema: pa.Schema, columns: list[str] | None = Non
         raise BadInputError(f"cannot read Parquet table {folder}: {e}") from e
 
 
-def _list_to_matrix(col: pa.ChunkedArray, where: str) -> np.ndarray:
+def _list_to_matrix(col: pa.ChunkedArray, where: str, order: np.ndarray) -> np.ndarray:
+    """The vectors as float32 rows, in `order` (row positions)."""
     arr = col.combine_chunks()
     lengths = np.asarray(arr.value_lengths().fill_null(0))
     width = int(lengths.max()) if len(lengths) else 0
     if len(lengths) and (lengths != width).any():
         raise BadInputError(f"{where}: vectors have mixed lengths {sorted(set(lengths.tolist()))[:5]}")
-    # A copy, not a view of Arrow's read-only buffer: torch needs writable memory, and
-    # to_dgl would otherwise copy it (the user features twice in training: 0.6 GB at 1.3M).
-    flat = np.array(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
-    return flat.reshape(len(lengths), width)
+    # Gathering the rows copies them out of Arrow's read-only buffer: torch needs writable
+    # memory, and to_dgl would otherwise copy it (the user features twice in training).
+    flat = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(len(lengths), width)[order]
+
+
+def _stable_order(keys: np.ndarray) -> np.ndarray:
+    """Positions that sort int64 `keys` ascending, ties in read order. torch's stable sort
+    of integers is a radix sort: the 47M watch edges of a 3.9M-user graph in 1.4-1.9 s,
+    where Arrow's sort_by on (src, dst) took 20.7 s (9x its time at 1.3M users) and numpy's
+    8.4 s; the same permutation, whatever the thread count."""
+    return torch.sort(torch.from_numpy(keys), stable=True).indices.numpy()
 
 
 def graph_metadata(path: str | Path) -> dict:
@@ -118,20 +128,23 @@ def load_graph(path: str | Path, edge_types: tuple[str, ...] | None = None,
     for ntype, schema in GRAPH_NODES.items():
         folder = path / "nodes" / ntype
         read = [n for n in schema.names if node_features or n != "features"]
-        table = _read_table(folder, schema, read).sort_by("node_id")
+        table = _read_table(folder, schema, read)
         node_id = table.column("node_id").to_numpy()
-        if len(node_id) and not np.array_equal(node_id, np.arange(len(node_id))):
+        order = _stable_order(node_id)
+        if len(node_id) and not np.array_equal(node_id[order], np.arange(len(node_id))):
             raise BadInputError(f"{folder}: node_id is not contiguous 0..{len(node_id) - 1}")
-        raw_ids[ntype] = table.column(RAW_ID_COLUMN[ntype]).to_numpy()
+        raw_ids[ntype] = table.column(RAW_ID_COLUMN[ntype]).to_numpy()[order]
         if node_features:
-            features[ntype] = _list_to_matrix(table.column("features"), f"{folder} features")
+            features[ntype] = _list_to_matrix(table.column("features"), f"{folder} features",
+                                              order)
         columns[ntype] = {
-            f.name: table.column(f.name).to_numpy(zero_copy_only=False)
+            f.name: table.column(f.name).to_numpy(zero_copy_only=False)[order]
             for f in schema if not pa.types.is_list(f.type) and f.name != "node_id"
         }
         if ntype == "streamer":
             for m in MODALITIES:
-                modalities[m] = _list_to_matrix(table.column(f"{m}_emb"), f"{folder} {m}_emb")
+                modalities[m] = _list_to_matrix(table.column(f"{m}_emb"), f"{folder} {m}_emb",
+                                                order)
             modality_mask = np.stack([columns[ntype][f"has_{m}"] for m in MODALITIES], axis=1)
 
     return GraphData(path, metadata, raw_ids, features, columns, modalities, modality_mask,
@@ -156,14 +169,17 @@ def _load_edges(path: Path, raw_ids: dict[str, np.ndarray], edge_types: tuple[st
             continue
         wanted = (edge_columns or {}).get(etype)
         read = None if wanted is None else ["src", "dst", *wanted]
-        table = _read_table(folder, schema, read).sort_by([("src", "ascending"),
-                                                          ("dst", "ascending")])
+        table = _read_table(folder, schema, read)
         src, dst = table.column("src").to_numpy(), table.column("dst").to_numpy()
         for ids, t in ((src, stype), (dst, dtype_)):
             if len(ids) and (ids.min() < 0 or ids.max() >= len(raw_ids[t])):
                 raise BadInputError(f"{folder}: node id out of range for node type {t}")
-        edges[etype] = EdgeSet(src, dst, {
-            n: table.column(n).to_numpy() for n in table.column_names if n not in ("src", "dst")})
+        # Ordered by (src, dst): one int64 key, below 2^63 for any graph of up to 3e9
+        # nodes of each type.
+        order = _stable_order(src * len(raw_ids[dtype_]) + dst)
+        edges[etype] = EdgeSet(src[order], dst[order], {
+            n: table.column(n).to_numpy()[order] for n in table.column_names
+            if n not in ("src", "dst")})
     return edges
 
 

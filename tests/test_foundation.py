@@ -19,6 +19,7 @@ from gie.errors import EXIT_BAD_INPUT, BadInputError
 from gie.layout import WorkLayout, dates_under, parse_date
 from gie.publish import atomic_symlink, clean_staging, is_published, staged_output
 from graphbuild.dataset import load_graph
+from graphbuild.schema import GRAPH_EDGES
 from tests.graph_fixtures import make_graph_dataset
 
 
@@ -115,6 +116,48 @@ def test_load_graph_roundtrip_and_errors(tmp_path):
         load_graph(path)
     with pytest.raises(BadInputError, match="gift.*count.*double"):   # checked, though not read
         load_graph(path, edge_columns={"gift": ("weight",)})
+
+
+def test_load_graph_orders_rows_whatever_the_files_hold(tmp_path):
+    """Spark's part files hold rows in no order: nodes come back by node id and edges by
+    (src, dst), the same arrays as from files written in that order."""
+    path, _ = make_graph_dataset(tmp_path / "g", n_users=80, n_streamers=15)
+    g = load_graph(path)
+    for t in ("user", "streamer"):
+        assert (np.diff(np.asarray(pq.read_table(path / "nodes" / t).column("node_id"))) > 0).all()
+    for et, e in g.edges.items():
+        assert (np.diff(e.src * g.num_nodes(GRAPH_EDGES[et][1]) + e.dst) > 0).all(), et
+    rng = np.random.default_rng(0)
+    for folder in [*(path / "nodes").iterdir(), *(path / "edges").iterdir()]:
+        part = folder / "part-00000.parquet"
+        t = pq.read_table(part)
+        t = t.take(rng.permutation(t.num_rows))
+        part.unlink()
+        half = t.num_rows // 2            # two files, each in another order
+        pq.write_table(t.slice(0, half), folder / "part-00000.parquet")
+        pq.write_table(t.slice(half), folder / "part-00001.parquet")
+    shuffled = load_graph(path)
+    for t in ("user", "streamer"):
+        np.testing.assert_array_equal(shuffled.raw_ids[t], g.raw_ids[t])
+        np.testing.assert_array_equal(shuffled.features[t], g.features[t])
+        assert shuffled.features[t].flags.writeable
+        for c, v in g.node_columns[t].items():
+            assert shuffled.node_columns[t][c].dtype == v.dtype
+            np.testing.assert_array_equal(shuffled.node_columns[t][c], v)
+    for m, v in g.modalities.items():
+        np.testing.assert_array_equal(shuffled.modalities[m], v)
+    np.testing.assert_array_equal(shuffled.modality_mask, g.modality_mask)
+    for et, e in g.edges.items():
+        np.testing.assert_array_equal(shuffled.edges[et].src, e.src)
+        np.testing.assert_array_equal(shuffled.edges[et].dst, e.dst)
+        for c, v in e.data.items():
+            np.testing.assert_array_equal(shuffled.edges[et].data[c], v)
+
+    ids = pq.read_table(path / "nodes" / "user" / "part-00001.parquet")
+    pq.write_table(ids.set_column(0, "node_id", pa.array(np.full(ids.num_rows, 0), pa.int64())),
+                   path / "nodes" / "user" / "part-00001.parquet")
+    with pytest.raises(BadInputError, match="node_id is not contiguous"):
+        load_graph(path)
 
 
 def test_embeddings_roundtrip_and_errors(tmp_path):
