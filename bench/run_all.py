@@ -44,7 +44,8 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "3.11x; 3M learned night 6467 s (acccb3b) "
     "| 1M night in 20 min on 2 cores, growth no worse than linear | 1M met (1168 s at "
     "a39683a, 1132 s with every stage measured at 0870e15, 1122 s at 6d5ae56: 68-78 s to "
-    "spare on the host measured since); growth met to 1M, 4-5% over linear from 1M to 3M (training linear since 6ca4a5b) |",
+    "spare on the host measured since); growth met to 1M, 4-5% over linear from 1M to 3M "
+    "(training linear since 6ca4a5b) |",
     "| fusion | 761k users, 95k streamers (1M generated users): expand 340 s wall / 291 CPU s with the "
     "source sequences only; fixed-weight fusion 391 s / 415 CPU s; learned 1065 s / 1375 CPU s "
     "(472 s preparing two previous nights and fitting), peak RSS 4.1 -> 16.4 GB | cost at 1M "
