@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import cli
+from gie import sorting
 from gie.config import load_config, parse_overrides
 from gie.embeddings import read_embeddings, write_embeddings
 from gie.errors import EXIT_BAD_INPUT, BadInputError
@@ -158,6 +159,31 @@ def test_load_graph_orders_rows_whatever_the_files_hold(tmp_path):
                    path / "nodes" / "user" / "part-00001.parquet")
     with pytest.raises(BadInputError, match="node_id is not contiguous"):
         load_graph(path)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_radix_sorts_return_what_numpy_returns(threads):
+    """The torch-backed sorts are drop-in: the same permutation (stable: ties in input order),
+    values and inverse as numpy's, at any thread count, for read-only, strided, negative,
+    tied and empty keys."""
+    import torch
+    rng = np.random.default_rng(3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ties = rng.integers(-50, 50, 300_000)
+        strided = rng.integers(0, 1 << 60, 400_000)[::2]
+        frozen = rng.integers(0, 1000, 5000)
+        frozen.setflags(write=False)
+        for keys in (ties, strided, frozen, np.zeros(0, np.int64), np.array([7])):
+            assert np.array_equal(sorting.stable_argsort(keys), np.argsort(keys, kind="stable"))
+            assert np.array_equal(sorting.sort(keys), np.sort(keys))
+            assert np.array_equal(sorting.unique(keys), np.unique(keys))
+            uniq, inverse = sorting.unique_inverse(keys)
+            want = np.unique(keys, return_inverse=True)
+            assert np.array_equal(uniq, want[0]) and np.array_equal(inverse, want[1].reshape(-1))
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_embeddings_roundtrip_and_errors(tmp_path):

@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from gie.expand import index as ix
 from gie.expand import relations as R
+from gie.sorting import stable_argsort, unique, unique_inverse
 from graphbuild.dataset import EdgeSet, GraphData
 
 DAY_MS = 86_400_000
@@ -66,7 +67,7 @@ class PairIndex:
             self.keys, self.rows = np.zeros(0, np.int64), np.zeros(0, np.int64)
         else:
             keys = edges.src * n_streamers + edges.dst
-            self.rows = np.argsort(keys, kind="stable")
+            self.rows = stable_argsort(keys)
             self.keys = keys[self.rows]
 
     def find(self, users: np.ndarray, streamers: np.ndarray) -> np.ndarray:
@@ -77,7 +78,7 @@ class PairIndex:
         # Searched in key order, each search starts near the last one: at 16M watch edges a
         # streamer batch's 270k pairs take 0.09 s instead of 0.45 s (a user batch's pairs come
         # nearly sorted already, and cost the same either way).
-        order = np.argsort(keys, kind="stable")
+        order = stable_argsort(keys)
         pos = np.empty(len(keys), np.int64)
         pos[order] = np.searchsorted(self.keys, keys[order])
         pos = np.minimum(pos, len(self.keys) - 1)
@@ -344,7 +345,7 @@ def content_scores(tastes: dict[str, Taste], users: np.ndarray, streamers: np.nd
                    ) -> dict[str, np.ndarray]:
     """Cosine of each user's tastes with the streamer's content (0 without either); the
     tastes share one content matrix, each built once per distinct user."""
-    u, inv = np.unique(users, return_inverse=True)
+    u, inv = unique_inverse(users)
     content = next(iter(tastes.values())).content
     scores = _pair_dots([t.vectors(u) for t in tastes.values()], inv, content, streamers)
     return dict(zip(tastes, scores))
@@ -480,7 +481,7 @@ def candidate_table(gf: GraphFeatures, ntype: str, rows: np.ndarray,
     sources = list(ranked)
     n = len(order.rank)
     keys_per = [c.row * n + order.rank[c.target] for c in ranked.values()]
-    keys = np.unique(np.concatenate(keys_per)) if keys_per else np.zeros(0, np.int64)
+    keys = unique(np.concatenate(keys_per)) if keys_per else np.zeros(0, np.int64)
     row, target = keys // n, order.node[keys % n]
     m = len(keys)
     cols: dict[str, np.ndarray] = {}
@@ -522,7 +523,7 @@ def _rank_in_pool(row: np.ndarray, value: np.ndarray) -> np.ndarray:
     order). One stable argsort of (row, value) packed in an int64, as in R.top_per_row: a
     third of a three-key lexsort's work."""
     key = np.where(np.isnan(value), 0, R.float_key(value + np.float32(0)))  # -0.0 -> 0.0
-    order = np.argsort((row.astype(np.int64) << 32) | (0xFFFFFFFF - key), kind="stable")
+    order = stable_argsort((row.astype(np.int64) << 32) | (0xFFFFFFFF - key))
     out = np.empty(len(row), np.float32)
     out[order] = R.rank_in_row(row[order]) + 1
     return out

@@ -21,6 +21,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from gie.errors import QualityFloorError
 from gie.expand.config import IndexConfig
@@ -156,17 +157,20 @@ def cross_params(index: faiss.Index, effort: dict | None) -> faiss.SearchParamet
 
 @contextlib.contextmanager
 def omp_threads(n: int | None):
-    """Faiss' OpenMP threads set to `n` inside the block (None: left as they are), e.g. one
-    core each for local workers that search side by side."""
+    """Faiss' OpenMP threads, and torch's (the sorts of gie/sorting.py), set to `n` inside
+    the block (None: left as they are), e.g. one core each for local workers that search and
+    sort side by side."""
     if n is None:
         yield
         return
-    before = faiss.omp_get_max_threads()
+    before = faiss.omp_get_max_threads(), torch.get_num_threads()
     faiss.omp_set_num_threads(n)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
-        faiss.omp_set_num_threads(before)
+        faiss.omp_set_num_threads(before[0])
+        torch.set_num_threads(before[1])
 
 
 def _list_order(index: faiss.Index, queries: np.ndarray) -> np.ndarray | None:

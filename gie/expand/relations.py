@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gie.sorting import sort, stable_argsort, unique_inverse
+
 
 @dataclass(frozen=True)
 class Rel:
@@ -41,11 +43,11 @@ def from_pairs(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n_rows: int, n_c
     key = src * n_cols + dst
     if len(key) > 1 and not (key[1:] > key[:-1]).all():
         if distinct:
-            order = np.argsort(key)            # distinct keys: one order, whatever the sort
+            order = stable_argsort(key)
             key, w = key[order], w[order]
         else:
-            key, inverse = np.unique(key, return_inverse=True)
-            w = np.bincount(inverse.reshape(-1), weights=w, minlength=len(key))
+            key, inverse = unique_inverse(key)
+            w = np.bincount(inverse, weights=w, minlength=len(key))
     src, dst = key // n_cols, key % n_cols
     keep = w > 0
     src, dst, w = src[keep], dst[keep], w[keep]
@@ -57,14 +59,15 @@ def from_pairs(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n_rows: int, n_c
 
 def _best_first(rows: np.ndarray, w: np.ndarray) -> np.ndarray:
     """The order by (row, weight descending) that keeps ties in their current order: what
-    np.lexsort((-w, rows)) gives, as one sort of (row, rank of -w) packed in an int64 (4.2 s
-    instead of 10.4 s at 16M entries)."""
+    np.lexsort((-w, rows)) gives, as one sort of (row, rank of -w) packed in an int64. The
+    weights are positive (from_pairs keeps no others), so their float64 bits order like
+    their values and the rank is an integer sort too: both are radix sorts (gie/sorting.py)."""
     bits = max(1, (len(w) - 1).bit_length())
     if not len(w) or int(rows.max()).bit_length() + bits > 62:
         return np.lexsort((-w, rows))
     rank = np.empty(len(w), np.int64)
-    rank[np.argsort(-w, kind="stable")] = np.arange(len(w))
-    return np.argsort((rows << bits) | rank)   # distinct keys: one order, whatever the sort
+    rank[stable_argsort(~np.ascontiguousarray(w, np.float64).view(np.int64))] = np.arange(len(w))
+    return stable_argsort((rows << bits) | rank)
 
 
 def to_pairs(rel: Rel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,7 +137,7 @@ class RawOrder:
 
     @classmethod
     def of(cls, raw_ids: np.ndarray) -> "RawOrder":
-        node = np.argsort(raw_ids, kind="stable")
+        node = stable_argsort(raw_ids)
         rank = np.empty_like(node)
         rank[node] = np.arange(len(node))
         return cls(rank, node)
@@ -163,7 +166,7 @@ def aggregate(row: np.ndarray, target: np.ndarray, contrib: np.ndarray, via: np.
         return empty()
     n = len(order.rank)
     key = row * n + order.rank[target]
-    perm = np.argsort(key, kind="stable")
+    perm = stable_argsort(key)
     key, contrib, via = key[perm], contrib[perm], via[perm]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     score = np.add.reduceat(contrib, starts)
@@ -190,7 +193,7 @@ class RowPairs:
     @classmethod
     def of(cls, rel: Rel, rows: np.ndarray) -> "RowPairs":
         owner, col, _ = gather(rel, rows)
-        return cls(np.sort(owner * rel.n_cols + col), rel.n_cols)
+        return cls(sort(owner * rel.n_cols + col), rel.n_cols)
 
     def contains(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
         if not len(self.keys):
@@ -217,7 +220,7 @@ def top_per_row(c: Candidates, k: int, min_score: float = 0.0) -> Candidates:
     within a row.
     """
     c = select(c, c.score >= min_score) if min_score > 0 else c
-    c = select(c, np.argsort((c.row << 32) | (0xFFFFFFFF - float_key(c.score)), kind="stable"))
+    c = select(c, stable_argsort((c.row << 32) | (0xFFFFFFFF - float_key(c.score))))
     return select(c, rank_in_row(c.row) < k)
 
 

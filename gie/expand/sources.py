@@ -20,6 +20,7 @@ from gie.errors import BadInputError
 from gie.expand import relations as R
 from gie.expand.config import ExpandConfig
 from gie.expand.features import Topics
+from gie.sorting import unique, unique_inverse
 from graphbuild.dataset import GraphData
 from graphbuild.schema import PRIORS, SOURCES
 
@@ -124,10 +125,10 @@ class Relations:
         these rows alone: the same entries as get(step, 'both'), bit for bit (a row's mix
         reads that row only), without mixing a million-row kNN table in every process."""
         if step in SIMILAR_EDGES and hop == "both":
-            uniq, inverse = np.unique(rows, return_inverse=True)
+            uniq, inverse = unique_inverse(rows)
             part = R.mix(R.sub_rows(self.get(step, "graph"), uniq),
                          R.sub_rows(self.get(step, "knn"), uniq), self.graph_weight)
-            return R.gather(R.truncate(part, k), inverse.reshape(-1))
+            return R.gather(R.truncate(part, k), inverse)
         return R.gather(self.truncated(step, hop, k), rows)
 
     def raw_order(self, ntype: str) -> R.RawOrder:
@@ -314,7 +315,7 @@ def topic_candidates(rels: Relations, topics: Topics, ntype: str, rows: np.ndarr
     row, target = np.repeat(row, lens), lists.reshape(-1)[flat]
     keep = target >= 0
     # A streamer can lead the lists of two of a user's clusters: once per row, by raw id.
-    key = np.unique(row[keep] * len(order.rank) + order.rank[target[keep]])
+    key = unique(row[keep] * len(order.rank) + order.rank[target[keep]])
     row, target = key // len(order.rank), order.node[key % len(order.rank)]
     users, streamers = (rows[row], target) if ntype == "user" else (target, rows[row])
     score = topics.score(users, streamers)
