@@ -42,11 +42,14 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "expand 3.16x (users' kNN 3.3x, 5.1x before the lists of a fixed size), evaluate 3.27x, the "
     "night 1272 -> 3990 s, 3.14x for 3.0x the users; at 6ca4a5b (index_select gathers, the "
     "graph read by one integer sort): train 3.03x, expand 3.30x, the night 1342 -> 4180 s, "
-    "3.11x; 3M learned night 6467 s (acccb3b) "
+    "3.11x; at db87329's code (f72856b) the night 1169 -> 3745 s, 3.20x (train 3.77x, one "
+    "run's noise: 3.03x before; expand 3.15x; evaluate 3.22x, then 2.53x with the dense "
+    "baselines ranked by blocks of targets); 3M learned night 6467 s (acccb3b) "
     "| 1M night in 20 min on 2 cores, growth no worse than linear | 1M met (1168 s at "
     "a39683a, 1132 s with every stage measured at 0870e15, 1122 s at 6d5ae56, 1053 s at "
-    "db87329: 147 s to spare); growth met to 1M, 4-5% over linear from 1M to 3M "
-    "(training linear since 6ca4a5b) |",
+    "db87329: 147 s to spare); growth met to 1M, 4-7% over linear from 1M to 3M "
+    "(expand 3.15x: recall-tuned searches and tables past the cache; training 3.03-3.77x "
+    "over runs) |",
     "| fusion | 761k users, 95k streamers (1M generated users): expand 340 s wall / 291 CPU s with the "
     "source sequences only; fixed-weight fusion 391 s / 415 CPU s; learned 1065 s / 1375 CPU s "
     "(472 s preparing two previous nights and fitting), peak RSS 4.1 -> 16.4 GB | cost at 1M "

@@ -167,3 +167,41 @@ def test_active_gifters_and_streamer_history(graph):
     assert [a.tolist() for a in act] == [[0, 1, 2], [0, 1, 2]]     # 6, 3, 1 gifts sent
     gifters = bl.top_k_lists(bl.history_scores(w.T.tocsr()), streamers, 10, 3)
     assert [g.tolist() for g in gifters] == [[2, 1], []]            # by weight 2, 1
+
+
+@pytest.mark.parametrize("cells", [7, 64, 300, 1 << 20])
+def test_ranking_by_blocks_of_targets_equals_a_stable_sort_of_whole_rows(cells):
+    """Rows come a block of targets at a time (so a batch of sources need not shrink as the
+    targets grow): ties that straddle blocks, rows with fewer candidates than asked and
+    exclusions give a stable sort's lists, whatever the block width."""
+    rng = np.random.default_rng(8)
+    scores = rng.integers(0, 4, size=(40, 90)).astype(np.float32)
+    scores[scores == 0] = -np.inf
+    scores[5, 3:] = -np.inf                                  # two candidates only
+    history = sp.csr_matrix(rng.random((40, 90)) < 0.2)
+    score = lambda sources: scores[sources].copy()          # noqa: E731
+    sources = np.array([5, 0, 39, -1, 17, 17, 22])
+    for k in (1, 4, 30):
+        full, explore = bl.top_k_lists_each(score, sources, k, 90, [None, history], cells)
+        for i, src in enumerate(sources):
+            row = scores[src] if src >= 0 else np.full(90, -np.inf)
+            ranked = [t for t in np.argsort(-row, kind="stable") if np.isfinite(row[t])]
+            hist = set(history[src].indices.tolist()) if src >= 0 else set()
+            assert full[i].tolist() == ranked[:k]
+            assert explore[i].tolist() == [t for t in ranked if t not in hist][:k]
+
+
+def test_blocks_of_the_dense_scorers_are_their_scores():
+    """The block scorers give the bits of the whole rows (one product per block)."""
+    rng = np.random.default_rng(2)
+    u, s = rng.normal(size=(9, 16)).astype(np.float32), rng.normal(size=(70, 16)).astype(np.float32)
+    emb = bl.embedding_scores(u, s)
+    w = sp.csr_matrix((rng.random((70, 12)) < 0.3) * rng.random((70, 12)))
+    cf = bl.user_cf_scores(w)
+    sources = np.array([3, 0, 8, 8])
+    for scorer, width in ((emb, 70), (cf, len(cf.columns))):
+        whole = scorer.blocks(sources)(0, width)
+        block = scorer.blocks(sources)
+        assert np.array_equal(np.concatenate([block(lo, min(lo + 9, width))
+                                              for lo in range(0, width, 9)], axis=1), whole)
+    assert np.array_equal(cf(sources)[:, cf.columns], cf.blocks(sources)(0, len(cf.columns)))

@@ -14,7 +14,9 @@ Users for a streamer (who gifts it next):
 - emb_knn: the streamer's embedding against every user's.
 Every ranker is a function from a batch of source node ids to dense scores over all targets
 (-inf = not a candidate); `top_k_lists` turns it into ranked lists, optionally without the
-source's history (the fair comparison for exploration).
+source's history (the fair comparison for exploration). The dense ones (emb_knn, user_cf)
+also score a block of targets at a time (`score.blocks`), so that a batch of sources reads
+each target once whatever the number of targets.
 """
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ from gie.progress import progress
 from graphbuild.dataset import GraphData
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
-BATCH_CELLS = 1 << 24      # dense scores per batch
+Block = Callable[[int, int], np.ndarray]     # (lo, hi) -> a batch's scores of targets [lo, hi)
+SOURCE_BATCH = 256         # sources ranked together (a dense scorer's `source_batch` overrides)
+BATCH_CELLS = 1 << 24      # dense scores per block: SOURCE_BATCH sources x 65,536 targets
 
 
 def gift_weights(graph: GraphData) -> sp.csr_matrix:
@@ -113,12 +117,13 @@ def swing_scores(weights: sp.csr_matrix, similarity: sp.csr_matrix) -> ScoreFn:
 
 
 def embedding_scores(source_emb: np.ndarray, target_emb: np.ndarray) -> ScoreFn:
+    def blocks(sources: np.ndarray) -> Block:
+        queries = source_emb[sources]
+        return lambda lo, hi: queries @ target_emb[lo:hi].T             # float32, as stored
+
     def score(sources: np.ndarray) -> np.ndarray:
-        return source_emb[sources] @ target_emb.T                       # float32, as stored
-    # Each batch reads every target vector: 4x the default batch ranks the 1M users for
-    # 10,000 streamers 1.7x faster, with the same scores (a sparse scorer's bigger batches
-    # are slower: user_cf keeps the default).
-    score.batch_cells = 1 << 26
+        return blocks(sources)(0, len(target_emb))
+    score.blocks = blocks                # ranked a block of targets at a time (top_k_lists_each)
     return score
 
 
@@ -136,22 +141,30 @@ def user_cf_scores(weights: sp.csr_matrix) -> ScoreFn:
     gifters = np.flatnonzero(norms > 0)      # every other user scores 0: not a candidate
     unit_g, by_streamer_g = unit[gifters], by_streamer[:, gifters].tocsr()
 
-    def compact(streamers: np.ndarray) -> np.ndarray:
-        """Scores over the gifters only (columns `gifters`)."""
+    def blocks(streamers: np.ndarray) -> Block:
+        """Scores over the gifters only (columns `gifters`), a block of gifters at a time."""
         rows = by_streamer_g[streamers]
         # Dense streamer profiles times the sparse unit matrix: a popular streamer's gifters
         # reach most users, and a sparse x sparse product of that many entries is far slower.
-        profile = (rows @ unit_g).toarray()                                 # batch x streamers
-        # The v = u term is w(u, s) * cos(u, u) = w(u, s): removed.
-        dense = np.ascontiguousarray((unit_g @ profile.T).T) - rows.toarray()
-        dense[dense <= 1e-9] = -np.inf
-        return dense
+        profile = np.ascontiguousarray((rows @ unit_g).toarray().T)       # streamers x batch
+
+        def block(lo: int, hi: int) -> np.ndarray:
+            dense = np.ascontiguousarray((unit_g[lo:hi] @ profile).T)
+            own = rows[:, lo:hi].tocoo()         # the v = u term, w(u, s) * cos(u, u) = w(u, s)
+            dense[own.row, own.col] -= own.data
+            dense[dense <= 1e-9] = -np.inf
+            return dense
+        return block
 
     def score(streamers: np.ndarray) -> np.ndarray:
         dense = np.full((len(streamers), weights.shape[0]), -np.inf)
-        dense[:, gifters] = compact(streamers)
+        dense[:, gifters] = blocks(streamers)(0, len(gifters))
         return dense
-    score.columns = (gifters, compact)       # ranked over the gifters only (top_k_lists_each)
+    score.columns = gifters                  # ranked over the gifters only (top_k_lists_each)
+    score.blocks = blocks
+    # Each entry of the sparse product reads its streamer's row of `profile` (8 bytes a
+    # source): fewer sources than the default keep that table small at 10M users.
+    score.source_batch = 64
     return score
 
 
@@ -166,26 +179,59 @@ def top_k_lists(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int,
 
 def top_positions(rows: np.ndarray, ns: np.ndarray) -> list[np.ndarray]:
     """Per row of a 2-D batch, the positions of its ns[i] best finite scores, best first,
-    ties by lower position (a stable sort's order), without sorting the rows.
+    ties by lower position (a stable sort's order), without sorting the rows."""
+    return [p[p >= 0] for p in _top_padded(rows, ns)[0]]
 
-    One torch top-k over the whole batch (every core). A row is read again only where a tie
-    straddles its cut or a score in its top is not finite; otherwise its top n are exactly
-    the scores >= the n-th best."""
-    width = rows.shape[1]
-    ns = np.minimum(ns, width)
+
+def _top_padded(rows: np.ndarray, ns: np.ndarray, offset: int = 0
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """`top_positions` (plus `offset`) and their scores as [rows, k] arrays, padded with -1
+    and -inf past each row's count.
+
+    One torch top-k over the whole batch (every core), its k entries put in (score desc,
+    position asc) order by two small sorts. A row is read again only where a tie straddles
+    its cut or a score in its top is not finite; otherwise its top n are exactly the
+    scores >= the n-th best."""
+    n_rows, width = rows.shape
+    ns = np.minimum(np.asarray(ns, np.int64), width)
     k = min(int(ns.max(initial=0)) + 1, width)
+    pos = np.full((n_rows, k), -1, np.int64)
+    val = np.full((n_rows, k), -np.inf, rows.dtype)
     if k == 0:
-        return [np.zeros(0, np.int64) for _ in ns]
-    values, index = torch.topk(torch.from_numpy(np.ascontiguousarray(rows)), k, dim=1)
+        return pos, val
+    v, ix = (t.numpy() for t in torch.topk(torch.from_numpy(np.ascontiguousarray(rows)), k))
+    by_pos = np.argsort(ix, axis=1)
+    ix, v = np.take_along_axis(ix, by_pos, 1), np.take_along_axis(v, by_pos, 1)
+    by_score = np.argsort(-v, axis=1, kind="stable")
+    ix, v = np.take_along_axis(ix, by_score, 1), np.take_along_axis(v, by_score, 1)
+    inside = np.arange(k) < ns[:, None]
+    at = np.arange(n_rows)
+    last = v[at, np.maximum(ns - 1, 0)]
+    scan = (ns > 0) & (((ns < width) & (v[at, np.minimum(ns, k - 1)] == last))
+                       | (~np.isfinite(v) & inside).any(axis=1))
+    keep = inside & ~scan[:, None]
+    pos[keep], val[keep] = ix[keep] + offset, v[keep]
+    for i in np.flatnonzero(scan):
+        c = _scan_positions(rows[i], ns[i], last[i])
+        pos[i, :len(c)], val[i, :len(c)] = c + offset, rows[i, c]
+    return pos, val
+
+
+def _merge_tops(parts: list[tuple[np.ndarray, np.ndarray]], ns: np.ndarray
+                ) -> list[np.ndarray]:
+    """Per row, its ns[i] best entries of the blocks' `_top_padded` lists, in the same order
+    (every block holds at least the best of its own that can make the row's cut)."""
+    if len(parts) == 1:
+        return [p[p >= 0] for p in parts[0][0]]
+    pos = np.concatenate([p for p, _ in parts], axis=1)
+    val = np.concatenate([v for _, v in parts], axis=1)
     out = []
-    for row, v, ix, n in zip(rows, values.numpy(), index.numpy(), ns):
-        if n == 0:
-            out.append(np.zeros(0, np.int64))
-        elif (n < width and v[n] == v[n - 1]) or not np.isfinite(v[:n]).all():
-            out.append(_scan_positions(row, n, v[n - 1]))
-        else:
-            c = ix[:n].astype(np.int64)
-            out.append(c[np.lexsort((c, -row[c]))])
+    for p, v, n in zip(pos, val, ns):
+        p, v = p[p >= 0], v[p >= 0]
+        if len(v) > n > 0:                        # only what can make the cut is sorted
+            near = v >= np.partition(v, len(v) - n)[len(v) - n]
+            p, v = p[near], v[near]
+        out.append(p[np.lexsort((p, -v))][:n])
     return out
 
 
@@ -204,6 +250,14 @@ def _scan_positions(row: np.ndarray, n: int, t: float) -> np.ndarray:
     return c[np.lexsort((c, -row[c]))].astype(np.int64)
 
 
+def _whole_rows(score: ScoreFn) -> Callable[[np.ndarray], Block]:
+    """`blocks` of a scorer that has none: its whole rows, scored once per batch."""
+    def blocks(sources: np.ndarray) -> Block:
+        rows = score(sources)
+        return lambda lo, hi: rows[:, lo:hi]
+    return blocks
+
+
 def _row_entries(m: sp.csr_matrix, r: int) -> np.ndarray:
     """Columns of row r's non-zero entries."""
     lo, hi = m.indptr[r], m.indptr[r + 1]
@@ -220,8 +274,9 @@ def top_k_lists_each(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int
     Two scorers skip the dense score rows (same lists, far less work at 1M users): one with
     the same scores for every source (`score.same_for_all`) is ranked once; one from a sparse
     matrix (`score.sparse_rows`: entries > 0 are candidates) is ranked from each row's
-    stored entries. Dense scores come `batch_cells` at a time (default: the scorer's
-    `score.batch_cells`, else BATCH_CELLS)."""
+    stored entries. Dense scores come `batch_cells` at a time (default BATCH_CELLS): a batch
+    of `score.source_batch` (else SOURCE_BATCH) sources against a block of targets from
+    `score.blocks` (else slices of the whole rows), each block's best merged into the rows'."""
     excludes = [None if e is None else sp.csr_matrix(e) for e in excludes]
     out: list[list[np.ndarray]] = [[np.empty(0, np.int64)] * len(users) for _ in excludes]
     known = np.flatnonzero(users >= 0)
@@ -252,26 +307,45 @@ def top_k_lists_each(score: ScoreFn, users: np.ndarray, k: int, n_streamers: int
                     c, v = c[keep], v[keep]
                 lists[i] = c[np.lexsort((c, -v))][:kk].astype(np.int64)
         return out
-    columns, compact = getattr(score, "columns", (None, None))
-    if columns is not None:                  # scores outside `columns` are not candidates
-        score, n_streamers = compact, len(columns)
-    kk = min(kk, n_streamers)
+    columns = getattr(score, "columns", None)   # outside `columns`: not candidates
+    width = n_streamers if columns is None else len(columns)
+    kk = min(kk, width)
     if kk == 0:
         return out
-    cells = batch_cells or getattr(score, "batch_cells", BATCH_CELLS)
-    batch = max(1, cells // max(n_streamers, 1))
+    blocks = getattr(score, "blocks", None) or _whole_rows(score)
+    cells = batch_cells or BATCH_CELLS
+    batch = min(getattr(score, "source_batch", SOURCE_BATCH), cells)
+    block = max(1, cells // batch)
+    starts = np.arange(0, width, block)
+    # One selection serves every exclusion: of the whole row, the best kk + (most excluded)
+    # targets, and of a block, the best kk + (most excluded in that block): the kk best
+    # targets not excluded are among them. Sources are batched by depth, so that the few with
+    # long histories (a popular streamer's gifters) do not deepen every batch's selection.
+    banned = {i: [None if e is None else _row_entries(e, users[i]) for e in excludes]
+              for i in known}
+    depth = np.array([min(kk + max((len(b) for b in banned[i] if b is not None), default=0),
+                          width) for i in known], np.int64)
+    by_depth = known[np.argsort(depth, kind="stable")]
+    depth = np.sort(depth, kind="stable")
+
+    def excluded_per_block(i: int) -> np.ndarray:
+        most = np.zeros(len(starts), np.int64)
+        for b in banned[i]:
+            if b is not None:
+                at = np.sort(b if columns is None else np.searchsorted(columns, b))
+                most = np.maximum(most, np.diff(np.searchsorted(at, np.r_[starts, width])))
+        return most
+
     for start in progress(range(0, len(known), batch), desc="ranking", unit="batch",
                           mininterval=30, leave=False):
-        idx = known[start:start + batch]
-        scores = score(users[idx])
-        # One selection serves every exclusion: the best kk + (most excluded) targets.
-        banned = [[None if e is None else _row_entries(e, users[i]) for e in excludes]
-                  for i in idx]
-        ns = np.array([min(kk + max((len(b) for b in ban if b is not None), default=0),
-                           n_streamers) for ban in banned])
-        for i, c, ban in zip(idx, top_positions(scores, ns), banned):
+        idx, ns = by_depth[start:start + batch], depth[start:start + batch]
+        extra = np.stack([excluded_per_block(i) for i in idx])
+        scores = blocks(users[idx])
+        tops = [_top_padded(scores(lo, min(lo + block, width)), kk + extra[:, j], lo)
+                for j, lo in enumerate(starts)]
+        for i, c in zip(idx, _merge_tops(tops, ns)):
             if columns is not None:
                 c = columns[c]                   # ascending: the id order of ties is kept
-            for lists, b in zip(out, ban):
+            for lists, b in zip(out, banned[i]):
                 lists[i] = c[:kk] if b is None else c[~np.isin(c, b)][:kk]
     return out
