@@ -43,7 +43,7 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "night 1272 -> 3990 s, 3.14x for 3.0x the users; at 6ca4a5b (index_select gathers, the "
     "graph read by one integer sort): train 3.03x, expand 3.30x, the night 1342 -> 4180 s, "
     "3.11x; at db87329's code (f72856b) the night 1169 -> 3745 s, 3.20x (train 3.77x, one "
-    "run's noise: 3.03x before; expand 3.15x; evaluate 3.22x, then 2.53x with the dense "
+    "run's noise: 3.03x before; expand 3.15x; evaluate 3.22x, then 2.35x with the dense "
     "baselines ranked by blocks of targets); 3M learned night 6467 s (acccb3b) "
     "| 1M night in 20 min on 2 cores, growth no worse than linear | 1M met (1168 s at "
     "a39683a, 1132 s with every stage measured at 0870e15, 1122 s at 6d5ae56, 1053 s at "

@@ -205,3 +205,18 @@ def test_blocks_of_the_dense_scorers_are_their_scores():
         assert np.array_equal(np.concatenate([block(lo, min(lo + 9, width))
                                               for lo in range(0, width, 9)], axis=1), whole)
     assert np.array_equal(cf(sources)[:, cf.columns], cf.blocks(sources)(0, len(cf.columns)))
+
+
+def test_user_cf_scores_keep_the_bits_of_the_streamer_major_product():
+    """The profile is built streamer-major (no transposed copy of a batch x streamers table):
+    each score adds the same terms in the same order as rows @ unit, so the bits are equal."""
+    rng = np.random.default_rng(4)
+    w = sp.csr_matrix((rng.random((300, 40)) < 0.1) * rng.random((300, 40)))
+    binary = (w != 0).astype(float)
+    norms = np.sqrt(np.asarray(binary.sum(axis=1)).ravel())
+    gifters = np.flatnonzero(norms > 0)
+    unit = (sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ binary).tocsr()[gifters]
+    rows = w.T.tocsr()[:, gifters].tocsr()[np.arange(40)]
+    want = np.ascontiguousarray((unit @ (rows @ unit).toarray().T).T) - rows.toarray()
+    want[want <= 1e-9] = -np.inf
+    assert np.array_equal(bl.user_cf_scores(w)(np.arange(40))[:, gifters], want)

@@ -140,13 +140,14 @@ def user_cf_scores(weights: sp.csr_matrix) -> ScoreFn:
     by_streamer = weights.T.tocsr()                                             # streamers x users
     gifters = np.flatnonzero(norms > 0)      # every other user scores 0: not a candidate
     unit_g, by_streamer_g = unit[gifters], by_streamer[:, gifters].tocsr()
+    unit_by_streamer = unit_g.T.tocsr()
 
     def blocks(streamers: np.ndarray) -> Block:
         """Scores over the gifters only (columns `gifters`), a block of gifters at a time."""
         rows = by_streamer_g[streamers]
         # Dense streamer profiles times the sparse unit matrix: a popular streamer's gifters
         # reach most users, and a sparse x sparse product of that many entries is far slower.
-        profile = np.ascontiguousarray((rows @ unit_g).toarray().T)       # streamers x batch
+        profile = (unit_by_streamer @ rows.T.tocsr()).toarray()           # streamers x batch
 
         def block(lo: int, hi: int) -> np.ndarray:
             dense = np.ascontiguousarray((unit_g[lo:hi] @ profile).T)
