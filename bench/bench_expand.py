@@ -100,7 +100,7 @@ def run_one(n_users: int, dim: int, seed: int) -> dict:
         built = ix.build_index(vectors, cfg.index, cfg.recall_floor, seed, name=t)
         result[f"index_{t}"] = built.info
         t1, c1 = time.perf_counter(), cpu_s()
-        knn[t] = ix.search(built.index, vectors, cfg.knn_k + 1, desc=f"kNN {t}")
+        knn[t] = ix.search(built.index, vectors, cfg.knn_k + 1, desc=f"kNN {t}", indexed=True)
         t_knn[t] = round(time.perf_counter() - t1, 1)
         c_knn[t] = round(cpu_s() - c1, 1)
         del built

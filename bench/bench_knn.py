@@ -120,7 +120,7 @@ def run_size(label: str, folder: str, pick, k: int, sample: int | None = None
         built = ix.build_index(vectors, cfg, 0.0, 0, name="user")
         build_s = time.perf_counter() - start
         start = time.perf_counter()
-        sims, ids = ix.search(built.index, vectors, k)
+        sims, ids = ix.search(built.index, vectors, k, indexed=True)
         knn_s = time.perf_counter() - start
         rows.append({"size": label, "users": n, "variant": name,
                      "factory": built.info["factory"], "effort": built.info["search_param"],

@@ -44,12 +44,15 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "graph read by one integer sort): train 3.03x, expand 3.30x, the night 1342 -> 4180 s, "
     "3.11x; at db87329's code (f72856b) the night 1169 -> 3745 s, 3.20x (train 3.77x, one "
     "run's noise: 3.03x before; expand 3.15x; evaluate 3.22x, then 2.35x with the dense "
-    "baselines ranked by blocks of targets); 3M learned night 6467 s (acccb3b) "
+    "baselines ranked by blocks of targets); at 493b61d the training stage alone 172.8 -> "
+    "520.2 s (3.01x), and the users' kNN of one expand shard 21.9 -> 78.5 s, then 17.3 -> "
+    "56.8 s with the queries ordered by the lists that store them; 3M learned night 6467 s "
+    "(acccb3b) "
     "| 1M night in 20 min on 2 cores, growth no worse than linear | 1M met (1168 s at "
     "a39683a, 1132 s with every stage measured at 0870e15, 1122 s at 6d5ae56, 1053 s at "
     "db87329: 147 s to spare); growth met to 1M, 4-7% over linear from 1M to 3M "
     "(expand 3.15x: recall-tuned searches and tables past the cache; training 3.03-3.77x "
-    "over runs) |",
+    "over bench runs, 3.01x alone) |",
     "| fusion | 761k users, 95k streamers (1M generated users): expand 340 s wall / 291 CPU s with the "
     "source sequences only; fixed-weight fusion 391 s / 415 CPU s; learned 1065 s / 1375 CPU s "
     "(472 s preparing two previous nights and fitting), peak RSS 4.1 -> 16.4 GB | cost at 1M "

@@ -351,8 +351,9 @@ def test_the_least_effort_that_meets_the_target_is_found():
 
 
 def test_search_grouped_by_list_returns_each_query_in_place():
-    """search() scans an IVF index's queries grouped by their nearest list: every query
-    still gets its own hits, in its own row, as Faiss gives them in the given order."""
+    """search() scans an IVF index's queries grouped by their nearest list (the indexed
+    vectors' own kNN: by the lists that store them): every query still gets its own hits,
+    in its own row, as Faiss gives them in the given order."""
     from gie.expand import index as ix
 
     vectors = _clustered(20_000, 32, seed=3)
@@ -365,6 +366,20 @@ def test_search_grouped_by_list_returns_each_query_in_place():
     sims, ids = ix.search(built.index, queries, 21)
     plain_sims, plain_ids = built.index.search(queries, 21)
     assert np.array_equal(ids, plain_ids) and np.array_equal(sims, plain_sims)
+
+    # The kNN of the indexed vectors themselves: grouped by the lists that store them
+    # (no quantizer search), every row as Faiss gives it.
+    ivf = faiss.extract_index_ivf(built.index)
+    stored = ix._stored_order(built.index, len(vectors))
+    home = np.empty(len(vectors), np.int64)
+    for i in range(ivf.nlist):
+        home[faiss.rev_swig_ptr(ivf.invlists.get_ids(i), ivf.invlists.list_size(i))] = i
+    assert np.array_equal(np.sort(stored), np.arange(len(vectors)))
+    assert np.all(np.diff(home[stored]) >= 0) and np.any(np.diff(stored) < 0)
+    sims, ids = ix.search(built.index, vectors, 21, indexed=True)
+    plain_sims, plain_ids = built.index.search(vectors, 21)
+    assert np.array_equal(ids, plain_ids) and np.array_equal(sims, plain_sims)
+    assert ix._stored_order(built.index, len(queries)) is None    # not the indexed vectors
 
 
 def test_exact_rescoring_in_chunks_equals_each_query_alone():

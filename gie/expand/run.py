@@ -91,7 +91,7 @@ def _neighbours(data: GraphData, emb: dict, cfg: ExpandConfig, seed: int, timing
         k = min(cfg.knn_k + 1, data.num_nodes(t))
         rows = (only or {}).get(t)
         if rows is None:
-            knn[t] = ix.search(indexes[t].index, vectors, k, desc=f"kNN {t}")
+            knn[t] = ix.search(indexes[t].index, vectors, k, desc=f"kNN {t}", indexed=True)
         else:
             sims, ids = np.zeros((len(vectors), k), np.float32), np.full((len(vectors), k), -1)
             sims[rows], ids[rows] = ix.search(indexes[t].index, vectors[rows], k,
@@ -133,8 +133,8 @@ def load_view(graph: Path, embeddings: Path, indexes_from: Path, cfg: ExpandConf
     """The view `expand` worked on, rebuilt from a bundle's saved indexes (for `query`)."""
     data, emb = _load_inputs(graph, embeddings)
     indexes = {t: ix.load_index(indexes_from, t, index_info[t]) for t in NODE_TYPES}
-    knn = {t: ix.search(indexes[t], ix.normalise(emb[t]), min(cfg.knn_k + 1, data.num_nodes(t)))
-           for t in NODE_TYPES}
+    knn = {t: ix.search(indexes[t], ix.normalise(emb[t]), min(cfg.knn_k + 1, data.num_nodes(t)),
+                        indexed=True) for t in NODE_TYPES}
     return _view(data, emb, indexes, index_info, knn, cfg)
 
 
