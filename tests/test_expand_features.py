@@ -115,6 +115,18 @@ def test_audience_vectors_are_the_scaled_singular_vectors_after_the_first(graph)
     assert streamer_audience(graph, dim=8).tobytes() == streamer_audience(graph, dim=8).tobytes()
 
 
+def test_audience_products_through_the_transposed_view_keep_the_bits():
+    """streamer_audience multiplies by a.T, a CSC view, rather than a CSR copy of it: the
+    same terms added in the same order, so the same bits (what made the switch free)."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(3)
+    a = sp.random(3000, 400, density=0.02, format="csr", random_state=4)
+    a.data = rng.random(len(a.data)) / 7
+    y = rng.standard_normal((3000, 9))
+    assert np.array_equal(a.T @ y, a.T.tocsr() @ y)
+
+
 def _planted_audience(kinds: int, n_users: int, n_streamers: int, seed: int
                       ) -> tuple[GraphData, np.ndarray]:
     """Users of a kind gift and watch streamers of their kind, one in five anywhere; no

