@@ -238,3 +238,13 @@ def test_pair_index_finds_each_edge_row_in_any_query_order(graph):
         want = [rows.get((int(u), int(s)), -1) for u, s in zip(users, streamers)]
         assert index.find(users, streamers).tolist() == want
         assert (np.array(want) >= 0).sum() >= 200
+        # A batch's pairs: a narrow range of users (the search runs in their slice of the
+        # keys), including the first and last users' edges and pairs outside every edge.
+        for first in (0, graph.num_nodes("user") // 2, graph.num_nodes("user") - 3):
+            near = np.flatnonzero((edges.src >= first) & (edges.src < first + 3))
+            users = np.concatenate([edges.src[near], np.full(5, first), [first + 2]])
+            streamers = np.concatenate([edges.dst[near], rng.integers(0, 3, 5),
+                                        [graph.num_nodes("streamer") - 1]])
+            want = [rows.get((int(u), int(s)), -1) for u, s in zip(users, streamers)]
+            assert index.find(users, streamers).tolist() == want
+        assert index.find(np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == []

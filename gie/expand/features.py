@@ -72,15 +72,22 @@ class PairIndex:
 
     def find(self, users: np.ndarray, streamers: np.ndarray) -> np.ndarray:
         """Edge row of each pair, -1 where there is no edge."""
-        if not len(self.keys):
+        if not len(self.keys) or not len(users):
             return np.full(len(users), -1, np.int64)
         keys = users * self.n + streamers
         # Searched in key order, each search starts near the last one: at 16M watch edges a
         # streamer batch's 270k pairs take 0.09 s instead of 0.45 s (a user batch's pairs come
         # nearly sorted already, and cost the same either way).
         order = stable_argsort(keys)
+        ordered = keys[order]
+        # Only the keys between the smallest and the largest query can match: a user batch's
+        # pairs span its users' edges, so each search stays in that slice (in cache, as deep
+        # as the batch's edges rather than the graph's): 307k pairs of 1,024 users in 10.6
+        # instead of 14.1 ms among 16M watch edges, 10.7 instead of 14.7 ms among 47M.
+        lo = int(np.searchsorted(self.keys, ordered[0]))
+        hi = int(np.searchsorted(self.keys, ordered[-1], "right"))
         pos = np.empty(len(keys), np.int64)
-        pos[order] = np.searchsorted(self.keys, keys[order])
+        pos[order] = lo + np.searchsorted(self.keys[lo:hi], ordered)
         pos = np.minimum(pos, len(self.keys) - 1)
         return np.where(self.keys[pos] == keys, self.rows[pos], -1)
 
