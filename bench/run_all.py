@@ -47,14 +47,18 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "baselines ranked by blocks of targets); at 493b61d the training stage alone 172.8 -> "
     "520.2 s (3.01x), and the users' kNN of one expand shard 21.9 -> 78.5 s, then 17.3 -> "
     "56.8 s with the queries ordered by the lists that store them, the audience vectors "
-    "alone 12.2 -> 46.9 s, then 8.9-11.0 -> 32.4-34.5 s through a CSC view; 3M learned "
+    "alone 12.2 -> 46.9 s, then 8.9-11.0 -> 32.4-34.5 s through a CSC view; with both, on an "
+    "AVX2 host (d3f7836, pace 0.60 s against 0.55 s), the night 1386 -> 4206 s, **3.03x** "
+    "(build 2.93x, train 3.19x, expand 3.14x: users 3.25x, each 8% dearer; evaluate 2.34x); "
+    "3M learned "
     "night 6467 s "
     "(acccb3b) "
     "| 1M night in 20 min on 2 cores, growth no worse than linear | 1M met (1168 s at "
     "a39683a, 1132 s with every stage measured at 0870e15, 1122 s at 6d5ae56, 1053 s at "
-    "db87329: 147 s to spare); growth met to 1M, 4-7% over linear from 1M to 3M "
-    "(expand 3.15x: recall-tuned searches and tables past the cache; training 3.03-3.77x "
-    "over bench runs, 3.01x alone) |",
+    "db87329: 147 s to spare; not measured on the AVX2 host, where the first night ran 1.19x "
+    "the AVX-512 host's); growth met to 1M, 1-7% over linear from 1M to 3M (3.03x at "
+    "d3f7836; the expand's users 3.25x: recall-tuned searches and tables past the cache; "
+    "training 3.03-3.77x over bench runs, 3.01x alone) |",
     "| fusion | 761k users, 95k streamers (1M generated users): expand 340 s wall / 291 CPU s with the "
     "source sequences only; fixed-weight fusion 391 s / 415 CPU s; learned 1065 s / 1375 CPU s "
     "(472 s preparing two previous nights and fitting), peak RSS 4.1 -> 16.4 GB | cost at 1M "
@@ -79,7 +83,8 @@ def assemble() -> None:
              "`make bench`, or one section with the command given in it. Sections are written "
              "by the scripts to docs/benchmarks/*.md and concatenated here. The host has changed "
              "under us: the nightly b11b4df row ran 2.2-3.1x slower than the rows before it on "
-             "the same code, the be6c2a0 rows on a third host (AVX-512) about 1.1-1.2x; "
+             "the same code, the be6c2a0 rows on a third host (AVX-512) about 1.1-1.2x, and the "
+             "d3f7836 rows on the b11b4df platform again 1.19x the AVX-512 host's time; "
              "`bench/pace.py` now records the host's speed beside each nightly stage.", "",
              "| stage | headline | target | status |", "|---|---|---|---|",
              *SUMMARY, ""]
