@@ -32,10 +32,7 @@ from graphbuild.dataset import GraphData
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 Block = Callable[[int, int], np.ndarray]     # (lo, hi) -> a batch's scores of targets [lo, hi)
 SOURCE_BATCH = 256         # sources ranked together (a dense scorer's `source_batch` overrides)
-# Dense scores per block: SOURCE_BATCH sources x 65,536 targets. Powers of two, so every block
-# starts at a multiple of the BLAS kernels' column groups and a target's score has the bits it
-# has in the whole row (tested).
-BATCH_CELLS = 1 << 24
+BATCH_CELLS = 1 << 24      # dense scores per block: SOURCE_BATCH sources x 65,536 targets
 
 
 def gift_weights(graph: GraphData) -> sp.csr_matrix:
