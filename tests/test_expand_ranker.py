@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gie.expand import ranker
+from gie.expand import ranker, treecode
 from gie.expand.config import FusionConfig
 from gie.expand.features import CandidateTable
 from gie.expand.ranker import FIXED, LEARNED, SOURCE, TrainingSet, fit_fused, recall_at_k
@@ -133,9 +133,14 @@ def test_the_fit_is_reproducible():
         assert a[kind].booster.model_to_string() == b[kind].booster.model_to_string()
 
 
-def test_compiled_models_score_the_same_bits_with_missing_values():
-    """lleaves with every tree in one block sums the trees in LightGBM's order: the raw
-    scores are the same bits, NaN (no source proposed) included, over many trees."""
+@pytest.mark.parametrize("mirrored", [True, False])
+def test_compiled_models_score_the_same_bits_with_missing_values(monkeypatch, mirrored):
+    """Compiled code sums the trees in LightGBM's order: the raw scores are the same bits, NaN
+    (no source proposed) included, over many trees: in blocks of 34 trees with the lleaves
+    whose code generator gie/expand/treecode mirrors (lleaves' own blocks round otherwise),
+    in one block with any other."""
+    if not mirrored:
+        monkeypatch.setattr(treecode, "LLEAVES", "another version")
     data = _training_set(300, signal_noise=1.0, seed=3)
     rng = np.random.default_rng(1)
     data.X[rng.random(data.X.shape) < 0.3] = np.nan

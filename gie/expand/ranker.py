@@ -24,6 +24,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
+from gie.expand import treecode
 from gie.expand.config import FusionConfig, LearnConfig
 from gie.expand.features import CandidateTable
 
@@ -109,12 +110,12 @@ def compile_target() -> str | None:
 
 
 def compile_booster(booster: lgb.Booster, cache: Path | None = None) -> bool:
-    """Compile the model to native code with lleaves (LLVM), kept on the booster. All trees
-    form one block, so they are summed one after the other as LightGBM does: the raw scores
-    are the same bits (tested), 4-6x faster on one core at 400 trees. With `cache`, the
-    code is written to that file, or read from it when it exists (lleaves' cache: the file
-    must be this model's, compiled for this host). False when lleaves is not installed
-    (LightGBM then predicts)."""
+    """Compile the model to native code with lleaves (LLVM), kept on the booster. The trees
+    are cache-blocked and summed one after the other as LightGBM does (gie/expand/treecode):
+    the raw scores are the same bits (tested), 8x faster than LightGBM on one core at 400
+    trees. With `cache`, the code is written to that file, or read from it when it exists
+    (lleaves' cache: the file must be this model's, compiled by this code for this host).
+    False when lleaves is not installed (LightGBM then predicts)."""
     try:
         import lleaves
     except ImportError:
@@ -123,8 +124,8 @@ def compile_booster(booster: lgb.Booster, cache: Path | None = None) -> bool:
         path = Path(tmp) / "model.txt"
         booster.save_model(str(path))
         model = lleaves.Model(model_file=str(path))
-        model.compile(None if cache is None else str(cache), raw_score=True,
-                      fblocksize=max(1, booster.num_trees()))
+        treecode.compile_model(model, None if cache is None else str(cache),
+                               booster.num_trees())
     setattr(booster, COMPILED, model)
     return True
 

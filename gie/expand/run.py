@@ -28,7 +28,7 @@ from gie.config import dump_config
 from gie.embeddings import read_embeddings, write_embeddings
 from gie.errors import BadInputError
 from gie.expand import index as ix
-from gie.expand import once, ranker, workers
+from gie.expand import once, ranker, treecode, workers
 from gie.expand.bundle import (
     FAILED, PREPARED, ShardedStage, batch_table, file_signature, fingerprint, parse_shard,
     part_path, shard_from_env,
@@ -329,9 +329,9 @@ def _load_fusion(folder: Path, cfg: ExpandConfig, threads: int | None = None,
 def _compile_once(learned: list[tuple[str, lgb.Booster]], target: str, work: Path, shard: int,
                   n: int, wait_s: float) -> None:
     """Each model compiled by one shard into the run's work folder and loaded by the others
-    (gie/expand/once.py): the file names hold the model's and the host's fingerprints, since
-    the code is native to this host's CPU."""
-    folder = work / f"compiled-{fingerprint(target)}"
+    (gie/expand/once.py): the file names hold the model's, the host's and the code
+    generator's fingerprints, since the code is native to this host's CPU."""
+    folder = work / f"compiled-{fingerprint(target, treecode.codegen())}"
     folder.mkdir(exist_ok=True)
     pieces = [once.Piece(folder / f"{name}-{fingerprint(b.model_to_string())}.o",
                          lambda p, b=b: ranker.compile_booster(b, p),
