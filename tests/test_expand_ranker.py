@@ -155,6 +155,23 @@ def test_compiled_models_score_the_same_bits_with_missing_values(monkeypatch, mi
     assert got.tobytes() == want.tobytes()
 
 
+def test_held_out_rows_are_judged_by_the_first_rounds_compiled_with_the_same_bits(monkeypatch):
+    """_choose judges a fit by its best iteration's trees: compiled for many held-out rows,
+    LightGBM's scores with num_iteration, bit for bit."""
+    data = _training_set(300, signal_noise=1.0, seed=3)
+    booster = _fit(data, _cfg(rounds=120, early_stopping=120, num_leaves=15))["explore"].booster
+    assert booster.num_trees() > 80
+    want = booster.predict(data.X, num_iteration=70, raw_score=True)
+    monkeypatch.setattr(ranker, "JUDGE_COMPILED_ROWS", len(data.X))
+    judge, rounds = ranker._judging(booster, 70, len(data.X))
+    assert rounds is None and getattr(judge, ranker.COMPILED, None) is not None
+    every = np.ones(len(data.X), bool)
+    got = ranker._predict(judge, None, data.X, np.zeros(len(data.X), bool), every, 2,
+                          (rounds, None))
+    assert got.tobytes() == want.tobytes()
+    assert ranker._judging(booster, 70, len(data.X) - 1) == (booster, 70)   # few rows
+
+
 def _recall_by_sorting(data: TrainingSet, groups: np.ndarray, scores: np.ndarray,
                        k: int) -> float:
     """recall_at_k the obvious way: every group's rows sorted by score, ties by row order."""
