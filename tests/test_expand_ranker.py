@@ -163,6 +163,7 @@ def test_held_out_rows_are_judged_by_the_first_rounds_compiled_with_the_same_bit
     assert booster.num_trees() > 80
     want = booster.predict(data.X, num_iteration=70, raw_score=True)
     monkeypatch.setattr(ranker, "JUDGE_COMPILED_ROWS", len(data.X))
+    monkeypatch.setattr(ranker, "PREDICT_CHUNK", 1000)         # several chunks
     judge, rounds = ranker._judging(booster, 70, len(data.X))
     assert rounds is None and getattr(judge, ranker.COMPILED, None) is not None
     every = np.ones(len(data.X), bool)

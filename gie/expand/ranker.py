@@ -87,8 +87,12 @@ def _predict(booster: lgb.Booster, companion: lgb.Booster | None, X: np.ndarray,
                             (companion, ~own, num_iteration[1])):
         if part.any():
             compiled = getattr(model, COMPILED, None)
-            if compiled is not None and it is None:
-                out[part] = compiled.predict(X[rows[part]].astype(np.float64), n_jobs=threads)
+            if compiled is not None and it is None:    # float64 copies, a chunk at a time
+                idx, got = rows[part], np.empty(int(part.sum()))
+                for lo in range(0, len(idx), PREDICT_CHUNK):
+                    got[lo:lo + PREDICT_CHUNK] = compiled.predict(
+                        X[idx[lo:lo + PREDICT_CHUNK]].astype(np.float64), n_jobs=threads)
+                out[part] = got
             else:
                 out[part] = model.predict(X[rows[part]], num_iteration=it, num_threads=threads,
                                           raw_score=True)
@@ -96,6 +100,7 @@ def _predict(booster: lgb.Booster, companion: lgb.Booster | None, X: np.ndarray,
 
 
 COMPILED = "gie_compiled"     # attribute of a booster that compile_booster compiled
+PREDICT_CHUNK = 1 << 18      # rows the compiled code gets at a time (64 features: 128 MB)
 
 
 def compile_target() -> str | None:

@@ -39,14 +39,14 @@ def compile_model(model, cache: str | None, trees: int) -> None:
 
 @contextmanager
 def _ordered_blocks():
-    from lleaves.compiler.codegen import codegen
+    from lleaves.compiler.codegen import codegen as generator
     with _patch_lock:
-        original = codegen._populate_instruction_block
-        codegen._populate_instruction_block = _ordered_block
+        original = generator._populate_instruction_block
+        generator._populate_instruction_block = _ordered_block
         try:
             yield
         finally:
-            codegen._populate_instruction_block = original
+            generator._populate_instruction_block = original
 
 
 def _ordered_block(instr_block_idx, forest, root_func, tree_funcs, setup_block, next_block,
