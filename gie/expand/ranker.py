@@ -88,7 +88,8 @@ def _predict(booster: lgb.Booster, companion: lgb.Booster | None, X: np.ndarray,
         if part.any():
             compiled = getattr(model, COMPILED, None)
             if compiled is not None and it is None:    # float64 copies, a chunk at a time
-                idx, got = rows[part], np.empty(int(part.sum()))
+                idx = rows[part]
+                got = np.empty(len(idx))
                 for lo in range(0, len(idx), PREDICT_CHUNK):
                     got[lo:lo + PREDICT_CHUNK] = compiled.predict(
                         X[idx[lo:lo + PREDICT_CHUNK]].astype(np.float64), n_jobs=threads)
