@@ -191,6 +191,28 @@ def test_ranking_by_blocks_of_targets_equals_a_stable_sort_of_whole_rows(cells):
             assert explore[i].tolist() == [t for t in ranked if t not in hist][:k]
 
 
+def test_blocks_that_beat_the_running_cut_everywhere_keep_the_exact_lists():
+    """Scores that rise along the row: every block beats every row's running k-th best at
+    every target (the path that cuts such a block by top-k first), rows short of candidates
+    until late, and ties at the cut, against a stable sort."""
+    rng = np.random.default_rng(4)
+    n, width = 6, 2000
+    scores = np.tile(np.arange(width, dtype=np.float64) // 3, (n, 1))      # ties of three
+    scores[1, :1500] = -np.inf                            # short of candidates for 1500 targets
+    scores[2] = rng.integers(0, 5, width)                 # flat: few beat the cut
+    history = sp.csr_matrix(rng.random((n, width)) < 0.3)
+    score = lambda sources: scores[sources].copy()          # noqa: E731
+    sources = np.arange(n)
+    for k in (1, 5, 40):
+        full, explore = bl.top_k_lists_each(score, sources, k, width, [None, history],
+                                            batch_cells=bl.SOURCE_BATCH * 500)
+        for i in sources:
+            ranked = [t for t in np.argsort(-scores[i], kind="stable") if np.isfinite(scores[i, t])]
+            hist = set(history[i].indices.tolist())
+            assert full[i].tolist() == ranked[:k]
+            assert explore[i].tolist() == [t for t in ranked if t not in hist][:k]
+
+
 def _float32_close(a: np.ndarray, b: np.ndarray) -> bool:
     return np.allclose(a, b, rtol=1e-6, atol=1e-6)
 

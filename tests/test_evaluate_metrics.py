@@ -37,6 +37,27 @@ def test_ranking_metrics_average_over_users_and_skip_empty_targets():
     assert out["ndcg@2"] == pytest.approx((1 + ndcg2_second) / 2)
 
 
+def test_ranking_metrics_are_the_means_of_the_per_list_metrics():
+    """The accumulator's means are those of `ranking_at_k` list by list: lists shorter than
+    K, longer than K, without a hit, and more relevant targets than K."""
+    rng = np.random.default_rng(7)
+    ks = [1, 5, 20]
+    acc, per_list = RankingMetrics(ks), {k: [] for k in ks}
+    for _ in range(300):
+        ranked = rng.permutation(60)[:rng.integers(0, 40)].tolist()
+        relevant = set(rng.choice(60, rng.integers(0, 30), replace=False).tolist())
+        acc.update(ranked, relevant)
+        if relevant:
+            for k in ks:
+                per_list[k].append(ranking_at_k(ranked, relevant, k))
+    out = acc.compute()
+    assert out["users"] == len(per_list[1])
+    for k in ks:
+        mean = np.mean(per_list[k], axis=0)
+        assert [out[f"hit_rate@{k}"], out[f"recall@{k}"], out[f"ndcg@{k}"]] == \
+            pytest.approx(mean.tolist(), rel=1e-12)
+
+
 def test_link_prediction_counts_ties_against_the_model():
     pos = np.array([0.5, 0.1])
     neg = np.array([[0.1, 0.5, 0.9], [0.0, 0.05, 0.2]])

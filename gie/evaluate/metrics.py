@@ -38,25 +38,41 @@ def _at_k(gains: np.ndarray, n_relevant: int, k: int) -> tuple[float, float, flo
 
 
 class RankingMetrics:
-    """Accumulates HitRate/Recall/NDCG at several K over users; `compute` gives the means."""
+    """Accumulates HitRate/Recall/NDCG at several K over users; `compute` gives the means.
+
+    An update keeps the list's gains; `compute` scores every user at every K in a few array
+    operations (a call of `_at_k` per user and K took 10 s of a 1M evaluation). The means
+    add the users in order, as a running sum would."""
 
     def __init__(self, ks: Iterable[int]):
         self.ks = sorted(set(ks))
-        self.sums = {k: np.zeros(3) for k in self.ks}
-        self.users = 0
+        self.gains: list[np.ndarray] = []
+        self.n_relevant: list[int] = []
+
+    @property
+    def users(self) -> int:
+        return len(self.gains)
 
     def update(self, ranked: Iterable[int], relevant: set[int]) -> None:
-        if not relevant:
-            return
-        gains = _gains(ranked, relevant, self.ks[-1])      # once for every k
-        for k in self.ks:
-            self.sums[k] += _at_k(gains, len(relevant), k)
-        self.users += 1
+        if relevant:
+            self.gains.append(_gains(ranked, relevant, self.ks[-1]))      # once for every k
+            self.n_relevant.append(len(relevant))
 
     def compute(self) -> dict[str, float]:
         out: dict[str, float] = {"users": self.users}
+        kmax = self.ks[-1]
+        gains = np.zeros((self.users, kmax))
+        for row, g in zip(gains, self.gains):
+            row[:len(g)] = g
+        n_rel = np.array(self.n_relevant, np.int64)
         for k in self.ks:
-            mean = self.sums[k] / self.users if self.users else np.zeros(3)
+            discounts = _discounts(k)
+            ideal = np.array([discounts[:m].sum() for m in range(k + 1)])
+            hits = gains[:, :k].sum(axis=1)
+            per_user = np.stack([(hits > 0).astype(float), hits / np.maximum(n_rel, 1),
+                                 (gains[:, :k] * discounts).sum(axis=1)
+                                 / ideal[np.minimum(k, n_rel)]], axis=1)
+            mean = np.cumsum(per_user, axis=0)[-1] / self.users if self.users else np.zeros(3)
             out.update({f"hit_rate@{k}": float(mean[0]), f"recall@{k}": float(mean[1]),
                         f"ndcg@{k}": float(mean[2])})
         return out
