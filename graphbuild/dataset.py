@@ -145,9 +145,8 @@ def load_graph(path: str | Path, edge_types: tuple[str, ...] | None = None,
 
 def add_edges(data: GraphData, edge_types: tuple[str, ...]) -> None:
     """Read more of the graph's edge types into `data` (a caller that needs some edges
-    early and the rest later, and not all of them at once). A new dict: a thread reading the
-    edges it had (expand's fused-ranking learning) never sees this one change in its hands."""
-    data.edges = {**data.edges, **_load_edges(data.path, data.raw_ids, edge_types, None)}
+    early and the rest later, and not all of them at once)."""
+    data.edges.update(_load_edges(data.path, data.raw_ids, edge_types, None))
 
 
 def _load_edges(path: Path, raw_ids: dict[str, np.ndarray], edge_types: tuple[str, ...] | None,

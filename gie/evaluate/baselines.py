@@ -231,8 +231,7 @@ def _excluded_keys(exclude: sp.csr_matrix | None, sources: np.ndarray,
     for row, source in enumerate(sources):
         t = _row_entries(exclude, source)
         if columns is not None:
-            at = np.searchsorted(columns, t)
-            t = at[(at < len(columns)) & (columns[np.minimum(at, len(columns) - 1)] == t)]
+            t = np.searchsorted(columns, t[_in_sorted(t, columns)])
         keys.append(row * width + np.sort(t))
     return np.concatenate(keys).astype(np.int64) if keys else np.empty(0, np.int64)
 

@@ -69,7 +69,7 @@ class RankingMetrics:
             discounts = _discounts(k)
             ideal = np.array([discounts[:m].sum() for m in range(k + 1)])
             hits = gains[:, :k].sum(axis=1)
-            per_user = np.stack([(hits > 0).astype(float), hits / np.maximum(n_rel, 1),
+            per_user = np.stack([(hits > 0).astype(float), hits / n_rel,
                                  (gains[:, :k] * discounts).sum(axis=1)
                                  / ideal[np.minimum(k, n_rel)]], axis=1)
             mean = np.cumsum(per_user, axis=0)[-1] / self.users if self.users else np.zeros(3)

@@ -340,24 +340,10 @@ def _compile_once(learned: list[tuple[str, lgb.Booster]], target: str, work: Pat
     once.build_once(once.in_turn(pieces, shard, n), work / CLAIMS, wait_s)
 
 
-def _night_views(stage: ShardedStage, data: GraphData, graph: Path, embeddings: Path,
-                 cfg: ExpandConfig) -> tuple:
-    """(base relations, streamer vectors) of the night being expanded, every edge type read
-    first: built once among the shards and kept for the next night's learning (None, None
-    without a view cache)."""
-    add_edges(data, tuple(e for e in EDGES if e not in data.edges))
-    views, date = _view_cache(stage, cfg), data.metadata.get("date")
-    if not (views and date):
-        return None, None
-    return views.shared(str(date), data, graph, embeddings, cfg, stage.path / "_work" / CLAIMS,
-                        stage.shard, stage.n, cfg.shard_wait_s)
-
-
 def _prepare(stage: ShardedStage, data: GraphData, emb: dict, cfg: ExpandConfig,
-             seed: int, learn_from, graph: Path, embeddings: Path
-             ) -> tuple[dict, dict, dict, tuple]:
-    """Shard 0: indexes, embeddings copy, kNN tables, the fused ranking's scorers, and this
-    night's views (`_night_views`). Returns (indexes, kNN results, prepared info, views)."""
+             seed: int, learn_from) -> tuple[dict, dict, dict]:
+    """Shard 0: indexes, embeddings copy, kNN tables, the fused ranking's scorers.
+    Returns (indexes, kNN results, prepared info)."""
     info: dict = {"index": {}, "timings_s": {}}
     (stage.path / "index").mkdir(exist_ok=True)
     work = stage.path / "_work"
@@ -389,16 +375,9 @@ def _prepare(stage: ShardedStage, data: GraphData, emb: dict, cfg: ExpandConfig,
             if stage.n > 1:
                 np.save(work / f"knn-{t}-sims.npy", knn[t][0])
                 np.save(work / f"knn-{t}-ids.npy", knn[t][1])
-        # Built beside the fused ranking's learning (its last fit leaves a core idle), not
-        # after it, where every shard's first batch waited for them (at 1.3M users one shard
-        # built the relations in 25 s while the other started, then waited 18 s for the
-        # other's streamer vectors).
-        t0 = time.perf_counter()
-        night = _night_views(stage, data, graph, embeddings, cfg)
-        info["timings_s"]["night_views"] = round(time.perf_counter() - t0, 3)
         info["fusion"] = _save_fusion(fusion.result(), stage.path / "ranker")
     info["timings_s"].update(fusion_timings)
-    return indexes, knn, info, night
+    return indexes, knn, info
 
 
 def _expand_type(stage: ShardedStage, view: View, fusion: Fusion | None, cfg: ExpandConfig,
@@ -495,8 +474,8 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
     local = given is None and n > 1
     local_worker = os.environ.get("GIE_EXPAND_LOCAL_WORKER") == "1"
     graph, embeddings, out = Path(graph), Path(embeddings), Path(out)
-    # The other edge types are read once the preparation's kNN is done (`_night_views`): it
-    # needs only the gift edges (the fused ranking's labels).
+    # The other edge types are read after the preparation, which needs only the gift edges
+    # (the fused ranking's labels): not held while it learns from a previous night's graph.
     data, emb = _load_inputs(graph, embeddings, edge_types=("gift",))
     inputs = {"graph": str(graph.resolve()), "embeddings": str(embeddings.resolve()),
               "graph_date": data.metadata.get("date"),
@@ -510,12 +489,10 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
     procs: list = []
     log.info("expanding shard %d/%d of %d users and %d streamers into %s", i, n,
              data.num_nodes("user"), data.num_nodes("streamer"), out)
-    work = stage.path / "_work"
     try:
         if i == 0:
             try:
-                indexes, knn, prepared, (base, vectors) = _prepare(
-                    stage, data, emb, cfg, seed, learn_from, graph, embeddings)
+                indexes, knn, prepared = _prepare(stage, data, emb, cfg, seed, learn_from)
             except Exception as e:
                 stage.mark(FAILED, {"error": f"{type(e).__name__}: {e}"})
                 raise
@@ -528,11 +505,17 @@ def expand(graph: str | Path, embeddings: str | Path, out: str | Path, cfg: Expa
                                       learn_from or [])
         else:
             prepared = stage.wait_prepared(cfg.shard_wait_s)
+            work = stage.path / "_work"
             knn = {t: (np.load(work / f"knn-{t}-sims.npy"), np.load(work / f"knn-{t}-ids.npy"))
                    for t in NODE_TYPES}
             indexes = {t: ix.load_index(stage.path / "index", t, prepared["index"][t])
                        for t in NODE_TYPES}
-            base, vectors = _night_views(stage, data, graph, embeddings, cfg)
+        add_edges(data, tuple(e for e in EDGES if e not in data.edges))
+        work, date = stage.path / "_work", data.metadata.get("date")
+        views = _view_cache(stage, cfg)
+        # Built once among the shards, and kept for the next night's learning.
+        base, vectors = views.shared(str(date), data, graph, embeddings, cfg, work / CLAIMS,
+                                     i, n, cfg.shard_wait_s) if views and date else (None, None)
         bare = Relations(data, {}, cfg.graph_weight, {}, cfg.fusion.fresh_days, base=base)
         view = _view(data, emb, indexes, prepared["index"], knn, cfg, bare, vectors)
         threads = workers.threads_per_worker(n) if local or local_worker else None
