@@ -87,12 +87,15 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
     rejected rows written to stage/rejected; fails on too many rejects or an empty day D.
 
     Each table is read and classified once, into its collapsed table (validate.collapse) in
-    `work`; counts, valid rows and rejected rows are then read from those."""
+    `work`; counts, valid rows and rejected rows are then read from those (the valid vectors
+    of a table with vector columns from a second pass over its input)."""
     collapsed: dict[str, DataFrame] = {}
+    classified: dict[str, DataFrame] = {}
     with timer.step("validate_profiles"):
         for table in validate.PROFILE_TABLES:
             if table in sources:
-                collapsed[table] = _collapsed(spark, sources[table], window, cfg, {}, work)
+                classified[table], collapsed[table] = _collapsed(spark, sources[table], window,
+                                                                 cfg, {}, work)
     known = {}
     for t in validate.PROFILE_TABLES:
         if t in collapsed:
@@ -101,9 +104,12 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
     with timer.step("validate_events"):
         for table in EVENT_TABLES:
             if table in sources:
-                collapsed[table] = _collapsed(spark, sources[table], window, cfg, known, work)
+                classified[table], collapsed[table] = _collapsed(spark, sources[table], window,
+                                                                 cfg, known, work)
         report = validate.status_counts(collapsed, window.last_day_start_ms)
-    valid = {t: validate.valid_rows(df) for t, df in collapsed.items()}
+    valid = {t: validate.distinct_valid_rows(classified[t], df, report[t].get("duplicate", 0),
+                                             cfg.broadcast_max_rows)
+             for t, df in collapsed.items()}
     # scan only tables with quarantined rows: the counts already say which
     rejected = [validate.rejected_rows(df, t) for t, df in collapsed.items()
                 if set(report[t]) - {validate.OK, validate.OUT_OF_WINDOW, "_ok_on_last_day"}]
@@ -132,15 +138,15 @@ def _validated(spark, sources: dict[str, TableSource], window, date: str, cfg: B
 
 
 def _collapsed(spark, source: TableSource, window, cfg: BuildConfig,
-               known: dict[str, DataFrame], work: Path) -> DataFrame:
-    """Read, type and classify one table (the only pass over its raw file) and materialize
-    its collapsed table (validate.collapse)."""
+               known: dict[str, DataFrame], work: Path) -> tuple[DataFrame, DataFrame]:
+    """Read, type and classify one table (lazily: the classified rows) and materialize its
+    collapsed table (validate.collapse). Only tables with vector columns are read again, for
+    their valid vectors."""
     df = validate.typed_table(read_table(spark, source), source)
     df = validate.classify(df, source.name, window, cfg, known)
     if source.name in validate.PROFILE_TABLES:
         df = validate.dedup_profiles(df, source.name)
-    return materialize(spark, validate.collapse(df),
-                       work / f"validated_{source.name}")
+    return df, materialize(spark, validate.collapse(df), work / f"validated_{source.name}")
 
 
 def _summarise(report: dict[str, dict]) -> dict:

@@ -145,3 +145,35 @@ def test_segment_vectors_of_wrong_length_or_not_finite_are_rejected(spark, tmp_p
     (raw / "segments.csv").unlink()
     counts = _counts(_statuses(spark, raw, "segments"), "segments")
     assert counts == {OK: 1, "bad_image_emb": 1}
+
+
+@pytest.mark.parametrize("broadcast_max_rows", [1000, 0])
+def test_duplicate_segments_collapse_to_one_row_and_keep_their_vectors(spark, tmp_path,
+                                                                        broadcast_max_rows):
+    vec = pa.list_(pa.float32())
+    rows = [  # (live_id, image_emb, speech_emb): two exact copies, a vector apart, a null one
+        (1, [1, 2, 3, 4], [1, 2]), (1, [1, 2, 3, 4], [1, 2]), (1, [1, 2, 3, 5], [1, 2]),
+        (2, [0, 0, 0, 1], None), (2, [0, 0, 0, 1], None), (2, [0, 0, 0, 1], None),
+        (3, [9, 9, 9, 9], [3, 3])]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pq.write_table(pa.table({
+        "streamer_id": [10] * len(rows), "live_id": [r[0] for r in rows],
+        "timestamp": [ts(2)] * len(rows), "image_emb": pa.array([r[1] for r in rows], vec),
+        "speech_emb": pa.array([r[2] for r in rows], vec),
+        "comment_emb": pa.array([None] * len(rows), vec)}), raw / "segments.parquet")
+    classified = _statuses(spark, raw, "segments")
+    collapsed = validate.collapse(classified)
+    counts = validate.status_counts({"s": collapsed}, WINDOW.last_day_start_ms)["s"]
+    assert counts == {OK: 4, "duplicate": 3}
+    valid = validate.distinct_valid_rows(classified, collapsed, counts["duplicate"],
+                                         broadcast_max_rows).toPandas()
+    got = sorted((r.live_id, list(r.image_emb),
+                  None if r.speech_emb is None else list(r.speech_emb))
+                 for r in valid.itertuples())
+    distinct = dict.fromkeys((r[0], tuple(r[1]), r[2] and tuple(r[2])) for r in rows)
+    assert got == sorted((i, [float(x) for x in im], sp and [float(x) for x in sp])
+                         for i, im, sp in distinct)
+    dup = validate.rejected_rows(collapsed, "segments").toPandas()
+    assert sorted(json.loads(r)["live_id"] for r in dup.record) == [1, 2, 2]
+    assert all("_h_image_emb" in json.loads(r) for r in dup.record)
