@@ -61,11 +61,6 @@ class TrainConfig(BaseModel):
         4, ge=0, description="snapshots of every node's layer vectors per epoch when training "
                              "on one sampled hop (gie/train/history.py); 0 samples all "
                              "len(fanouts) hops at every step. Single-process and DDP only")
-    keep_inference_blocks: bool = Field(
-        True, description="keep the training graph's full-neighbour blocks after the first "
-                          "layer-wise pass (each layer-history snapshot and validation "
-                          "reuses them): faster, at about the graph's edges in memory once "
-                          "more (gie/train/sampler.py InEdges.full_block)")
     fused_cache_age: int = Field(
         8, ge=0, description="with layer histories off (and in --dist mode): steps a "
                              "non-seed streamer's fused MFQ vector is reused before it is "

@@ -207,8 +207,7 @@ def _train(graph: Path, out: Path, cfg: TrainConfig, seed: int, resume: bool,
         g_train.in_degrees(etype=GIFT), cfg.batch_size, cfg.num_negatives) \
         if cfg.logq_correction > 0 and cfg.in_batch_negatives else None
     use_history = cfg.layer_history_refreshes > 0 and len(cfg.fanouts) > 1
-    index = InEdges(g_train, "w" if cfg.weighted_sampling else None,
-                    keep_full_blocks=cfg.keep_inference_blocks)
+    index = InEdges(g_train, "w" if cfg.weighted_sampling else None)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         seed_all(seed, epoch)
         # Every draw of an epoch comes from generators seeded from (seed, epoch, rank), so

@@ -52,7 +52,7 @@ class InEdges:
     once with a stable sort, so the edges of a node stay in edge-id order), with the running
     sum of their weights (for draws by weight)."""
 
-    def __init__(self, g: dgl.DGLGraph, weight: str | None = None, keep_full_blocks: bool = False):
+    def __init__(self, g: dgl.DGLGraph, weight: str | None = None):
         self.ntypes = list(g.ntypes)
         self.etypes: list[EType] = list(g.canonical_etypes)
         self.ptr, self.src, self.eid, self.w, self.cw = {}, {}, {}, {}, {}
@@ -68,24 +68,6 @@ class InEdges:
         self.gift = g.edges(etype=GIFT, order="eid") if GIFT in self.etypes else None
         self.num_nodes = {t: g.num_nodes(t) for t in self.ntypes}
         self._position: dict[EType, torch.Tensor] = {}     # edge id -> CSC position, lazily
-        # full_neighbour_blocks' blocks of all nodes, kept when asked (see full_block)
-        self._full: dict[tuple[str, int, int], tuple] | None = {} if keep_full_blocks else None
-
-    def full_block(self, t: str, lo: int, batch_size: int
-                   ) -> tuple[dict[str, torch.Tensor], dgl.DGLGraph]:
-        """(input nodes, block with every in-edge) of the `batch_size` nodes of type `t` from
-        id `lo`. Kept after the first pass when the index keeps full blocks: training takes a
-        layer-history snapshot 4 times an epoch and validates once, each a full pass over the
-        same graph, and building the blocks was 18% of a 1M night's training (the blocks
-        then hold about the graph's edges once more)."""
-        key = (t, lo, batch_size)
-        if self._full is not None and key in self._full:
-            return self._full[key]
-        ids = torch.arange(lo, min(lo + batch_size, self.num_nodes[t]))
-        inputs, (block,) = sample_blocks(self, {t: ids}, [-1], None)
-        if self._full is not None:
-            self._full[key] = inputs, block
-        return inputs, block
 
     def sample(self, et: EType, seeds: torch.Tensor, fanout: int,
                gen: torch.Generator | None, exclude: torch.Tensor | None = None) -> Picked:
@@ -310,13 +292,10 @@ def full_neighbour_blocks(index: InEdges, batch_size: int,
         nodes = (only or {}).get(t)
         n = index.num_nodes[t] if nodes is None else len(nodes)
         for lo in range(0, n, batch_size):
-            if nodes is None:
-                inputs, block = index.full_block(t, lo, batch_size)
-                yield inputs, t, torch.arange(lo, min(lo + batch_size, n)), block
-            else:
-                ids = nodes[lo:lo + batch_size]
-                inputs, (block,) = sample_blocks(index, {t: ids}, [-1], None)
-                yield inputs, t, ids, block
+            ids = torch.arange(lo, min(lo + batch_size, n)) if nodes is None \
+                else nodes[lo:lo + batch_size]
+            inputs, (block,) = sample_blocks(index, {t: ids}, [-1], None)
+            yield inputs, t, ids, block
 
 
 @dataclass
