@@ -54,6 +54,18 @@ def test_swing_caps_keep_the_heaviest_edges():
     np.testing.assert_array_equal(capped, [[3.0, 0.0, 2.0], [3.0, 0.0, 2.0]])
 
 
+def test_swing_leaves_the_gift_weights_as_they_were():
+    """The weights go on to the history baseline, Swing's scores and every history
+    exclusion: a cap applied in place (the capped copy once shared the weights' index
+    arrays and compacted them) cut the heavy users' histories to their top items."""
+    rng = np.random.default_rng(5)
+    dense = np.where(rng.random((30, 12)) < 0.6, rng.random((30, 12)) + 0.1, 0.0)
+    w = sp.csr_matrix(dense)
+    bl.swing_similarity(w, max_items_per_user=3, max_users_per_item=5)
+    np.testing.assert_array_equal(w.toarray(), dense)
+    assert w.nnz == np.count_nonzero(dense)
+
+
 @pytest.fixture
 def graph():
     # user 0 gifted s0 (weight 1) and s1 (weight 3); user 1 gifted s1 and s2; user 2 s2 only.

@@ -45,8 +45,9 @@ def gift_weights(graph: GraphData) -> sp.csr_matrix:
 
 
 def _keep_top_per_row(m: sp.csr_matrix, cap: int) -> sp.csr_matrix:
-    """Keep the `cap` largest entries of each row (ties: lower column first)."""
-    m = m.tocsr()
+    """Keep the `cap` largest entries of each row (ties: lower column first), in a new matrix:
+    `m` is left as it was (the result once shared its index arrays and compacted them)."""
+    m = sp.csr_matrix(m, copy=True)
     m.sort_indices()
     keep = np.zeros(m.nnz, dtype=bool)
     for r in np.flatnonzero(np.diff(m.indptr) > cap):
