@@ -24,6 +24,7 @@ MIN_TS = 946_684_800_000      # 2000-01-01: earlier timestamps are impossible fo
 MAX_TS = 4_102_444_800_000    # 2100-01-01
 OK, OUT_OF_WINDOW = "ok", "out_of_window"
 STATUS, RAW, RECORD, COPIES = "_status", "_raw", "_record", "_copies"
+HASH = "_h_"      # prefix of a vector column's 64-bit hash in the collapsed tables
 
 # Columns that must be present, non-null and non-negative, and the event time column.
 ID_COLUMNS = {
@@ -163,7 +164,7 @@ def vector_columns(df: DataFrame) -> list[str]:
 
 
 def _hash(c: str) -> str:
-    return f"_h_{c}"
+    return f"{HASH}{c}"
 
 
 def collapse(df: DataFrame) -> DataFrame:
@@ -256,7 +257,7 @@ def rejected_rows(collapsed: DataFrame, table: str) -> DataFrame:
     one per input row: rejected rows with their raw row as JSON, and the extra copies of exact
     duplicates (reason `duplicate`, the typed row as JSON; vectors as their `_h_` hashes)."""
     ok = _ok()
-    typed = data_columns(collapsed) + [c for c in collapsed.columns if c.startswith("_h_")]
+    typed = data_columns(collapsed) + [c for c in collapsed.columns if c.startswith(HASH)]
     record = F.when(ok, F.to_json(F.struct(*typed))).otherwise(F.col(RECORD))
     copies = F.when(ok, F.col(COPIES) - 1).otherwise(F.col(COPIES)).cast("int")
     return collapsed.filter(_rejected() | (ok & (F.col(COPIES) > 1))).select(
