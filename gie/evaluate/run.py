@@ -165,16 +165,14 @@ def _histories(graph: GraphData, sources: list[int], ntype: str, history_matrix
 
 
 def _side(graph: GraphData, expansions: dict, labels: dict[int, set[int]], ntype: str,
-          rankers: dict[str, bl.ScoreFn], history_matrix, new: set[int], cfg: EvalConfig,
-          history: dict[int, set[int]] | None = None) -> dict:
+          rankers: dict[str, bl.ScoreFn], history_matrix, history: dict[int, set[int]],
+          new: set[int], cfg: EvalConfig) -> dict:
     """Retrieval metrics of one side: every published sequence beside the baselines
-    (`history`: the sources' `_histories`, when the caller has them)."""
+    (`history`: the sources' `_histories` of `history_matrix`)."""
     other = "streamer" if ntype == "user" else "user"
     sources = sorted(labels)
     nodes = to_node_ids(graph.raw_ids[ntype], np.array(sources, np.int64))
     target_ids = graph.raw_ids[other]
-    if history is None:
-        history = _histories(graph, sources, ntype, history_matrix)
     lists = {mp: [expansions[mp].get(u, []) for u in sources]
              for mp in SEQUENCES[ntype] if mp in expansions}
     ranked, explore = _baseline_lists(rankers, target_ids, nodes, max(cfg.ks), history_matrix)
@@ -293,17 +291,18 @@ def evaluate(raw: str | Path, work: str | Path, date: str, cfg: EvalConfig, seed
         users = _side(graph, expansions, labels, "user", {
             "popularity": bl.popularity_scores(graph), "history": bl.history_scores(weights),
             "swing": bl.swing_scores(weights, swing),
-            "emb_knn": bl.embedding_scores(user_emb, streamer_emb)}, weights, new, cfg,
-            history)
+            "emb_knn": bl.embedding_scores(user_emb, streamer_emb)}, weights, history, new, cfg)
         every_streamer = _streamer_labels(all_labels)
         streamer_labels = sample_sources(every_streamer, cfg.max_sources, seed)
         streamer_expansions = read_expansions(bundle, "streamer", set(streamer_labels)) \
             if (bundle / "expansions" / "streamer").is_dir() else {}
+        by_streamer = weights.T.tocsr()
         streamers = _side(graph, streamer_expansions, streamer_labels, "streamer", {
             "active_gifters": bl.active_gifter_scores(graph),
-            "history": bl.history_scores(weights.T.tocsr()),
+            "history": bl.history_scores(by_streamer),
             "user_cf": bl.user_cf_scores(weights),
-            "emb_knn": bl.embedding_scores(streamer_emb, user_emb)}, weights.T.tocsr(), set(), cfg)
+            "emb_knn": bl.embedding_scores(streamer_emb, user_emb)}, by_streamer,
+            _histories(graph, sorted(streamer_labels), "streamer", by_streamer), set(), cfg)
         timings["baselines_and_metrics"] = time.time() - t
 
         t = time.time()
