@@ -144,8 +144,7 @@ def test_compiled_models_score_the_same_bits_with_missing_values(monkeypatch, mi
     data = _training_set(300, signal_noise=1.0, seed=3)
     rng = np.random.default_rng(1)
     data.X[rng.random(data.X.shape) < 0.3] = np.nan
-    fitted = _fit(data, _cfg(rounds=300, early_stopping=300, num_leaves=15,   # many trees
-                             learning_rate=0.05))
+    fitted = _fit(data, _cfg(rounds=300, early_stopping=300, num_leaves=15))
     booster = fitted["explore"].booster
     assert booster.num_trees() > 100
     X = np.where(rng.random(data.X.shape) < 0.1, np.nan, data.X * 1.1)   # unseen values too
@@ -160,8 +159,7 @@ def test_held_out_rows_are_judged_by_the_first_rounds_compiled_with_the_same_bit
     """_choose judges a fit by its best iteration's trees: compiled for many held-out rows,
     LightGBM's scores with num_iteration, bit for bit."""
     data = _training_set(300, signal_noise=1.0, seed=3)
-    booster = _fit(data, _cfg(rounds=120, early_stopping=120, num_leaves=15,
-                              learning_rate=0.05))["explore"].booster
+    booster = _fit(data, _cfg(rounds=120, early_stopping=120, num_leaves=15))["explore"].booster
     assert booster.num_trees() > 80
     want = booster.predict(data.X, num_iteration=70, raw_score=True)
     monkeypatch.setattr(ranker, "JUDGE_COMPILED_ROWS", len(data.X))

@@ -97,9 +97,7 @@ class LearnConfig(BaseModel):
                               "to the next in our measurements) or listwise lambdarank")
     rounds: int = Field(400, ge=1, description="boosting rounds at most")
     early_stopping: int = Field(40, ge=1, description="rounds without held-out gain to stop")
-    learning_rate: float = Field(0.1, gt=0, description="shrinkage of each tree: 0.1 "
-                                 "ranked the 1M night's held-out nodes as well as 0.05 "
-                                 "with half the trees (docs/BUNDLE.md)")
+    learning_rate: float = Field(0.05, gt=0)
     num_leaves: int = Field(7, ge=2)
     min_data_in_leaf: int = Field(100, ge=1)
     feature_fraction: float = Field(0.8, gt=0, le=1)
