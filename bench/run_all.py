@@ -78,12 +78,12 @@ SUMMARY = [  # kept by hand: the figures of the sections below, against the issu
     "| quality | explore Recall@50 vs best baseline, a week of nights, the last three evaluated "
     "(means of seeds 0-2 and those days, 64d4d28: topics over content and audience): default "
     "0.566 (1.32x), weak_clicks 0.470 (1.26x; 1.15x before the content features, 1.22x before "
-    "the topic features), long_history 0.404 (1.26x; 1.22x before the audience; oracle 0.407, "
+    "the topic features), long_history 0.408 at 9a5321d (1.26x; 1.22x before the audience; oracle 0.411, "
     "99% reached), no_content 0.405 (1.40x; 1.19x before), few_users (the public dataset's "
-    "size, e160d64) 0.429 (1.43x Swing); streamer side 0.388 / 0.308 / 0.559 / 0.549 / 0.784 "
+    "size, e160d64) 0.429 (1.43x Swing); streamer side 0.388 / 0.308 / 0.565 / 0.549 / 0.784 "
     "| 1.25x on every profile | met on default, weak_clicks and long_history, with every "
     "other #13 target (downstream margin / spread at 8e7d741, the models reading hit "
-    "features: long_history 0.010 / 0.007, default 0.025 / 0.012, weak_clicks 0.032 / 0.015) |",
+    "features: long_history 0.009 / 0.009 at 9a5321d, default 0.025 / 0.012, weak_clicks 0.032 / 0.015) |",
 ]
 
 
